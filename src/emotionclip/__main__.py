@@ -1,0 +1,5 @@
+import sys
+
+from emotionclip.cli import main
+
+sys.exit(main())
