@@ -1,0 +1,213 @@
+"""EmotionCLIP (Zhang, Pan & Wang, CVPR 2023): subject-aware CLIP frames + temporal fusion.
+
+The module tree mirrors the released checkpoint so that its state dict loads strictly:
+``backbone`` is an open_clip ``CLIP`` (vision and text towers, used unmodified), ``visual_head``
+fuses the T frame features, ``logit_scale`` is EmotionCLIP's own temperature (the backbone's
+``logit_scale`` is kept only because the release stores it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TEMPORAL_FUSIONS = ("transformer", "mean", "conv1d")
+
+
+@dataclass
+class EmotionCLIPConfig:
+    """Everything needed to rebuild the architecture (weights not included)."""
+
+    backbone: dict[str, Any]  # open_clip CLIP config: embed_dim, vision_cfg, text_cfg
+    quick_gelu: bool = False
+    temporal_fusion: str = "transformer"
+    video_len: int = 8
+    head_layers: int = 6
+    head_heads: int = 8
+    head_ffn: int = 2048
+    head_dropout: float = 0.1
+    backbone_name: str | None = None  # informative: the open_clip model name it came from
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EmotionCLIPConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown EmotionCLIP config keys: {sorted(unknown)} (valid: {sorted(known)})")
+        return cls(**d)
+
+
+class TransformerFusion(nn.Module):
+    """Temporal transformer of the release: ``enc(x + pos) + x``, then the mean over frames."""
+
+    def __init__(self, dim: int, video_len: int, layers: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, ffn, dropout, activation="gelu", batch_first=True
+        )
+        self.fusion_layer = nn.TransformerEncoder(
+            layer, layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
+        )
+        self.frame_position_embedding = nn.Embedding(video_len, dim)
+        # persistent: the released checkpoint stores it
+        self.register_buffer("position_ids", torch.arange(video_len), persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.frame_position_embedding(self.position_ids[: x.shape[1]])
+        return (self.fusion_layer(x + pos) + x).mean(dim=1)
+
+
+class MeanFusion(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+class Conv1dFusion(nn.Module):
+    """Depthwise temporal convolution (kernel 3, no padding, no bias), then the mean over time."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fusion_layer = nn.Conv1d(dim, dim, kernel_size=3, groups=dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fusion_layer(x.transpose(1, 2)).mean(dim=2)
+
+
+def build_temporal_head(cfg: EmotionCLIPConfig, dim: int) -> nn.Module:
+    if cfg.temporal_fusion == "transformer":
+        return TransformerFusion(dim, cfg.video_len, cfg.head_layers, cfg.head_heads, cfg.head_ffn, cfg.head_dropout)
+    if cfg.temporal_fusion == "mean":
+        return MeanFusion()
+    if cfg.temporal_fusion == "conv1d":
+        return Conv1dFusion(dim)
+    raise ValueError(f"unknown temporal_fusion {cfg.temporal_fusion!r}; choose one of {TEMPORAL_FUSIONS}")
+
+
+def _as_float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if mask.dtype == torch.bool:
+        return mask.to(dtype)
+    return (mask != 0).to(dtype) if not mask.is_floating_point() else mask.to(dtype)
+
+
+class EmotionCLIP(nn.Module):
+    def __init__(self, config: EmotionCLIPConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = open_clip.CLIP(
+            embed_dim=config.backbone["embed_dim"],
+            vision_cfg=config.backbone["vision_cfg"],
+            text_cfg=config.backbone["text_cfg"],
+            quick_gelu=config.quick_gelu,
+        )
+        if not isinstance(self.backbone.visual, open_clip.transformer.VisionTransformer):
+            raise ValueError(
+                f"EmotionCLIP needs a ViT vision tower for its subject token; "
+                f"{config.backbone_name or 'this backbone'} builds {type(self.backbone.visual).__name__}"
+            )
+        self.visual_head = build_temporal_head(config, self.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config.backbone["embed_dim"])
+
+    @property
+    def video_len(self) -> int:
+        return self.config.video_len
+
+    @property
+    def image_size(self) -> int:
+        return int(self.backbone.visual.image_size[0])
+
+    # ---- encoders ----------------------------------------------------------------------------
+    def _check_frames(self, x: torch.Tensor, what: str) -> None:
+        h, w = self.backbone.visual.image_size
+        if x.shape[-3:] != (3, h, w):
+            raise ValueError(f"{what} frames must be [3, {h}, {w}], got {list(x.shape[-3:])}")
+
+    def _subject_token(self, mask: torch.Tensor | None, n: int, dtype, device) -> torch.Tensor:
+        visual = self.backbone.visual
+        width = visual.positional_embedding.shape[1]
+        if mask is None:
+            return torch.zeros(n, 1, width, dtype=dtype, device=device)
+        # fraction of each patch covered by the subject, [N, grid_h * grid_w]
+        cover = F.avg_pool2d(_as_float_mask(mask, torch.float32)[:, None], visual.patch_size).flatten(1)
+        token = cover.to(dtype) @ visual.positional_embedding[1:].to(dtype)
+        return token[:, None]
+
+    def encode_image(self, image: torch.Tensor, image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame features ``[B, D]`` (un-normalised) with the subject token from ``image_mask``."""
+        if image.ndim != 4:
+            raise ValueError(f"image must be [B, 3, H, W], got shape {list(image.shape)}")
+        self._check_frames(image, "image")
+        if image_mask is not None and tuple(image_mask.shape) != (image.shape[0], *image.shape[-2:]):
+            raise ValueError(
+                f"image_mask must be [B, H, W] = {[image.shape[0], *image.shape[-2:]]}, got {list(image_mask.shape)}"
+            )
+        visual = self.backbone.visual
+        x = visual.conv1(image.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)  # [N, grid², width]
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = torch.cat([x, self._subject_token(image_mask, x.shape[0], x.dtype, x.device)], dim=1)
+        x = visual.ln_pre(x)
+        x = visual.transformer(x)
+        pooled, _ = visual._pool(x)
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Clip features ``[B, D]`` (un-normalised) from ``video [B, T, 3, H, W]``."""
+        if video.ndim != 5:
+            raise ValueError(f"video must be [B, T, 3, H, W], got shape {list(video.shape)}")
+        self._check_frames(video, "video")
+        b, t = video.shape[:2]
+        if self.config.temporal_fusion == "transformer" and t > self.video_len:
+            raise ValueError(
+                f"clip has {t} frames but the model's frame-position table holds {self.video_len}"
+            )
+        if self.config.temporal_fusion == "conv1d" and t < 3:
+            raise ValueError(f"conv1d temporal fusion needs at least 3 frames, got {t}")
+        if video_mask is not None:
+            if tuple(video_mask.shape) != (b, t, *video.shape[-2:]):
+                raise ValueError(
+                    f"video_mask must be [B, T, H, W] = {[b, t, *video.shape[-2:]]}, got {list(video_mask.shape)}"
+                )
+            video_mask = video_mask.flatten(0, 1)
+        frames = self.encode_image(video.flatten(0, 1), video_mask)
+        return self.visual_head(frames.view(b, t, -1))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be an integer tensor [B, L], got {tokens.dtype} {list(tokens.shape)}")
+        if tokens.shape[1] != self.backbone.context_length:
+            raise ValueError(f"tokens must have length {self.backbone.context_length}, got {tokens.shape[1]}")
+        return self.backbone.encode_text(tokens)
+
+    def forward(
+        self, video: torch.Tensor, video_mask: torch.Tensor | None, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        video_features = F.normalize(self.encode_video(video, video_mask), dim=-1)
+        text_features = F.normalize(self.encode_text(tokens), dim=-1)
+        return video_features, text_features, self.logit_scale.exp()
+
+    # ---- training helpers --------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+    def lock_towers(self, image: bool = False, text: bool = False) -> None:
+        """Freeze the vision and/or text tower (open_clip's own lock functions)."""
+        if image:
+            self.backbone.lock_image_tower()
+        if text:
+            self.backbone.lock_text_tower()

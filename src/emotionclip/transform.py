@@ -1,0 +1,147 @@
+"""Pixels and subject masks, transformed together.
+
+The released model was trained on frames resized to short side 256 (bicubic), cropped to 224
+(random crop when training, centre crop otherwise) and normalised with ImageNet statistics, not
+CLIP's. The subject mask goes through exactly the same geometry (nearest-neighbour resize, same
+crop window) so that it keeps marking the same pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def boxes_to_mask(
+    boxes: np.ndarray | Sequence[Sequence[float]] | None,
+    height: int,
+    width: int,
+    score_threshold: float = 0.5,
+) -> np.ndarray:
+    """Binary subject mask ``uint8[height, width]``: 1 inside any box ``(x1, y1, x2, y2[, score])``.
+
+    Boxes are in pixel coordinates of the frame; a box with a score keeps only when
+    ``score > score_threshold``. Boxes are clipped to the frame.
+    """
+    mask = np.zeros((height, width), dtype=np.uint8)
+    if boxes is None:
+        return mask
+    b = np.asarray(boxes, dtype=np.float32)
+    if b.size == 0:
+        return mask
+    b = b[None] if b.ndim == 1 else b
+    if b.ndim != 2 or b.shape[1] not in (4, 5):
+        raise ValueError(f"boxes must be [K, 4] or [K, 5] (x1, y1, x2, y2[, score]), got {list(b.shape)}")
+    if not np.isfinite(b).all():
+        raise ValueError("boxes contain NaN or infinite coordinates")
+    if b.shape[1] == 5:
+        b = b[b[:, 4] > score_threshold]
+    x1 = np.clip(np.rint(b[:, 0]), 0, width).astype(int)
+    x2 = np.clip(np.rint(b[:, 2]), 0, width).astype(int)
+    y1 = np.clip(np.rint(b[:, 1]), 0, height).astype(int)
+    y2 = np.clip(np.rint(b[:, 3]), 0, height).astype(int)
+    for c0, r0, c1, r1 in zip(x1, y1, x2, y2):  # a handful of boxes; slicing does the pixels
+        mask[r0:r1, c0:c1] = 1
+    return mask
+
+
+def boxes_to_masks(
+    boxes_per_frame: Sequence[np.ndarray | None], height: int, width: int, score_threshold: float = 0.5
+) -> np.ndarray:
+    """``uint8[T, height, width]`` from one box array per frame."""
+    return np.stack([boxes_to_mask(b, height, width, score_threshold) for b in boxes_per_frame])
+
+
+def _to_tchw(frames) -> tuple[torch.Tensor, bool]:
+    x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+    single = x.ndim == 3
+    if single:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3] or [H, W, 3] RGB, got shape {list(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8 RGB, got {x.dtype}")
+    return x.permute(0, 3, 1, 2), single
+
+
+class FrameTransform:
+    """Frames ``uint8 [T, H, W, 3]`` (+ masks ``[T, H, W]``) → model input.
+
+    Returns ``(pixels float32 [T, 3, S, S], mask uint8 [T, S, S] | None)``; a single frame
+    ``[H, W, 3]`` gives ``[3, S, S]`` and ``[S, S]``. With ``train=True`` one random crop window is
+    drawn per call (per clip) and applied to every frame and the mask; otherwise the centre crop.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        resize: int = 256,
+        train: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        generator: torch.Generator | None = None,
+    ):
+        if resize < image_size:
+            raise ValueError(f"resize ({resize}) must be >= image_size ({image_size})")
+        self.image_size = image_size
+        self.resize = resize
+        self.train = train
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.generator = generator
+
+    def _size(self, h: int, w: int) -> tuple[int, int]:
+        # short side -> resize, long side scaled and truncated (torchvision's Resize(int) rule)
+        if h <= w:
+            return self.resize, int(self.resize * w / h)
+        return int(self.resize * h / w), self.resize
+
+    def _crop_origin(self, h: int, w: int) -> tuple[int, int]:
+        s = self.image_size
+        if self.train:
+            top = int(torch.randint(0, h - s + 1, (1,), generator=self.generator))
+            left = int(torch.randint(0, w - s + 1, (1,), generator=self.generator))
+            return top, left
+        return int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+
+    def __call__(self, frames, masks=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, single = _to_tchw(frames)
+        h, w = x.shape[-2:]
+        m = None
+        if masks is not None:
+            m = torch.as_tensor(np.asarray(masks) if not torch.is_tensor(masks) else masks)
+            m = m[None] if m.ndim == 2 else m
+            if tuple(m.shape) != (x.shape[0], h, w):
+                raise ValueError(f"mask shape {list(m.shape)} does not match frames {[x.shape[0], h, w]}")
+            m = (m != 0).to(torch.uint8)
+        nh, nw = self._size(h, w)
+        if (nh, nw) != (h, w):
+            x = TF.resize(x, [nh, nw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            if m is not None:
+                m = TF.resize(m[:, None], [nh, nw], interpolation=InterpolationMode.NEAREST)[:, 0]
+        top, left = self._crop_origin(nh, nw)
+        s = self.image_size
+        x = x[..., top : top + s, left : left + s]
+        pixels = (x.float().div_(255.0) - self.mean) / self.std
+        if m is not None:
+            m = m[..., top : top + s, left : left + s].contiguous()
+        if single:
+            return pixels[0], (m[0] if m is not None else None)
+        return pixels, m
+
+
+def image_transform(image_size: int = 224, resize: int = 256) -> FrameTransform:
+    """Inference transform of the release: short side 256 bicubic, centre crop 224, ImageNet stats."""
+    return FrameTransform(image_size=image_size, resize=resize, train=False)
+
+
+def video_transform(image_size: int = 224, resize: int = 256, train: bool = False) -> FrameTransform:
+    """Video counterpart: the same geometry for every frame of a clip (random crop if ``train``)."""
+    return FrameTransform(image_size=image_size, resize=resize, train=train)
