@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -155,7 +156,9 @@ def read_clip_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], boo
         sd = _read_safetensors(path)
     elif _is_torchscript(path):
         try:
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # jit.load's deprecation notice
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception as e:
             raise CheckpointError(path, f"cannot be read as a TorchScript archive ({e})") from e
         openai_archive = True
@@ -256,26 +259,29 @@ def create_model_and_transforms(
 
 
 def _load_backbone(model: EmotionCLIP, sd: dict[str, torch.Tensor], source: str) -> None:
-    sd = dict(sd)
     from open_clip.model import resize_pos_embed, resize_text_pos_embed
 
-    if sd.get("logit_scale") is not None and sd["logit_scale"].ndim != model.backbone.logit_scale.ndim:
-        sd["logit_scale"] = sd["logit_scale"].reshape(model.backbone.logit_scale.shape)
-    resize_pos_embed(sd, model.backbone)
-    resize_text_pos_embed(sd, model.backbone)
+    sd = dict(sd)
     target = model.backbone.state_dict()
-    bad = [k for k in target if k in sd and sd[k].shape != target[k].shape]
+    # non-persistent buffers (the causal attn_mask) are rebuilt by the model; TorchScript archives store them
+    for name, _ in model.backbone.named_buffers():
+        if name not in target:
+            sd.pop(name, None)
+    if sd.get("logit_scale") is not None and sd["logit_scale"].ndim != target["logit_scale"].ndim:
+        sd["logit_scale"] = sd["logit_scale"].reshape(target["logit_scale"].shape)
+    resizable = ("positional_embedding", "visual.positional_embedding")  # open_clip interpolates these
+    bad = [k for k in target if k in sd and k not in resizable and sd[k].shape != target[k].shape]
     missing = [k for k in target if k not in sd]
-    if bad or missing:
+    unexpected = [k for k in sd if k not in target]
+    if bad or missing or unexpected:
         details = "; ".join(f"{k}: file {list(sd[k].shape)} vs model {list(target[k].shape)}" for k in bad[:3])
         raise CheckpointError(
             source,
-            f"CLIP weights do not fit backbone {model.config.backbone_name or ''}: "
-            f"{len(missing)} missing keys {missing[:3]}, {len(bad)} shape mismatches {details}",
+            f"CLIP weights do not fit backbone {model.config.backbone_name or ''}: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(bad)} shape mismatches {details}",
         )
-    unexpected = [k for k in sd if k not in target]
-    if unexpected:
-        raise CheckpointError(source, f"unexpected keys for this backbone: {unexpected[:5]}")
+    resize_pos_embed(sd, model.backbone)
+    resize_text_pos_embed(sd, model.backbone)
     model.backbone.load_state_dict(sd, strict=True)
     logger.info("initialised CLIP towers from %s", source)
 

@@ -27,18 +27,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rank: int, world_size: int, group) -> torch.Tensor:
+        ctx.rank, ctx.n, ctx.group = rank, x.shape[0], group
+        parts = [torch.empty_like(x) for _ in range(world_size)]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n], None, None, None
+
+
 def gather_tensors(
-    x: torch.Tensor, rank: int, world_size: int, with_grad: bool, keep_local_grad: bool
+    x: torch.Tensor, rank: int, world_size: int, with_grad: bool, keep_local_grad: bool, group=None
 ) -> torch.Tensor:
-    """Concatenate ``x`` from every rank along dim 0 (rank order)."""
+    """Concatenate ``x`` from every rank along dim 0 (rank order; equal batch per rank)."""
     if world_size == 1:
         return x
     if with_grad:
-        import torch.distributed.nn  # registers the autograd-aware collectives
-
-        return torch.cat(torch.distributed.nn.all_gather(x), dim=0)
+        return _GatherWithGrad.apply(x, rank, world_size, group)
     parts = [torch.zeros_like(x) for _ in range(world_size)]
-    dist.all_gather(parts, x.detach())
+    dist.all_gather(parts, x.detach().contiguous(), group=group)
     if keep_local_grad:
         parts[rank] = x  # gradients still flow into this rank's own features
     return torch.cat(parts, dim=0)
@@ -64,8 +79,10 @@ class ClipLoss(nn.Module):
         gather_with_grad: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        group=None,
     ):
         super().__init__()
+        self.group = group
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
         self.rank = rank
@@ -73,7 +90,9 @@ class ClipLoss(nn.Module):
 
     def _gather(self, x: torch.Tensor, with_grad: bool | None = None) -> torch.Tensor:
         with_grad = self.gather_with_grad if with_grad is None else with_grad
-        return gather_tensors(x, self.rank, self.world_size, with_grad, keep_local_grad=not self.local_loss)
+        return gather_tensors(
+            x, self.rank, self.world_size, with_grad, keep_local_grad=not self.local_loss, group=self.group
+        )
 
     def logits(self, video_features, text_features, logit_scale):
         v, t = video_features.float(), text_features.float()

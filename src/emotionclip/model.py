@@ -114,6 +114,9 @@ class EmotionCLIP(nn.Module):
                 f"EmotionCLIP needs a ViT vision tower for its subject token; "
                 f"{config.backbone_name or 'this backbone'} builds {type(self.backbone.visual).__name__}"
             )
+        # the release stores CLIP's temperature but trains its own; a parameter that never gets a
+        # gradient would stall DDP's gradient buckets, so the unused one is frozen
+        self.backbone.logit_scale.requires_grad_(False)
         self.visual_head = build_temporal_head(config, self.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 

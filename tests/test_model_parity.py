@@ -1,0 +1,105 @@
+"""The published release's numbers, reproduced from its checkpoint format with no config given."""
+
+import json
+
+import pytest
+import torch
+
+import emotionclip
+from emotionclip.loss import ClipLoss, SentimentGuidedClipLoss
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference(parity_dir):
+    return torch.load(parity_dir / "inputs_and_outputs.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def model(parity_dir):
+    return emotionclip.load_model(parity_dir / "official_format_checkpoint.pt")
+
+
+def test_architecture_inferred_from_shapes(model, parity_dir):
+    meta = json.loads((parity_dir / "model_meta.json").read_text())
+    backbone = json.loads((parity_dir / "backbone_config.json").read_text())
+    cfg = model.config
+    assert cfg.temporal_fusion == meta["temporal_fusion"]
+    assert cfg.video_len == meta["video_len"]
+    assert cfg.head_layers == meta["head_nlayer"]
+    assert cfg.head_ffn == meta["temporal_dim_feedforward"]
+    assert cfg.backbone["embed_dim"] == backbone["embed_dim"]
+    for k, v in backbone["vision_cfg"].items():
+        assert cfg.backbone["vision_cfg"][k] == v
+    for k, v in backbone["text_cfg"].items():
+        assert cfg.backbone["text_cfg"][k] == v
+    assert not model.training
+
+
+def test_features_match_release(model, reference):
+    video = reference["video"].float()
+    mask = reference["video_mask"].long()
+    tokens = reference["tokens"]
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_video(video, mask), reference["video_features"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            model.encode_image(video[:, 0], mask[:, 0]), reference["image_features_frame0"], atol=ATOL, rtol=0
+        )
+        torch.testing.assert_close(model.encode_text(tokens), reference["text_features"], atol=ATOL, rtol=0)
+        v, t, scale = model(video, mask, tokens)
+    torch.testing.assert_close(v, reference["normalized_video_features"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(t, reference["normalized_text_features"], atol=ATOL, rtol=0)
+    assert abs(scale.item() - float(reference["logit_scale_exp"])) < ATOL
+    with torch.no_grad():
+        clip = ClipLoss()(v, t, scale)
+        guided = SentimentGuidedClipLoss(10.0)(v, t, scale, reference["sentiment_logits"])
+    assert abs(clip.item() - float(reference["clip_loss"])) < ATOL
+    assert abs(guided.item() - float(reference["sentiment_guided_loss_scale10"])) < ATOL
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.uint8, torch.int32, torch.float32])
+def test_mask_dtypes_agree(model, reference, mask_dtype):
+    video = reference["video"].float()[:2]
+    mask = reference["video_mask"][:2]
+    with torch.no_grad():
+        out = model.encode_video(video, mask.to(mask_dtype))
+    torch.testing.assert_close(out, reference["video_features"][:2], atol=ATOL, rtol=0)
+
+
+def test_no_mask_equals_empty_mask(model, reference):
+    video = reference["video"].float()[2:]  # sample 2 of the fixture has no subject
+    with torch.no_grad():
+        none = model.encode_video(video, None)
+        empty = model.encode_video(video, torch.zeros(1, 4, 224, 224, dtype=torch.uint8))
+    torch.testing.assert_close(none, reference["video_features"][2:], atol=ATOL, rtol=0)
+    torch.testing.assert_close(none, empty)
+
+
+def test_subject_mask_changes_features(model, reference):
+    video = reference["video"].float()[:1]
+    with torch.no_grad():
+        with_subject = model.encode_video(video, reference["video_mask"][:1])
+        without = model.encode_video(video, None)
+    assert (with_subject - without).abs().max() > 1e-3
+
+
+def test_tokenizer_reproduces_release_tokens(reference):
+    assert torch.equal(emotionclip.tokenize(reference["texts"]), reference["tokens"])
+
+
+def test_loss16_cases(reference):
+    case = reference["loss16"]
+    v, t = case["video_features"], case["text_features"]
+    scale = torch.tensor(float(case["logit_scale_exp"]))
+    assert abs(ClipLoss()(v, t, scale).item() - float(case["clip_loss"])) < ATOL
+    for alpha, expected in case["sentiment_guided_loss"].items():
+        got = SentimentGuidedClipLoss(float(alpha))(v, t, scale, case["sentiment_logits"])
+        assert abs(got.item() - float(expected)) < ATOL, alpha
+
+
+def test_default_model_matches_released_state_dict_shapes(parity_dir):
+    expected = json.loads((parity_dir / "official_vit_b32_state_dict_shapes.json").read_text())
+    sd = emotionclip.create_model().state_dict()
+    assert sorted(sd) == sorted(expected)
+    assert {k: list(v.shape) for k, v in sd.items()} == expected

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from emotionclip.transform import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FrameTransform,
+    boxes_to_mask,
+    boxes_to_masks,
+    image_transform,
+    video_transform,
+)
+
+
+def test_boxes_to_mask_threshold_and_clipping():
+    boxes = np.array([[10, 20, 50, 60, 0.9], [0, 0, 5, 5, 0.5], [-10, 90, 300, 200, 0.51]], dtype=np.float32)
+    m = boxes_to_mask(boxes, 100, 200)
+    assert m.dtype == np.uint8 and m.shape == (100, 200)
+    assert m[20:60, 10:50].all() and m[:5, :5].sum() == 0  # score 0.5 is not > 0.5
+    assert m[90:, :].all()  # clipped to the frame
+    assert m.sum() == 40 * 40 + 10 * 200
+    assert boxes_to_mask(None, 4, 4).sum() == 0
+    assert boxes_to_mask(np.zeros((0, 5)), 4, 4).sum() == 0
+    assert boxes_to_mask([[0, 0, 2, 2]], 4, 4).sum() == 4  # no score column: kept
+    with pytest.raises(ValueError, match="boxes must be"):
+        boxes_to_mask(np.zeros((2, 3)), 4, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        boxes_to_mask([[0, 0, np.nan, 2, 1]], 4, 4)
+    assert boxes_to_masks([None, [[0, 0, 2, 2, 1]]], 4, 4).shape == (2, 4, 4)
+
+
+def test_mask_follows_the_pixels():
+    """A white box drawn in the frame and its mask land on the same pixels after the transform."""
+    h, w = 360, 480
+    boxes = np.array([[300, 40, 420, 300, 1.0]])
+    mask = boxes_to_mask(boxes, h, w)
+    frames = (mask[None, :, :, None] * 255).repeat(3, axis=-1).repeat(2, axis=0).astype(np.uint8)
+    for train in (False, True):
+        tf = FrameTransform(train=train, generator=torch.Generator().manual_seed(3))
+        pixels, m = tf(frames, np.stack([mask, mask]))
+        assert pixels.shape == (2, 3, 224, 224) and m.shape == (2, 224, 224) and m.dtype == torch.uint8
+        white = pixels[:, 0] > 0.5  # normalised white vs black
+        agree = (white == m.bool()).float().mean()
+        assert agree > 0.99, (train, agree)
+        assert torch.equal(m[0], m[1])  # one crop window per clip
+
+
+def test_normalisation_is_imagenet():
+    frame = np.full((256, 256, 3), 255, dtype=np.uint8)
+    pixels, mask = image_transform()(frame)
+    assert mask is None and pixels.shape == (3, 224, 224)
+    expected = torch.tensor([(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    torch.testing.assert_close(pixels[:, 100, 100], expected)
+
+
+def test_short_side_resize_and_centre_crop():
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    frame[:, 320:] = 255  # right half white
+    pixels, _ = video_transform()(frame[None])
+    # 480x640 -> 256x341, centre crop columns 58..282: the white edge sits at 170.5 - 58 = 112
+    white = pixels[0, 0, 112] > 0
+    assert not white[:110].any() and white[114:].all()
+
+
+def test_bad_frames():
+    tf = FrameTransform()
+    with pytest.raises(ValueError, match="uint8"):
+        tf(np.zeros((2, 256, 256, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
+        tf(np.zeros((2, 3, 256, 256), dtype=np.uint8))
+    with pytest.raises(ValueError, match="does not match"):
+        tf(np.zeros((2, 256, 256, 3), dtype=np.uint8), np.zeros((2, 128, 128)))
