@@ -77,6 +77,28 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(str(path), duration, fps, ctx.width, ctx.height, frames, ctx.name)
 
 
+# below this, decoding from the start is cheaper than a seek (and some FLV demuxers refuse tiny seeks)
+_MIN_SEEK_S = 1.0
+
+
+def _open_at(path: str | Path, start: float):
+    """Open ``path`` positioned at the key frame before ``start`` -> ``(container, video stream)``.
+
+    Containers that cannot seek are reopened and decoded from the beginning instead.
+    """
+    container = _open(path)
+    stream = _video_stream(container, path)
+    if start >= _MIN_SEEK_S:
+        try:
+            container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            container.close()
+            container = _open(path)
+            stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
 def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     if short_side is None:
         return width, height
@@ -101,17 +123,10 @@ def iter_frames(
     frame is yielded. ``short_side`` resizes in the decoder (swscale, area filter).
     Only the range is decoded: the container is seeked to the key frame before ``start``.
     """
-    container = _open(path)
+    container, stream = _open_at(path, start)
     try:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
         ctx = stream.codec_context
         out_w, out_h = _target_size(ctx.width, ctx.height, short_side)
-        if start > 0:
-            try:
-                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
-            except av.error.FFmpegError:
-                container.seek(0)
         step = None if fps is None else 1.0 / fps
         next_t = start
         prev = None  # (time, frame) of the last decoded frame before the next sample instant
@@ -168,17 +183,10 @@ def read_frames_at(
         raise ValueError("read_frames_at: times must be sorted")
     out: list[np.ndarray] = []
     last = None
-    container = _open(path)
+    container, stream = _open_at(path, times[0])
     try:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
         ctx = stream.codec_context
         out_w, out_h = _target_size(ctx.width, ctx.height, short_side)
-        if times[0] > 0:
-            try:
-                container.seek(int(times[0] / stream.time_base), stream=stream, backward=True)
-            except av.error.FFmpegError:
-                container.seek(0)
         i = 0
         try:
             for frame in container.decode(stream):
