@@ -1,0 +1,129 @@
+"""Emotions over time: window embeddings scored zero-shot over class names or by a linear probe."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .embed import VideoEmbedding, embed_video
+
+logger = logging.getLogger(__name__)
+
+FIXED_COLUMNS = ("window", "start", "end", "has_person", "boxes", "top_emotion")
+
+
+@dataclass
+class EmotionScorer:
+    """Maps window features ``[N, D]`` to one score per class ``[N, C]``."""
+
+    classes: tuple[str, ...]
+    method: str  # "zero-shot" or "probe (<kind>)"
+    dim: int  # feature size it expects
+    score: Callable[[torch.Tensor], np.ndarray]
+    probabilities: bool = True  # scores in [0, 1] (not so for a ridge probe)
+
+    def __call__(self, features: torch.Tensor) -> np.ndarray:
+        return np.asarray(self.score(features), dtype=np.float32)
+
+
+def zero_shot_scorer(
+    model, classes: Sequence[str] | None = None, device: str | torch.device = "cpu"
+) -> EmotionScorer:
+    """Softmax over class-name prompts (``emotionclip.evaluate.zeroshot``), at the model's temperature."""
+    from emotionclip import SENTIMENT_CLASSES
+    from emotionclip.evaluate.zeroshot import zero_shot_classifier, zero_shot_scores
+
+    classes = tuple(classes or SENTIMENT_CLASSES)
+    _check_classes(classes)
+    model.eval().to(device)
+    classifier = zero_shot_classifier(model, classes).cpu()
+    scale = float(model.logit_scale.detach().exp())
+    return EmotionScorer(
+        classes, "zero-shot", classifier.shape[1], lambda f: zero_shot_scores(f, classifier, scale)
+    )
+
+
+def probe_scorer(head_path: str | Path) -> EmotionScorer:
+    """A linear-probe head saved by ``emotionclip evaluate`` (a folder with head.safetensors + head.json)."""
+    from emotionclip.evaluate.probe import ProbeHead
+
+    head = ProbeHead.load(head_path)
+    _check_classes(head.classes)
+    return EmotionScorer(
+        head.classes, f"probe ({head.kind})", head.dim, head.predict, probabilities=head.kind != "ridge"
+    )
+
+
+def _check_classes(classes: Sequence[str]) -> None:
+    if not classes:
+        raise ValueError("need at least one emotion class")
+    clash = set(classes) & set(FIXED_COLUMNS)
+    if clash or len(set(classes)) != len(classes):
+        raise ValueError(f"class names must be distinct and not one of {FIXED_COLUMNS}, got {list(classes)}")
+
+
+@dataclass
+class Analysis:
+    table: pd.DataFrame
+    embedding: VideoEmbedding
+    scorer: EmotionScorer
+
+
+def score_table(embedding: VideoEmbedding, scorer: EmotionScorer) -> pd.DataFrame:
+    """One row per window: times, the subject boxes used, has_person, top emotion, one column per class."""
+    if embedding.features.shape[1] != scorer.dim:
+        raise ValueError(
+            f"the {scorer.method} head expects {scorer.dim}-d features, "
+            f"the model gives {embedding.features.shape[1]}-d"
+        )
+    probs = scorer(embedding.features)
+    table = pd.DataFrame(
+        {
+            "window": np.arange(len(embedding.starts)),
+            "start": embedding.starts.round(3),
+            "end": embedding.ends.round(3),
+            "has_person": embedding.has_person,
+            "boxes": [json.dumps([rounded_boxes(b) for b in frames]) for frames in embedding.boxes],
+            "top_emotion": np.asarray(scorer.classes)[probs.argmax(1)],
+        }
+    )
+    return pd.concat([table, pd.DataFrame(probs, columns=list(scorer.classes))], axis=1)
+
+
+def rounded_boxes(boxes: np.ndarray) -> list[list[float]]:
+    b = np.asarray(boxes, np.float64)
+    return np.concatenate([b[:, :4].round(1), b[:, 4:].round(3)], axis=1).tolist()
+
+
+def run_analysis(model, path: str | Path, scorer: EmotionScorer, **embed_kwargs) -> Analysis:
+    embedding = embed_video(model, path, **embed_kwargs)
+    return Analysis(score_table(embedding, scorer), embedding, scorer)
+
+
+def analyze_video(
+    model,
+    path: str | Path,
+    classes: Sequence[str] | None = None,
+    head: str | Path | None = None,
+    window: float = 2.0,
+    stride: float = 1.0,
+    **embed_kwargs,
+) -> pd.DataFrame:
+    """Emotion scores over time for one video, one row per window (see :func:`score_table`).
+
+    Scores are zero-shot over ``classes`` (default: the 7 sentiment classes) unless ``head`` names
+    a saved linear-probe head; other keywords (``detector``, ``batch_size``, ``device``,
+    ``precision``) go to :func:`embed_video`.
+    """
+    if head is not None and classes is not None:
+        raise ValueError("give either classes (zero-shot) or head (linear probe), not both")
+    device = embed_kwargs.get("device", "cpu")
+    scorer = probe_scorer(head) if head is not None else zero_shot_scorer(model, classes, device=device)
+    return run_analysis(model, path, scorer, window=window, stride=stride, **embed_kwargs).table

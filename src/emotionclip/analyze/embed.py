@@ -1,0 +1,215 @@
+"""Embeddings of whole videos (one per window) and of single images, with subject masks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from emotionclip.transform import FrameTransform, boxes_to_mask, boxes_to_masks
+from emotionclip.video_io import VideoInfo, probe_video
+
+from .windows import Window, batched, iter_windows, plan_windows, prefetch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# frames are decoded at this short side (or native if smaller): the detector misses faces at 256
+DETECT_SHORT_SIDE = 360
+BOX_SCORE_THRESHOLD = 0.5  # the threshold boxes_to_mask applies: boxes above it make the subject
+
+
+@dataclass
+class Keyframe:
+    """The middle frame of one window, kept for reports (decode size), with its subject boxes."""
+
+    window: int
+    time: float
+    image: np.ndarray  # [H, W, 3] uint8
+    boxes: np.ndarray  # [K, 5] in this image's pixels, only the boxes used as subject
+
+
+@dataclass
+class VideoEmbedding:
+    path: str
+    info: VideoInfo
+    starts: np.ndarray  # [N] seconds
+    ends: np.ndarray  # [N] seconds
+    features: torch.Tensor  # [N, D] float32, un-normalised encode_video output
+    boxes: list[list[np.ndarray]]  # N x T x [K, 5] subject boxes in source-video pixels
+    has_person: np.ndarray  # [N] bool: some frame of the window has a subject box
+    keyframes: list[Keyframe] = field(default_factory=list)
+
+    @property
+    def normalized(self) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.features, dim=-1)
+
+
+_DETECTORS: dict[str, object] = {}  # built once per name: loading a detector costs more than a frame
+
+
+def resolve_detector(detector):
+    """``"default"``/a registry name -> detector object; an object with ``.detect`` as is; None/"none" -> None."""
+    if detector is None or detector == "none":
+        return None
+    if isinstance(detector, str):
+        from emotionclip.prepare.detect import get_detector
+
+        if detector not in _DETECTORS:
+            _DETECTORS[detector] = get_detector(detector)
+        return _DETECTORS[detector]
+    if not callable(getattr(detector, "detect", None)):
+        raise TypeError(f"detector must be a name or have .detect(frames), got {type(detector).__name__}")
+    return detector
+
+
+def inference_context(device: str | torch.device, precision: str):
+    """Autocast for ``bf16``/``fp16`` (weights stay fp32), nothing for ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 needs --device cuda; use bf16 on the CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def model_transform(model) -> FrameTransform:
+    # the release resizes to 256 before its 224 crop; keep that ratio for other sizes
+    size = model.image_size
+    return FrameTransform(image_size=size, resize=round(size * 256 / 224), train=False)
+
+
+def _subject_boxes(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
+    return boxes[boxes[:, 4] > BOX_SCORE_THRESHOLD]
+
+
+@dataclass
+class _Batch:
+    video: torch.Tensor  # [B, T, 3, S, S]
+    mask: torch.Tensor  # [B, T, S, S]
+    boxes: list[list[np.ndarray]]  # B x T x [K, 5] subject boxes in source-video pixels
+    keyframes: list[Keyframe]
+
+
+def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int]) -> _Batch:
+    """Model inputs for a batch of windows; the decoded frames are dropped here, keyframes excepted."""
+    pixels, masks, boxes, keyframes = [], [], [], []
+    for w in windows:
+        h, wd = w.frames.shape[1:3]
+        p, m = tf(w.frames, boxes_to_masks(w.boxes, h, wd, BOX_SCORE_THRESHOLD))
+        pixels.append(p)
+        masks.append(m)
+        used = [_subject_boxes(b) for b in w.boxes]
+        scale = source_width / wd
+        boxes.append([np.concatenate([b[:, :4] * scale, b[:, 4:]], axis=1) for b in used])
+        if w.index in keep:
+            mid = len(w.frames) // 2
+            keyframes.append(Keyframe(w.index, float(w.times[mid]), w.frames[mid].copy(), used[mid]))
+    return _Batch(torch.stack(pixels), torch.stack(masks), boxes, keyframes)
+
+
+def embed_video(
+    model,
+    path: str | Path,
+    window: float = 2.0,
+    stride: float = 1.0,
+    detector="default",
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    keyframes: int = 12,
+    progress: bool = False,
+) -> VideoEmbedding:
+    """One embedding per window of ``path`` (window rule: :mod:`emotionclip.analyze.windows`).
+
+    Frames are decoded once, streaming (memory does not grow with the video's length), persons are
+    detected on every decoded frame and become the subject mask; a window with nobody in it is
+    encoded with an empty mask and marked ``has_person=False``. ``keyframes`` windows spread over
+    the video keep their middle frame for reports. Raises :class:`~emotionclip.video_io.VideoError`
+    naming the file when it cannot be read.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    info = probe_video(path)
+    plan = plan_windows(info.duration, window, stride, model.video_len)
+    det = resolve_detector(detector)
+    model.eval().to(device)
+    tf = model_transform(model)
+    short_side = min(max(tf.resize, DETECT_SHORT_SIDE), info.width, info.height)
+    keep = set(np.linspace(0, len(plan) - 1, max(0, min(keyframes, len(plan)))).round().astype(int).tolist())
+
+    features: list[torch.Tensor] = []
+    boxes: list[list[np.ndarray]] = []
+    kept: list[Keyframe] = []
+    windows = iter_windows(path, info, plan, det, short_side=short_side)
+    # decoding, detection and the transform run in a background thread, ahead of the model
+    batches = (_prepare_batch(tf, b, info.width, keep) for b in batched(windows, batch_size))
+    with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
+        for batch in prefetch(batches, depth=2):
+            with torch.inference_mode(), inference_context(device, precision):
+                out = model.encode_video(batch.video.to(device), batch.mask.to(device))
+            features.append(out.float().cpu())
+            boxes.extend(batch.boxes)
+            kept.extend(batch.keyframes)
+            bar.update(len(batch.boxes))
+    return VideoEmbedding(
+        path=str(path),
+        info=info,
+        starts=plan.starts,
+        ends=plan.ends,
+        features=torch.cat(features),
+        boxes=boxes,
+        has_person=np.array([any(len(b) for b in per_frame) for per_frame in boxes], dtype=bool),
+        keyframes=kept,
+    )
+
+
+def _load_image(image_or_path) -> np.ndarray:
+    if isinstance(image_or_path, (str, Path)):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(image_or_path) as im:
+                return np.array(im.convert("RGB"))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{image_or_path}: no such file") from e
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{image_or_path}: cannot read as an image ({e})") from e
+    if hasattr(image_or_path, "convert"):  # PIL image
+        return np.array(image_or_path.convert("RGB"))
+    array = np.asarray(image_or_path)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 RGB [H, W, 3], got {array.dtype} {list(array.shape)}")
+    return array
+
+
+def embed_image(
+    model,
+    image_or_path,
+    boxes: np.ndarray | None = None,
+    detector="default",
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Embedding ``[D]`` (un-normalised ``encode_image``) of one image: a path, PIL image or uint8 array.
+
+    The subject is ``boxes`` (``[K, 4]`` or ``[K, 5]`` in image pixels) when given, else the persons
+    the detector finds; ``detector=None`` with no boxes encodes the image with no subject.
+    """
+    image = _load_image(image_or_path)
+    if boxes is None:
+        det = resolve_detector(detector)
+        boxes = det.detect(image[None])[0] if det is not None else np.zeros((0, 5), np.float32)
+    mask = boxes_to_mask(boxes, image.shape[0], image.shape[1], BOX_SCORE_THRESHOLD)
+    model.eval().to(device)
+    pixels, mask = model_transform(model)(image, mask)
+    with torch.inference_mode(), inference_context(device, precision):
+        return model.encode_image(pixels[None].to(device), mask[None].to(device)).float().cpu()[0]

@@ -1,0 +1,105 @@
+"""``emotionclip evaluate`` (linear probes on a benchmark) and ``emotionclip zero-shot``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from .api import BENCHMARKS
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="linear-probe a checkpoint on a benchmark (BoLD, MovieGraphs, MELD, Emotic, LIRIS-ACCEDE)",
+        description="Extract frozen features (cached), fit the paper's linear probe on the training split "
+        "and write OUT/<dataset>_metrics.json, a Markdown table, plots and the probe heads.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="EmotionCLIP checkpoint (release .pt or saved dir)")
+    p.add_argument("--dataset", required=True, choices=list(BENCHMARKS))
+    p.add_argument("--root", required=True, type=Path, help="the dataset's official download folder")
+    p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder (default: eval_results)")
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default: OUT/feature_cache)")
+    p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
+                   help="probe solver: fast full-batch L-BFGS (torch) or the release's scikit-learn reference")
+    p.add_argument("--compare-sklearn", action="store_true", help="also fit the scikit-learn probe and report both")
+    p.add_argument("--detector", default="default",
+                   help="person detector for benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE): "
+                        "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'")  # fmt: skip
+    p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the model's video_len, 8 for the release)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/<dataset>_metrics.json")
+    p.set_defaults(func=run_evaluate)
+
+    z = subparsers.add_parser(
+        "zero-shot",
+        help="score videos/images against emotion names with prompts (no training)",
+        description="Class names x prompt templates -> averaged text embeddings -> probabilities per input.",
+    )
+    z.add_argument("inputs", nargs="+", type=Path, help="video or image files")
+    z.add_argument("--checkpoint", required=True, type=Path)
+    z.add_argument("--classes", help="comma-separated class names (default: the 7 basic emotions)")
+    z.add_argument("--vocabulary", choices=["basic", "emotic"], help="a built-in class list instead of --classes")
+    z.add_argument("--templates-file", type=Path, help="text file, one prompt template with {} per line")
+    z.add_argument("--detector", default="none", help="subject boxes: 'none' (default), 'default', 'json:PATH', ...")
+    z.add_argument("--device")
+    z.add_argument("--output", type=Path, help="write the results JSON here (default: print it)")
+    z.set_defaults(func=run_zero_shot)
+
+
+def _detector(name: str | None) -> str | None:
+    return None if not name or name.lower() == "none" else name
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .api import evaluate
+
+    try:
+        result = evaluate(
+            args.checkpoint, args.dataset, args.root, out_dir=args.out, cache_dir=args.cache_dir, solver=args.solver,
+            compare_sklearn=args.compare_sklearn, detector=_detector(args.detector), device=args.device,
+            batch_size=args.batch_size, num_workers=args.workers, num_frames=args.frames, overwrite=args.overwrite,
+        )  # fmt: skip
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad input: one clear line, no traceback
+        logger.error("%s", e)
+        return 2
+    print((args.out / f"{args.dataset}_metrics.md").read_text())
+    return 0 if any(result["metrics"].values()) else 1
+
+
+def run_zero_shot(args: argparse.Namespace) -> int:
+    from .zeroshot import VOCABULARIES, zero_shot
+
+    if args.classes and args.vocabulary:
+        raise SystemExit("give --classes or --vocabulary, not both")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = classes or (list(VOCABULARIES[args.vocabulary]) if args.vocabulary else None)
+    templates = None
+    if args.templates_file:
+        templates = [t.strip() for t in args.templates_file.read_text().splitlines() if t.strip()]
+    result = zero_shot(args.checkpoint, args.inputs, classes, templates, detector=_detector(args.detector),
+                       device=args.device)  # fmt: skip
+    text = json.dumps(result, indent=2)
+    if args.output:
+        if args.output.exists():
+            raise SystemExit(f"{args.output}: already exists; choose another --output")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{args.output.name}.", dir=args.output.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, args.output)
+    for r in result["results"]:
+        print(f"{r['path']}: {r['top']} ({r['scores'][r['top']]:.2f})")
+    for f in result["failed"]:
+        print(f"FAILED {f['reason']}")
+    if not args.output:
+        print(text)
+    return 1 if result["failed"] else 0

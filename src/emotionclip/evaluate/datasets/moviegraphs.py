@@ -1,0 +1,96 @@
+"""MovieGraphs: movie clips (scenes) with emotion attributes clustered into 26 Emotic-style labels.
+
+Layout (as the release used it; paths relative to the root, the ``official/`` prefix optional):
+``mg/py3loader/emotion_labels.json`` (or ``emotion_labels.json``: ``{movie: {clip_index: [label,
+...]}}`` with the 26 cluster names below), ``mg/split.json`` (or ``split.json``: ``{"train": [movies],
+"val": [...], "test": [...]}``), ``mg_videoinfo/scene_boundaries/<movie>.scenes.gt`` (one line per
+clip: ``start_shot end_shot is_useful``, shots counted from 1), ``mg_videoinfo/video_boundaries/
+<movie>.videvents`` (a header line, then ``frame time CUT`` for each shot change) and the movie files
+``videos/<movie>.{mp4,mkv,avi}``. Subject boxes come from the person detector.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .common import VIDEO_EXTENSIONS, Sample, SkipList, Split, find_first
+
+CATEGORIES = (
+    "affection", "anger", "annoyance", "anticipation", "aversion", "confidence", "disapproval",
+    "disconnection", "disquietment", "doubt/confusion", "embarrassment", "engagement", "esteem",
+    "excitement", "fatigue", "fear", "happiness", "pain", "peace", "pleasure", "sadness",
+    "sensitivity", "suffering", "surprise", "sympathy", "yearning",
+)  # fmt: skip
+ALIASES = {"doubt/conf": "doubt/confusion", "doubt confusion": "doubt/confusion"}
+SPLITS = ("train", "val", "test")
+
+
+def _info(root: Path, rel: str, what: str) -> Path:
+    return find_first(root, [rel, f"official/{rel}"], what)
+
+
+def shot_start_times(path: Path) -> np.ndarray:
+    """Start time (s) of every shot: 0 for the first, then the ``time`` of each cut."""
+    cuts = pd.read_csv(path, skiprows=1, header=None, sep=r"\s+", usecols=[0, 1], names=["frame", "time"])
+    return np.concatenate([[0.0], cuts["time"].to_numpy(np.float64)])
+
+
+def load(root: str | Path, split: str) -> Split:
+    if split not in SPLITS:
+        raise ValueError(f"MovieGraphs has splits {SPLITS}, not {split!r}")
+    root = Path(root)
+    labels_path = find_first(
+        root, ["emotion_labels.json", "mg/py3loader/emotion_labels.json", "official/mg/py3loader/emotion_labels.json"],
+        "MovieGraphs emotion labels",
+    )  # fmt: skip
+    split_path = find_first(root, ["split.json", "mg/split.json", "official/mg/split.json"], "MovieGraphs split")
+    raw = json.loads(labels_path.read_text())
+    movies = json.loads(split_path.read_text()).get(split)
+    if movies is None:
+        raise ValueError(f"{split_path}: no {split!r} list")
+    index = {c: i for i, c in enumerate(CATEGORIES)}
+    skips = SkipList("moviegraphs", split)
+    samples = []
+    for movie in movies:
+        clips = raw.get(movie, {})
+        video = next((root / "videos" / f"{movie}{e}" for e in VIDEO_EXTENSIONS
+                      if (root / "videos" / f"{movie}{e}").is_file()), None)  # fmt: skip
+        try:
+            scenes = pd.read_csv(
+                _info(root, f"mg_videoinfo/scene_boundaries/{movie}.scenes.gt", f"{movie} scene boundaries"),
+                header=None, sep=r"\s+", usecols=[0, 1], names=["start_shot", "end_shot"],
+            )  # fmt: skip
+            shots = shot_start_times(
+                _info(root, f"mg_videoinfo/video_boundaries/{movie}.videvents", f"{movie} shot boundaries")
+            )
+        except (FileNotFoundError, ValueError) as e:
+            for clip in clips:
+                skips.add(f"{movie}/{clip}", root, str(e))
+            continue
+        for clip, names in clips.items():
+            key = f"{movie}/{clip}"
+            names = [ALIASES.get(str(n).lower(), str(n).lower()) for n in names]
+            unknown = [n for n in names if n not in index]
+            if video is None:
+                skips.add(key, root / "videos" / f"{movie}.mp4", "movie file missing")
+            elif not str(clip).isdigit() or int(clip) >= len(scenes):
+                skips.add(key, video, f"clip {clip} has no scene boundary ({len(scenes)} scenes)")
+            elif unknown or not names:
+                skips.add(key, video, f"unknown or no emotion labels {unknown or names}")
+            else:
+                first, last = (int(v) for v in scenes.iloc[int(clip)])
+                if not 1 <= first <= last <= len(shots):
+                    skips.add(key, video, f"shots {first}-{last} outside the {len(shots)} shots of the movie")
+                    continue
+                end = float(shots[last]) if last < len(shots) else None  # the next shot's start
+                target = np.zeros(len(CATEGORIES), np.float32)
+                target[[index[n] for n in names]] = 1
+                samples.append(Sample(
+                    key=key, path=str(video), labels={"categories": target},
+                    start=float(shots[first - 1]), end=end, detect=True, group=movie,
+                ))  # fmt: skip
+    return Split("moviegraphs", split, samples, skips.items, {"categories": list(CATEGORIES)})

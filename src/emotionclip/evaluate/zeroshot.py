@@ -1,0 +1,109 @@
+"""Zero-shot scoring: class names x prompt templates -> averaged, normalised text embeddings.
+
+``scores = softmax(exp(logit_scale) * normalize(visual) @ classifier.T)`` for each video or image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .datasets.common import VIDEO_EXTENSIONS, Sample
+from .datasets.emotic import CATEGORIES as EMOTIC_CATEGORIES
+
+# the 7 classes of the paper's sentiment teacher (emotionclip.SENTIMENT_CLASSES) and Emotic's 26
+VOCABULARIES = {
+    "basic": ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"),
+    "emotic": EMOTIC_CATEGORIES,
+}
+DEFAULT_TEMPLATES = (
+    "a person feeling {}.",
+    "a person expressing {}.",
+    "a video of a person feeling {}.",
+    "a photo of a person showing {}.",
+    "someone who feels {}.",
+    "the emotion of this person is {}.",
+)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@torch.no_grad()
+def zero_shot_classifier(
+    model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
+) -> torch.Tensor:
+    """``[K, D]`` unit vectors: per class, the mean of its normalised prompt embeddings, renormalised."""
+    from .. import tokenize
+
+    if not class_names:
+        raise ValueError("zero-shot needs at least one class name")
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ValueError(f"every template needs a '{{}}' for the class name; bad: {bad or 'no templates'}")
+    device = next(model.parameters()).device
+    prompts = [t.format(c) for c in class_names for t in templates]
+    tokens = tokenize(prompts)
+    text = torch.cat([model.encode_text(tokens[i : i + batch_size].to(device)).float()
+                      for i in range(0, len(prompts), batch_size)])  # fmt: skip
+    text = F.normalize(text, dim=-1).view(len(class_names), len(templates), -1).mean(1)
+    return F.normalize(text, dim=-1)
+
+
+def zero_shot_scores(features, classifier: torch.Tensor, logit_scale: float = 100.0) -> np.ndarray:
+    """Class probabilities ``[N, K]`` for visual ``features`` ``[N, D]`` (normalised here)."""
+    f = F.normalize(torch.as_tensor(features).float().cpu(), dim=-1)
+    return torch.softmax(logit_scale * f @ classifier.float().cpu().T, dim=-1).numpy()
+
+
+def input_samples(paths: Sequence[str | Path], detect: bool) -> list[Sample]:
+    """One sample per video (the whole clip) or image file."""
+    samples = []
+    for p in paths:
+        suffix = Path(p).suffix.lower()
+        if suffix not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+            raise ValueError(f"{p}: not a video or image file (extension {suffix or 'missing'})")
+        kind = "image" if suffix in IMAGE_EXTENSIONS else "video"
+        samples.append(Sample(key=str(p), path=str(p), labels={}, kind=kind, detect=detect))
+    return samples
+
+
+def zero_shot(
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    class_names: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    *,
+    detector: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+) -> dict:
+    """Zero-shot class probabilities for each video / image.
+
+    Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``.
+    """
+    from .. import load_model
+    from .api import _default_protocol
+    from .features import extract_features
+
+    class_names = list(class_names or VOCABULARIES["basic"])
+    templates = list(templates or DEFAULT_TEMPLATES)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(checkpoint, device=dev)
+    classifier = zero_shot_classifier(model, class_names, templates)
+    det = None
+    if detector:
+        from ..prepare.detect import get_detector
+
+        det = get_detector(detector)
+    protocol = _default_protocol(model.video_len, model.image_size, det.name if det else None)
+    feats = extract_features(model, input_samples(inputs, det is not None), protocol, detector=det,
+                             batch_size=batch_size, desc="zero-shot")  # fmt: skip
+    probs = zero_shot_scores(feats.features, classifier, float(model.logit_scale.exp())) if feats.keys else []
+    results = [
+        {"path": k, "top": class_names[int(np.argmax(p))], "scores": dict(zip(class_names, map(float, p), strict=True))}
+        for k, p in zip(feats.keys, probs, strict=True)
+    ]
+    return {"classes": class_names, "templates": templates, "results": results, "failed": feats.failed}

@@ -1,0 +1,64 @@
+"""Candidate clips: one per sentence, kept by the release's thresholds (all configurable)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from .subtitles import Sentence
+
+
+@dataclass(frozen=True)
+class ClipFilter:
+    min_duration: float = 2.0  # seconds, exclusive
+    max_duration: float = 10.0  # seconds, exclusive
+    min_chars: int = 3
+    min_frames: int = 8  # T frames at `fps` must exist
+    fps: float = 8.0
+    max_neutral: float | None = 0.05  # keep clips with neutral probability <= this; None keeps all
+    min_person_fraction: float = 0.5  # fraction of frames with a person box (score > person_score)
+    person_score: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def expected_frames(self, duration: float) -> int:
+        """Sample instants ``start + k / fps`` inside ``[start, start + duration)``."""
+        return max(0, math.ceil(duration * self.fps - 1e-6))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    index: int  # position of the sentence in the video's subtitles
+    start: float
+    end: float
+    text: str
+
+
+def select_candidates(
+    sentences: Sequence[Sentence], video_duration: float, rules: ClipFilter, stats: Counter
+) -> list[Candidate]:
+    """Sentences that can become clips, by text and timing alone (before decoding anything).
+
+    A sentence running past the end of the video is cut at the end; one starting after it is
+    dropped. ``stats`` counts each reason a sentence is dropped, and ``sentences``.
+    """
+    out = []
+    for k, s in enumerate(sentences):
+        stats["sentences"] += 1
+        start, end = max(0.0, s.start), min(s.end, video_duration)
+        if end <= start:
+            stats["outside_video"] += 1
+        elif len(s.text.strip()) < rules.min_chars:
+            stats["too_few_chars"] += 1
+        elif end - start <= rules.min_duration:
+            stats["too_short"] += 1
+        elif end - start >= rules.max_duration:
+            stats["too_long"] += 1
+        elif rules.expected_frames(end - start) < rules.min_frames:
+            stats["too_few_frames"] += 1
+        else:
+            out.append(Candidate(k, start, end, s.text.strip()))
+    return out

@@ -1,0 +1,196 @@
+"""Training checkpoints: atomic writes, ``latest`` resolution, RNG state, compatibility checks.
+
+Layout of ``<run>/checkpoints``: ``step-000001000.pt`` every ``save_every`` steps (the newest
+``keep_step_checkpoints`` kept) and ``epoch-003.pt`` at each epoch end (a hard link to that step's
+file when the filesystem allows, so it costs no space). ``latest`` = the highest step number. A file is
+written to a temporary name, flushed to disk and renamed, so a killed process leaves either the old
+set or the new file, never a truncated ``.pt``.
+
+A checkpoint is a dict that ``torch.load(..., weights_only=True)`` reads; ``model`` holds the model
+state dict under the official key names and ``model_config`` its architecture, so
+``emotionclip.load_model`` loads it for inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "emotionclip-train/1"
+_STEP_FILE = re.compile(r"^step-(\d{9})\.pt$")
+# training-config keys that must not change under a resume (they change the architecture)
+ARCHITECTURE_KEYS = ("backbone", "temporal_fusion", "head_layers", "video_len")
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot be resumed by this run."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+# ---- RNG state ------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and CUDA generator states, in types ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---- files ----------------------------------------------------------------------------------
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary name in the same folder, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class CheckpointDir:
+    def __init__(self, run_dir: str | Path, keep_step_checkpoints: int = 2):
+        self.path = Path(run_dir) / "checkpoints"
+        self.keep = max(1, keep_step_checkpoints)
+
+    def step_files(self) -> list[tuple[int, Path]]:
+        if not self.path.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.path.iterdir() if (m := _STEP_FILE.match(p.name))]
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        files = self.step_files()
+        return files[-1][1] if files else None
+
+    def remove_partial_files(self) -> None:
+        """Temporary files a killed writer left behind."""
+        if self.path.is_dir():
+            for p in self.path.glob(".*.tmp-*"):
+                logger.warning("removing partial checkpoint %s left by an interrupted run", p)
+                p.unlink(missing_ok=True)
+
+    def save(self, payload: dict[str, Any], step: int, epoch_end: int | None = None) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.path / f"step-{step:09d}.pt"
+        atomic_torch_save(payload, target)
+        if epoch_end is not None:
+            self._link(target, self.path / f"epoch-{epoch_end:03d}.pt")
+        for _, old in self.step_files()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return target
+
+    def _link(self, source: Path, name: Path) -> None:
+        tmp = name.with_name(f".{name.name}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here: copy
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, name)
+
+    def resolve(self, resume: str) -> Path:
+        """``'latest'`` or a path -> an existing checkpoint file."""
+        if resume == "latest":
+            latest = self.latest()
+            if latest is None:
+                raise ResumeError(self.path, "--resume latest: no checkpoint (step-*.pt) in this folder")
+            return latest
+        path = Path(resume).expanduser()
+        if not path.is_file():
+            raise ResumeError(path, "--resume: no such checkpoint file")
+        return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint on CPU, checked to be one."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated / foreign files raise many types
+        raise ResumeError(path, f"cannot be read as a checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        kind = "a model-only checkpoint (weights without optimiser state)" if isinstance(ckpt, dict) and "model" in ckpt else "not a training checkpoint"
+        raise ResumeError(
+            path, f"is {kind}; --resume needs a checkpoint written by `emotionclip train` (format {FORMAT}); "
+            "to start from pretrained weights use --pretrained"
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], path: str | Path, model_config: dict[str, Any],
+                     train_config: dict[str, Any]) -> list[str]:
+    """Raise when the checkpoint's model differs from this run's; return the other config changes."""
+    saved_model = ckpt.get("model_config") or {}
+    diffs = _dict_diff(saved_model, model_config)
+    arch = [k for k in ARCHITECTURE_KEYS if ckpt["config"].get(k) != train_config.get(k)]
+    if diffs or arch:
+        lines = [f"model_config.{k}: checkpoint {a!r} vs this run {b!r}" for k, a, b in diffs[:6]]
+        lines += [f"{k}: checkpoint {ckpt['config'].get(k)!r} vs this run {train_config.get(k)!r}" for k in arch]
+        raise ResumeError(path, "incompatible with this run's model; differences:\n  " + "\n  ".join(lines))
+    ignore = {"resume", "max_steps", "output", "data"}
+    return [
+        f"{k}: {ckpt['config'].get(k)!r} -> {v!r}"
+        for k, v in train_config.items()
+        if k not in ignore and ckpt["config"].get(k) != v
+    ]
+
+
+def _dict_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _dict_diff(va, vb, f"{prefix}{key}.")
+        elif _normalise(va) != _normalise(vb):
+            out.append((f"{prefix}{key}", va, vb))
+    return out
+
+
+def _normalise(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

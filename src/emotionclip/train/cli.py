@@ -1,0 +1,73 @@
+"""``emotionclip train``: one flag per `TrainConfig` key, plus ``--config file.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import MISSING, fields
+
+from .config import PRECISIONS, TrainConfig, field_type
+
+logger = logging.getLogger(__name__)
+
+_HELP = {
+    "data": "WebDataset shard URL(s), brace notation, several joined with '::' "
+    "(e.g. 'corpus/shard-{000000..000099}.tar')",
+    "output": "run folder (config, checkpoints, TensorBoard events, loss curve)",
+    "batch_size": "clips per process and step",
+    "pretrained": "open_clip tag or local CLIP weights file; 'none' = random init",
+    "precision": f"one of {', '.join(PRECISIONS)}",
+    "resume": "'latest' (newest checkpoint in --output), 'auto' (latest if there is one, else start: "
+    "for re-queued jobs) or a checkpoint path",
+    "steps_per_epoch": "steps that make an epoch ('none' = one pass over the shards)",
+    "max_steps": "stop after this many steps in total",
+    "save_every": "checkpoint every N steps (and at each epoch end); 0 = epoch ends only",
+    "lock_image": "freeze the CLIP vision tower",
+    "lock_text": "freeze the CLIP text tower",
+    "wandb": "also log to Weights & Biases (must be installed)",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="pre-train EmotionCLIP on WebDataset shards (one CPU/GPU, or many via torchrun/SLURM)",
+        description="Train EmotionCLIP. Defaults are the published recipe; every key can be set in a YAML "
+        "file (--config) and overridden by flags. Multi-GPU: torchrun --nproc-per-node G -m emotionclip train ...",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file of config keys (flags override it)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = _HELP.get(f.name, f.name.replace("_", " "))
+        if field_type(f.name) is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                help=f"{help_text} (default: {default})")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < YAML < flags; values arrive as strings and are converted per field."""
+    overrides = {k: getattr(args, k) for k in TrainConfig.valid_keys() if hasattr(args, k)}
+    if getattr(args, "config", None):
+        return TrainConfig.from_yaml(args.config, overrides)
+    return TrainConfig.from_dict(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .loop import train
+
+    try:
+        config = config_from_args(args)
+        result = train(config)
+    except (ValueError, OSError) as e:  # bad input: a message, not a traceback
+        logger.error("%s", e)
+        return 2
+    if result.losses:
+        print(f"trained to step {result.steps[-1]}: loss {result.losses[-1]:.4f}; "
+              f"checkpoint {result.checkpoint}; run folder {result.run_dir}")
+    return 0

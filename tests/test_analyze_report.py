@@ -1,0 +1,120 @@
+"""`emotionclip analyze` on real media with the parity checkpoint; the report in a real browser (issue #6)."""
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotionclip.cli import main
+from emotionclip.video_io import probe_video
+
+CHROMIUM = Path(os.environ.get("EMOTIONCLIP_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WINDOW, STRIDE = 2.0, 0.5
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory, media_dir, parity_dir):
+    out = tmp_path_factory.mktemp("analysis")
+    videos = [media_dir / "friday.mp4", media_dir / "flower.mp4"]
+    code = main([
+        "analyze", *map(str, videos),
+        "--checkpoint", str(parity_dir / "official_format_checkpoint.pt"),
+        "--out", str(out), "--window", str(WINDOW), "--stride", str(STRIDE), "--keyframes", "6",
+    ])
+    assert code == 0
+    return out, {v.stem: v for v in videos}
+
+
+def test_outputs_and_window_count(analysed):
+    out, videos = analysed
+    for stem, video in videos.items():
+        folder = out / stem
+        for name in ("emotions.csv", "emotions.json", "emotions.png", "report.html"):
+            assert (folder / name).stat().st_size > 0, name
+        duration = probe_video(video).duration
+        expected = math.floor((duration - WINDOW) / STRIDE + 1e-6) + 1  # starts 0, STRIDE apart, end <= duration
+        table = pd.read_csv(folder / "emotions.csv")
+        assert len(table) == expected
+        assert np.allclose(table["start"], np.arange(expected) * STRIDE)
+        assert np.allclose(table["end"] - table["start"], WINDOW)
+        assert table["end"].max() <= duration
+        doc = json.loads((folder / "emotions.json").read_text())
+        classes = doc["classes"]
+        assert doc["num_windows"] == expected and len(doc["windows"]) == expected
+        assert np.allclose(table[classes].sum(axis=1), 1.0, atol=1e-4)
+        assert (table["top_emotion"] == table[classes].idxmax(axis=1)).all()
+    assert len(json.loads((out / "summary.json").read_text())["done"]) == 2
+
+
+def test_person_flags(analysed):
+    out, _ = analysed
+    friday = pd.read_csv(out / "friday" / "emotions.csv")
+    flower = pd.read_csv(out / "flower" / "emotions.csv")
+    assert friday["has_person"].all()  # three people talking in every window
+    assert not flower["has_person"].any()  # nature clip: scored all the same, marked as nobody
+    assert flower[["joy", "neutral"]].notna().all().all()
+    boxes = json.loads(friday["boxes"][0])
+    assert len(boxes) == 4  # video_len frames, each a list of (x1, y1, x2, y2, score)
+    assert all(len(b) == 5 and 0 <= b[0] < b[2] <= 640 and b[4] > 0.5 for frame in boxes for b in frame)
+    assert json.loads(flower["boxes"][0]) == [[], [], [], []]
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(analysed):
+    if not CHROMIUM.is_file() or not shutil.which(str(CHROMIUM)):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    out, _ = analysed
+    html = (out / "friday" / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto((out / "friday" / "report.html").as_uri(), wait_until="load")
+            images = page.evaluate(
+                "() => Array.from(document.images).map(i => ({cls: i.className, w: i.naturalWidth, ok: i.complete}))"
+            )
+            title = page.title()
+        finally:
+            browser.close()
+    plots = [i for i in images if i["cls"] == "plot"]
+    keyframes = [i for i in images if i["cls"] == "keyframe"]
+    assert len(plots) == 1 and plots[0]["ok"] and plots[0]["w"] > 0
+    assert len(keyframes) == 6 and all(i["ok"] and i["w"] > 0 for i in keyframes)
+    assert "friday.mp4" in title
+
+
+def test_embed_cli_videos_and_images(tmp_path, media_dir, parity_dir):
+    from PIL import Image
+
+    from emotionclip.video_io import read_frames_at
+
+    image = tmp_path / "still.png"
+    Image.fromarray(read_frames_at(media_dir / "friday.mp4", [1.0])[0]).save(image)
+    out = tmp_path / "emb"
+    code = main([
+        "embed", str(media_dir / "friday.mp4"), str(image), str(tmp_path / "nope.mp4"),
+        "--checkpoint", str(parity_dir / "official_format_checkpoint.pt"), "--out", str(out),
+    ])
+    assert code == 1  # the missing file fails, alone
+    video = np.load(out / "friday.npz")
+    assert video["features"].shape == (5, 64) and np.allclose(video["starts"], [0, 1, 2, 3, 4])
+    assert video["has_person"].all() and len(json.loads(str(video["boxes"]))) == 5
+    assert np.load(out / "still.npz")["features"].shape == (1, 64)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["input"] for f in summary["failed"]] == [str(tmp_path / "nope.mp4")]
