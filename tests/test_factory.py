@@ -214,6 +214,8 @@ def test_wrong_frame_size(tiny):
 def test_bad_tokens(tiny):
     with pytest.raises(ValueError, match="tokens must"):
         tiny.encode_text(torch.randn(2, 77))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 49408\)"):
+        tiny.encode_text(torch.full((1, 77), 49408))
 
 
 def test_unknown_backbone():

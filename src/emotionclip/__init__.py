@@ -33,6 +33,18 @@ from emotionclip.transform import (
 
 __version__ = "0.1.0"
 
+# applying a model to videos pulls in pandas/matplotlib: imported on first use
+_ANALYZE_API = ("analyze_video", "embed_image", "embed_video")
+
+
+def __getattr__(name: str):
+    if name in _ANALYZE_API:
+        from emotionclip import analyze
+
+        return getattr(analyze, name)
+    raise AttributeError(f"module 'emotionclip' has no attribute {name!r}")
+
+
 # order of the 7 sentiment classes (the paper's j-hartmann/emotion-english-distilroberta-base)
 SENTIMENT_CLASSES = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 
@@ -46,10 +58,13 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SentimentGuidedClipLoss",
+    "analyze_video",
     "boxes_to_mask",
     "boxes_to_masks",
     "create_model",
     "create_model_and_transforms",
+    "embed_image",
+    "embed_video",
     "get_backbone_config",
     "image_transform",
     "infer_config",

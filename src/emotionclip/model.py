@@ -195,6 +195,11 @@ class EmotionCLIP(nn.Module):
             raise ValueError(f"tokens must be an integer tensor [B, L], got {tokens.dtype} {list(tokens.shape)}")
         if tokens.shape[1] != self.backbone.context_length:
             raise ValueError(f"tokens must have length {self.backbone.context_length}, got {tokens.shape[1]}")
+        if tokens.numel() and (int(tokens.max()) >= self.backbone.vocab_size or int(tokens.min()) < 0):
+            raise ValueError(
+                f"token ids must be in [0, {self.backbone.vocab_size}) for this model's vocabulary, "
+                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
+            )
         return self.backbone.encode_text(tokens)
 
     def forward(

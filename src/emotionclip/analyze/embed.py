@@ -93,27 +93,41 @@ def _subject_boxes(boxes: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Batch:
-    video: torch.Tensor  # [B, T, 3, S, S]
-    mask: torch.Tensor  # [B, T, S, S]
+    """A batch of windows, with only the frames that no earlier batch already brought."""
+
+    pixels: torch.Tensor  # [F, 3, S, S] new frames
+    masks: torch.Tensor  # [F, S, S] their subject masks
+    frame_ids: list[int]  # [F] their grid indices
+    windows: list[list[int]]  # B x T grid indices of each window's frames
     boxes: list[list[np.ndarray]]  # B x T x [K, 5] subject boxes in source-video pixels
     keyframes: list[Keyframe]
 
 
-def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int]) -> _Batch:
-    """Model inputs for a batch of windows; the decoded frames are dropped here, keyframes excepted."""
-    pixels, masks, boxes, keyframes = [], [], [], []
+def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int], sent: set[int]) -> _Batch:
+    """Model inputs for a batch of windows; each frame is transformed once however many windows
+    share it (``sent`` holds the grid indices already handed on). Decoded frames end here."""
+    new_ids, new_frames, new_boxes, boxes, keyframes = [], [], [], [], []
     for w in windows:
-        h, wd = w.frames.shape[1:3]
-        p, m = tf(w.frames, boxes_to_masks(w.boxes, h, wd, BOX_SCORE_THRESHOLD))
-        pixels.append(p)
-        masks.append(m)
+        for m, frame, b in zip(w.grid.tolist(), w.frames, w.boxes, strict=True):
+            if m not in sent:
+                sent.add(m)
+                new_ids.append(m)
+                new_frames.append(frame)
+                new_boxes.append(b)
         used = [_subject_boxes(b) for b in w.boxes]
-        scale = source_width / wd
+        scale = source_width / w.frames.shape[2]
         boxes.append([np.concatenate([b[:, :4] * scale, b[:, 4:]], axis=1) for b in used])
         if w.index in keep:
             mid = len(w.frames) // 2
             keyframes.append(Keyframe(w.index, float(w.times[mid]), w.frames[mid].copy(), used[mid]))
-    return _Batch(torch.stack(pixels), torch.stack(masks), boxes, keyframes)
+    sent.difference_update([m for m in sent if m < windows[-1].grid[0]])  # later windows start later
+    if new_frames:
+        h, wd = new_frames[0].shape[:2]
+        pixels, masks = tf(np.stack(new_frames), boxes_to_masks(new_boxes, h, wd, BOX_SCORE_THRESHOLD))
+    else:
+        s = tf.image_size
+        pixels, masks = torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
+    return _Batch(pixels, masks, new_ids, [w.grid.tolist() for w in windows], boxes, keyframes)
 
 
 def embed_video(
@@ -149,17 +163,26 @@ def embed_video(
     features: list[torch.Tensor] = []
     boxes: list[list[np.ndarray]] = []
     kept: list[Keyframe] = []
+    frame_features: dict[int, torch.Tensor] = {}  # grid index -> encoded frame, while windows need it
+    sent: set[int] = set()
     windows = iter_windows(path, info, plan, det, short_side=short_side)
     # decoding, detection and the transform run in a background thread, ahead of the model
-    batches = (_prepare_batch(tf, b, info.width, keep) for b in batched(windows, batch_size))
+    batches = (_prepare_batch(tf, b, info.width, keep, sent) for b in batched(windows, batch_size))
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):
+            # encode_video = visual_head(encode_image(frames)): overlapping windows share frames, so
+            # each frame goes through the frame encoder once and only the temporal head runs per window
             with torch.inference_mode(), inference_context(device, precision):
-                out = model.encode_video(batch.video.to(device), batch.mask.to(device))
-            features.append(out.float().cpu())
+                if batch.frame_ids:
+                    encoded = model.encode_image(batch.pixels.to(device), batch.masks.to(device))
+                    frame_features.update(zip(batch.frame_ids, encoded, strict=True))
+                clips = torch.stack([torch.stack([frame_features[m] for m in ids]) for ids in batch.windows])
+                features.append(model.visual_head(clips).float().cpu())
+            for m in [m for m in frame_features if m < batch.windows[-1][0]]:
+                del frame_features[m]
             boxes.extend(batch.boxes)
             kept.extend(batch.keyframes)
-            bar.update(len(batch.boxes))
+            bar.update(len(batch.windows))
     return VideoEmbedding(
         path=str(path),
         info=info,

@@ -71,6 +71,7 @@ class Window:
     index: int
     start: float
     end: float
+    grid: np.ndarray  # [T] grid index of each frame (the same index = the same decoded frame)
     times: np.ndarray  # [T] instants of the frames
     frames: np.ndarray  # [T, H, W, 3] uint8 RGB at decode size
     boxes: list[np.ndarray]  # T x [K, 5] float32 person boxes in decode-size pixels
@@ -148,6 +149,7 @@ def _make_window(path, plan, i, buffer, boxes, detector) -> Window:
         index=i,
         start=float(plan.starts[i]),
         end=float(plan.ends[i]),
+        grid=idx,
         times=(idx + 0.5) * step,
         frames=frames,
         boxes=[boxes[int(m)] for m in idx],

@@ -164,7 +164,8 @@ def make_train_loader(
         stages += [_RankSplit(rank, world_size), wds.split_by_worker]
     stages.append(wds.tarfile_to_samples(handler=wds.warn_and_continue))
     if shuffle_buffer:
-        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100)))
+        # seeded so that a resumed run replays the same clip order (seed changes per epoch and rank)
+        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed * 100_003 + rank))
     if max_neutral is not None or min_has_person is not None:
         stages.append(wds.select(_meta_filter(max_neutral, min_has_person)))
     stages += [

@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "emotionclip-train/1"
 _STEP_FILE = re.compile(r"^step-(\d{9})\.pt$")
-# training-config keys that must not change under a resume (they change the architecture)
-ARCHITECTURE_KEYS = ("backbone", "temporal_fusion", "head_layers", "video_len")
 
 
 class ResumeError(ValueError):
@@ -165,15 +163,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def check_compatible(ckpt: dict[str, Any], path: str | Path, model_config: dict[str, Any],
                      train_config: dict[str, Any]) -> list[str]:
-    """Raise when the checkpoint's model differs from this run's; return the other config changes."""
-    saved_model = ckpt.get("model_config") or {}
-    diffs = _dict_diff(saved_model, model_config)
-    arch = [k for k in ARCHITECTURE_KEYS if ckpt["config"].get(k) != train_config.get(k)]
-    if diffs or arch:
-        lines = [f"model_config.{k}: checkpoint {a!r} vs this run {b!r}" for k, a, b in diffs[:6]]
-        lines += [f"{k}: checkpoint {ckpt['config'].get(k)!r} vs this run {train_config.get(k)!r}" for k in arch]
+    """Raise when the checkpoint's model architecture differs from this run's; return the other
+    (allowed) config changes."""
+    diffs = _dict_diff(ckpt.get("model_config") or {}, model_config)
+    if diffs:
+        lines = [f"model_config.{k}: checkpoint {a!r} vs this run {b!r}" for k, a, b in diffs[:8]]
         raise ResumeError(path, "incompatible with this run's model; differences:\n  " + "\n  ".join(lines))
-    ignore = {"resume", "max_steps", "output", "data"}
+    ignore = {"resume", "max_steps", "output", "data", "pretrained"}  # pretrained: weights come from the checkpoint
     return [
         f"{k}: {ckpt['config'].get(k)!r} -> {v!r}"
         for k, v in train_config.items()

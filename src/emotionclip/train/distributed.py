@@ -97,15 +97,6 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, env: DistEnv):
-    """rank 0's ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def all_gather_object(obj, env: DistEnv) -> list:
     if not env.distributed:
         return [obj]

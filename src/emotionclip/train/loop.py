@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -166,7 +167,8 @@ class _Run:
         # checks on user input, on every rank, before any work
         urls, resume_path, ckpt = _on_all_ranks(env, lambda: self._check_inputs(batches is None))
 
-        self.model = build_model(config, env.device)
+        # on resume the weights come from the checkpoint: no need to fetch the pretrained CLIP
+        self.model = build_model(dataclasses.replace(config, pretrained=None) if ckpt else config, env.device)
         self.optimizer = build_optimizer(self.model, config, env.device)
         self.schedule = WarmupCosineSchedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(env.device.type) if config.precision == "amp_fp16" else None
@@ -332,6 +334,7 @@ class _Run:
             )
         clips = len(losses) * self.config.batch_size * self.env.world_size
         scalars = {
+            "train/loss_mean": sum(losses) / len(losses),  # over the log window; train/loss is per step
             "train/logit_scale": float(self.model.logit_scale.detach().exp()),
             "perf/clips_per_s": clips / max(elapsed, 1e-9),
             "perf/data_wait_fraction": min(1.0, log.data_wait / max(elapsed, 1e-9)),
