@@ -216,24 +216,32 @@ def analyze_paths(model, videos: list[Path], out: Path, classes=None, head=None,
     return summary
 
 
-def run_analyze(args) -> int:
-    classes = [c.strip() for item in args.classes for c in item.split(",") if c.strip()] if args.classes else None
+def _setup(args, paths, extensions, what: str):
+    """Checks shared by analyze and embed -> ``(inputs, model, embed kwargs)``, or None (logged)."""
     problem = _check_args(args)
     if problem:
         logger.error(problem)
-        return 2
-    videos = expand_inputs(args.videos, VIDEO_EXTENSIONS)
-    if not videos:
-        logger.error("no videos found in %s", ", ".join(map(str, args.videos)))
-        return 2
+        return None
+    inputs = expand_inputs(paths, extensions)
+    if not inputs:
+        logger.error("no %s found in %s", what, ", ".join(map(str, paths)))
+        return None
     model = _load(args)
     if model is None:
-        return 2
+        return None
     try:
-        embed_kwargs = _embed_kwargs(args)
+        return inputs, model, _embed_kwargs(args)
     except (ValueError, OSError, ImportError) as e:
         logger.error("--detector %s: %s", args.detector, e)
+        return None
+
+
+def run_analyze(args) -> int:
+    classes = [c.strip() for item in args.classes for c in item.split(",") if c.strip()] if args.classes else None
+    setup = _setup(args, args.videos, VIDEO_EXTENSIONS, "videos")
+    if setup is None:
         return 2
+    videos, model, embed_kwargs = setup
     summary = analyze_paths(
         model, videos, args.out, classes=classes, head=args.head, keyframes=args.keyframes,
         overwrite=args.overwrite, settings={"checkpoint": str(args.checkpoint)}, **embed_kwargs,
@@ -246,22 +254,10 @@ def run_embed(args) -> int:
     from .embed import embed_image, embed_video
     from .report import write_atomic
 
-    problem = _check_args(args)
-    if problem:
-        logger.error(problem)
+    setup = _setup(args, args.inputs, VIDEO_EXTENSIONS | IMAGE_EXTENSIONS, "videos or images")
+    if setup is None:
         return 2
-    inputs = expand_inputs(args.inputs, VIDEO_EXTENSIONS | IMAGE_EXTENSIONS)
-    if not inputs:
-        logger.error("no videos or images found in %s", ", ".join(map(str, args.inputs)))
-        return 2
-    model = _load(args)
-    if model is None:
-        return 2
-    try:
-        kwargs = _embed_kwargs(args)
-    except (ValueError, OSError, ImportError) as e:
-        logger.error("--detector %s: %s", args.detector, e)
-        return 2
+    inputs, model, kwargs = setup
     summary = {"settings": {"checkpoint": str(args.checkpoint), "window": args.window, "stride": args.stride},
                "done": [], "skipped": [], "failed": []}
     taken: set[Path] = set()

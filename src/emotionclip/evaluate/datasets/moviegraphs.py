@@ -18,13 +18,10 @@ import numpy as np
 import pandas as pd
 
 from .common import VIDEO_EXTENSIONS, Sample, SkipList, Split, find_first
+from .emotic import CATEGORIES as EMOTIC_CATEGORIES
 
-CATEGORIES = (
-    "affection", "anger", "annoyance", "anticipation", "aversion", "confidence", "disapproval",
-    "disconnection", "disquietment", "doubt/confusion", "embarrassment", "engagement", "esteem",
-    "excitement", "fatigue", "fear", "happiness", "pain", "peace", "pleasure", "sadness",
-    "sensitivity", "suffering", "surprise", "sympathy", "yearning",
-)  # fmt: skip
+# the release clustered MovieGraphs' free-form emotions onto Emotic's 26 categories
+CATEGORIES = EMOTIC_CATEGORIES
 ALIASES = {"doubt/conf": "doubt/confusion", "doubt confusion": "doubt/confusion"}
 SPLITS = ("train", "val", "test")
 
