@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .demo import DemoConfig
 from .embed import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
     )
     d.add_argument("--out", type=Path, default=Path("emotionclip-demo"), help="output folder")
     d.add_argument("--checkpoint", help="real EmotionCLIP weights: skip preparing and training")
-    d.add_argument("--train-steps", type=int, default=60, help="training steps of the tiny model")
+    d.add_argument("--train-steps", type=int, default=DemoConfig.train_steps, help="training steps of the tiny model")
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=run_demo)
 

@@ -28,7 +28,7 @@ TINY_WARNING = (
 class DemoConfig:
     out: Path = Path("emotionclip-demo")
     checkpoint: str | None = None  # real weights: skip prepare + train
-    train_steps: int = 60
+    train_steps: int = 300
     batch_size: int = 8
     video_len: int = 4
     device: str = "cpu"
