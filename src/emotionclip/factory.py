@@ -15,8 +15,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import warnings
 import zipfile
 from importlib import resources
@@ -28,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from emotionclip._io import atomic_dir
 from emotionclip.model import TEMPORAL_FUSIONS, EmotionCLIP, EmotionCLIPConfig
 from emotionclip.transform import FrameTransform, video_transform
 
@@ -418,26 +417,11 @@ def save_model(model: EmotionCLIP, path: str | os.PathLike, overwrite: bool = Fa
     An existing ``path`` is replaced only with ``overwrite=True``.
     """
     path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     if not isinstance(model, EmotionCLIP):
         raise TypeError(f"save_model expects an EmotionCLIP, got {type(model).__name__}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(model.config.to_dict(), indent=2)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path, overwrite=overwrite) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={_CONFIG_META_KEY: config_json, "format": "pt"})
         (tmp / CONFIG_NAME).write_text(config_json + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

@@ -160,9 +160,9 @@ def _embed_kwargs(args) -> dict:
 
 
 def _write_summary(out: Path, summary: dict) -> None:
-    from .report import write_atomic
+    from .._io import atomic_write
 
-    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     failed = summary["failed"]
     logger.info(
         "%d done, %d skipped (outputs exist), %d failed; summary: %s",
@@ -251,9 +251,9 @@ def run_analyze(args) -> int:
 
 
 def run_embed(args) -> int:
+    from .._io import atomic_write
     from .analyze import rounded_boxes
     from .embed import embed_image, embed_video
-    from .report import write_atomic
 
     setup = _setup(args, args.inputs, VIDEO_EXTENSIONS | IMAGE_EXTENSIONS, "videos or images")
     if setup is None:
@@ -285,7 +285,7 @@ def run_embed(args) -> int:
             continue
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        write_atomic(target, buf.getvalue())
+        atomic_write(target, buf.getvalue())
         summary["done"].append({"input": str(path), "out": str(target), "rows": len(arrays["features"])})
     _write_summary(args.out, summary)
     return 1 if summary["failed"] else 0

@@ -95,7 +95,7 @@ def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
 
 
 def write_index(out: Path, summary: dict, note: str | None) -> Path:
-    from .report import write_atomic
+    from .._io import atomic_write
 
     items = "".join(
         f'<li><a href="{html.escape(Path(d["html"]).relative_to(out).as_posix())}">'
@@ -112,7 +112,7 @@ def write_index(out: Path, summary: dict, note: str | None) -> Path:
         + "</body></html>"
     )
     path = out / "index.html"
-    write_atomic(path, page)
+    atomic_write(path, page)
     return path
 
 

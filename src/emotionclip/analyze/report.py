@@ -6,8 +6,6 @@ import base64
 import html
 import io
 import json
-import os
-import threading
 from pathlib import Path
 
 import matplotlib
@@ -17,21 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from .._io import atomic_write  # noqa: E402
 from .analyze import Analysis  # noqa: E402
 
 OUTPUT_NAMES = {"csv": "emotions.csv", "json": "emotions.json", "png": "emotions.png", "html": "report.html"}
 
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def metadata(analysis: Analysis, **extra) -> dict:
@@ -149,12 +137,12 @@ def write_report(analysis: Analysis, out_dir: str | Path, note: str | None = Non
     paths = {kind: out_dir / name for kind, name in OUTPUT_NAMES.items()}
     meta = metadata(analysis, **meta_extra)
     table = analysis.table
-    write_atomic(paths["csv"], table.to_csv(index=False))
+    atomic_write(paths["csv"], table.to_csv(index=False))
     records = table.assign(boxes=[json.loads(b) for b in table["boxes"]]).to_dict(orient="records")
-    write_atomic(paths["json"], json.dumps({**meta, "windows": records}, indent=1, default=_json_default))
+    atomic_write(paths["json"], json.dumps({**meta, "windows": records}, indent=1, default=_json_default))
     plot = plot_png(analysis, title=Path(analysis.embedding.path).name)
-    write_atomic(paths["png"], plot)
-    write_atomic(paths["html"], report_html(analysis, plot, meta, note))
+    atomic_write(paths["png"], plot)
+    atomic_write(paths["html"], report_html(analysis, plot, meta, note))
     return paths
 
 

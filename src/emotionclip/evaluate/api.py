@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
+from .._io import atomic_write
 from . import metrics as M
 from .datasets import Split, load_split
 from .features import (
     Features,
     Protocol,
-    _atomic_write_text,
     cached_features,
     checkpoint_hash,
     extract_features,
@@ -152,7 +152,7 @@ def _model_shape(get_model: Callable[[], torch.nn.Module], ckpt_sha: str, cache_
         shape = json.loads(memo.read_text())
         return int(shape["video_len"]), int(shape["image_size"])
     model = get_model()
-    _atomic_write_text(memo, json.dumps({"video_len": model.video_len, "image_size": model.image_size}))
+    atomic_write(memo, json.dumps({"video_len": model.video_len, "image_size": model.image_size}))
     return model.video_len, model.image_size
 
 
@@ -244,7 +244,7 @@ def evaluate(
     result["skipped"] = {n: sp.skipped for n, sp in splits.items() if sp.skipped}
     result["failed"] = {n: f.failed for n, f in feats.items() if f.failed}
     table = write_table(out_dir / f"{dataset}_metrics.md", result)
-    _atomic_write_text(json_path, json.dumps(result, indent=2))
+    atomic_write(json_path, json.dumps(result, indent=2))
     logger.info("wrote %s and %s\n%s", json_path, out_dir / f"{dataset}_metrics.md", table)
     return result
 

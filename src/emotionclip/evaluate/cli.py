@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from .._io import atomic_write
 from .api import BENCHMARKS
 
 logger = logging.getLogger(__name__)
@@ -91,11 +90,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     if args.output:
         if args.output.exists():
             raise SystemExit(f"{args.output}: already exists; choose another --output")
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{args.output.name}.", dir=args.output.parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)
+        atomic_write(args.output, text)
     for r in result["results"]:
         print(f"{r['path']}: {r['top']} ({r['scores'][r['top']]:.2f})")
     for f in result["failed"]:

@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._io import atomic_path, atomic_write
 from ..transform import FrameTransform, boxes_to_mask
 from ..video_io import probe_video, read_frames_at, uniform_times
 from .datasets import Sample, Split
@@ -73,27 +72,8 @@ def checkpoint_hash(path: str | Path) -> str:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: savez would append ".npz"
+        np.savez(fh, **arrays)
 
 
 def _save_features(path: Path, feats: Features) -> None:
@@ -119,7 +99,7 @@ class BoxCache:
     def save(self) -> None:
         if self.path is not None and self.boxes:
             doc = {k: [b.round(2).tolist() for b in v] for k, v in self.boxes.items()}
-            _atomic_write_text(self.path, json.dumps(doc))
+            atomic_write(self.path, json.dumps(doc))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,7 +314,7 @@ def cached_features(
         partial_path=base.with_suffix(".partial.npz"), desc=f"{split.dataset}/{split.split}", **kw,
     )  # fmt: skip
     _save_features(path, feats)
-    _atomic_write_text(base.with_suffix(".json"), json.dumps({
+    atomic_write(base.with_suffix(".json"), json.dumps({
         "dataset": split.dataset, "split": split.split, "checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_sha,
         "protocol": asdict(protocol), "samples": len(feats.keys), "failed": len(feats.failed),
     }, indent=2))  # fmt: skip

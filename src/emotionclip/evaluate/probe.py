@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .._io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +80,11 @@ class ProbeHead:
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write ``head.safetensors`` + ``head.json`` into ``directory`` (atomically, as a whole)."""
         directory = Path(directory)
-        if directory.exists() and not overwrite:
-            raise FileExistsError(f"{directory}: already exists (pass overwrite=True to replace it)")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_dir(directory, overwrite=overwrite) as tmp:
             save_file({"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}, str(tmp / HEAD_WEIGHTS))
             config = {"kind": self.kind, "classes": list(self.classes), "normalize": self.normalize,
                       "meta": self.meta}  # fmt: skip
             (tmp / HEAD_CONFIG).write_text(json.dumps(config, indent=2))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write
 from . import metrics as M
-from .features import _atomic_write_text
 
 
 def _row(name: str, values: dict[str, float], columns: list[str]) -> str:
@@ -37,7 +37,7 @@ def write_table(path: Path, result: dict) -> str:
     if "max_abs_difference" in result:
         lines += ["", f"largest |torch - sklearn| metric difference: {result['max_abs_difference']:.3f}"]
     text = "\n".join(lines) + "\n"
-    _atomic_write_text(path, text)
+    atomic_write(path, text)
     return text
 
 

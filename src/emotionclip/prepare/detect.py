@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from .._io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -398,10 +400,7 @@ def write_boxes_json(
     for key, (width, height, times, boxes) in videos.items():
         frames = [{"t": float(t), "boxes": np.asarray(b, np.float32).reshape(-1, 5).round(2).tolist()} for t, b in zip(times, boxes)]
         doc["videos"][key] = {"width": int(width), "height": int(height), "frames": frames}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc))
 
 
 def get_detector(name: str = "default", **kw) -> PersonDetector:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._io import atomic_path, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
@@ -36,9 +38,7 @@ def fsync_rename(tmp: Path, final: Path) -> None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    fsync_rename(tmp, path)
+    atomic_write_json(path, obj, indent=2, fsync=True)
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -298,8 +298,7 @@ def plot_manifest(manifest: dict, path: Path) -> None:
     ax2.bar(list(videos), list(videos.values()), color=["tab:green", "tab:orange", "tab:red"])
     ax2.set_title("videos")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, fsync=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    fsync_rename(tmp, path)
 

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "emotionclip-train/1"
@@ -66,15 +68,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---- files ----------------------------------------------------------------------------------
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary name in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
     _fsync_dir(path.parent)
 
 

@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from .._io import atomic_path, atomic_write
 from .checkpoint import (
     FORMAT,
     CheckpointDir,
@@ -385,7 +385,7 @@ class _Run:
         target = self.run_dir / "config.yaml"
         if target.exists() and target.read_text() != text:  # a resume with changed settings: keep both
             target = self.run_dir / f"config-resume-step{self.step}.yaml"
-        _atomic_write_text(target, text)
+        atomic_write(target, text)
 
 
 def _on_all_ranks(env: DistEnv, check: Callable[[], Any]) -> Any:
@@ -411,11 +411,6 @@ def _import_wandb():
         raise ValueError("--wandb was given but Weights & Biases is not installed (pip install wandb)") from None
     return wandb
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _RunLog:
@@ -445,7 +440,7 @@ class _RunLog:
         rows = self._read() if self.csv_path.exists() else []
         kept = [r for r in rows if r[0] <= start_step]
         lines = ["step,epoch,loss"] + [f"{s},{e},{loss!r}" for s, e, loss in kept]
-        _atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
+        atomic_write(self.csv_path, "\n".join(lines) + "\n")
 
     def _read(self) -> list[tuple[int, int, float]]:
         with open(self.csv_path, newline="") as f:
@@ -511,7 +506,6 @@ def plot_loss_curve(steps: list[int], losses: list[float], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
