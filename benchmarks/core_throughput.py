@@ -67,7 +67,8 @@ def main() -> None:
 
     model.train()
     loss_fn = SentimentGuidedClipLoss(10.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-8, betas=(0.98, 0.9), eps=1e-6, weight_decay=0.1)
+    # the trainer's optimizer: fused AdamW (CPU and CUDA kernels)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-8, betas=(0.98, 0.9), eps=1e-6, weight_decay=0.1, fused=True)
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         def step(dtype=dtype):
             opt.zero_grad(set_to_none=True)

@@ -62,7 +62,7 @@ class TrainConfig:
     lock_image: bool = False  # freeze the frame encoder's CLIP vision tower
     lock_text: bool = False  # freeze the CLIP text tower
     compile: bool = False  # torch.compile the model (GPU)
-    fused_adamw: bool = True  # fused AdamW kernel when on CUDA
+    fused_adamw: bool = True  # fused AdamW kernel (CUDA and CPU)
 
     # ---- run -------------------------------------------------------------------------------
     seed: int = 2022
