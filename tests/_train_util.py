@@ -57,11 +57,19 @@ def tiny_config(folder: Path, **overrides) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def _jpeg(rgb) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def write_shards(folder: Path, n_shards: int, clips_per_shard: int, frames: int = 6, size: int = 80) -> str:
     """Shards in the prepare stage's format (its own writer), with smooth random frames as JPEG,
     person boxes, subtitles and sentiment logits; returns the brace pattern."""
-    from torchvision.io import encode_jpeg
-
     from emotionclip import SENTIMENT_CLASSES
     from emotionclip.prepare.shards import sample_members, write_tar_atomic
 
@@ -76,7 +84,7 @@ def write_shards(folder: Path, n_shards: int, clips_per_shard: int, frames: int 
             k = s * clips_per_shard + c
             low = torch.rand(frames, 3, 5, 5, generator=g)
             pixels = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear")
-            jpegs = [encode_jpeg((f * 255).to(torch.uint8)).numpy().tobytes() for f in pixels]
+            jpegs = [_jpeg((f * 255).to(torch.uint8).permute(1, 2, 0).numpy()) for f in pixels]
             boxes = [[[10.0, 10.0, size - 20.0, size - 5.0, 0.9]] for _ in range(frames)]
             logits = torch.zeros(len(SENTIMENT_CLASSES))
             logits[k % len(SENTIMENT_CLASSES)] = 4.0

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+TEMP_PATTERN = ".*.tmp"  # what atomic_path's temporary files look like
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
@@ -37,6 +39,14 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in ``folder`` (``.NAME.*.tmp``)."""
+    removed = [p for p in Path(folder).glob(TEMP_PATTERN) if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, fsync: bool = False) -> None:

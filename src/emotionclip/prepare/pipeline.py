@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from emotionclip._io import remove_temporaries
 from emotionclip.video_io import VideoError, iter_frames, probe_video
 
 from .clips import ClipFilter, select_candidates
@@ -258,6 +259,7 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
     prefix, state_dir, manifest_path, summary_path = _paths(out_dir, config.part)
     pending_dir = state_dir / "pending"
     pending_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(pending_dir)  # this part's own state: what a killed run was writing
     ledger = Ledger(state_dir / "progress.jsonl")
     t0 = time.time()
 

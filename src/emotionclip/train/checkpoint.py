@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import atomic_path
+from .._io import atomic_path, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ class CheckpointDir:
     def remove_partial_files(self) -> None:
         """Temporary files a killed writer left behind."""
         if self.path.is_dir():
-            for p in self.path.glob(".*.tmp-*"):
-                logger.warning("removing partial checkpoint %s left by an interrupted run", p)
-                p.unlink(missing_ok=True)
+            for p in remove_temporaries(self.path):
+                logger.warning("removed partial checkpoint %s left by an interrupted run", p)
 
     def save(self, payload: dict[str, Any], step: int, epoch_end: int | None = None) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +118,7 @@ class CheckpointDir:
         return target
 
     def _link(self, source: Path, name: Path) -> None:
-        tmp = name.with_name(f".{name.name}.tmp-{os.getpid()}")
+        tmp = name.with_name(f".{name.name}.{os.getpid()}.tmp")  # atomic_path's naming, so cleanup finds it
         tmp.unlink(missing_ok=True)
         try:
             os.link(source, tmp)
