@@ -15,6 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+
+class FileError(Exception):
+    """An input file is unusable; the message is ``"PATH: problem"`` so batch summaries can list it."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
 TEMP_PATTERN = ".*.tmp"  # what atomic_path's temporary files look like
 
 

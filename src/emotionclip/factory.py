@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from emotionclip._io import atomic_dir
+from emotionclip._io import FileError, atomic_dir
 from emotionclip.model import TEMPORAL_FUSIONS, EmotionCLIP, EmotionCLIPConfig
 from emotionclip.transform import FrameTransform, video_transform
 
@@ -38,12 +38,8 @@ _CONFIG_META_KEY = "emotionclip_config"
 _OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FileError, ValueError):
     """A checkpoint file is unreadable or holds something other than what was asked for."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        super().__init__(f"{path}: {problem}")
 
 
 # ---------------------------------------------------------------------------------------------

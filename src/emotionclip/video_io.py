@@ -14,14 +14,17 @@ from pathlib import Path
 import av
 import numpy as np
 
+from emotionclip._io import FileError
 
-class VideoError(RuntimeError):
+# file extensions treated as media when a folder is searched (a file named explicitly is always tried)
+VIDEO_EXTENSIONS = (
+    ".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".ogv", ".3gp",
+)  # fmt: skip
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class VideoError(FileError, RuntimeError):
     """A video could not be opened or decoded. The message names the file and the problem."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .demo import DemoConfig
 from .embed import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts", ".3gp"}
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def register(subparsers) -> None:
@@ -73,7 +72,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
 
 
-def expand_inputs(paths: list[Path], extensions: set[str]) -> list[Path]:
+def expand_inputs(paths: list[Path], extensions: tuple[str, ...]) -> list[Path]:
     """Files as given (any extension); folders -> their files with ``extensions``, sorted, recursively."""
     found: list[Path] = []
     for path in paths:
@@ -255,7 +254,7 @@ def run_embed(args) -> int:
     from .analyze import rounded_boxes
     from .embed import embed_image, embed_video
 
-    setup = _setup(args, args.inputs, VIDEO_EXTENSIONS | IMAGE_EXTENSIONS, "videos or images")
+    setup = _setup(args, args.inputs, VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, "videos or images")
     if setup is None:
         return 2
     inputs, model, kwargs = setup

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets.common import VIDEO_EXTENSIONS, Sample
+from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .datasets.common import Sample
 from .datasets.emotic import CATEGORIES as EMOTIC_CATEGORIES
 
 # the 7 classes of the paper's sentiment teacher (emotionclip.SENTIMENT_CLASSES) and Emotic's 26
@@ -28,7 +29,6 @@ DEFAULT_TEMPLATES = (
     "someone who feels {}.",
     "the emotion of this person is {}.",
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @torch.no_grad()

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", e)
         return 2
     if summary["inputs"] == 0:
-        logger.error("%s: no videos found (extensions: see emotionclip.prepare.discover.VIDEO_EXTENSIONS)", input_path)
+        logger.error("%s: no videos found (extensions: see emotionclip.video_io.VIDEO_EXTENSIONS)", input_path)
     elif exit_code(summary):
         logger.error("nothing could be processed: see %s/summary*.json for each video's reason", out_dir)
     return exit_code(summary)

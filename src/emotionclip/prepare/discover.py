@@ -19,13 +19,11 @@ from pathlib import Path
 
 import av
 
+from ..video_io import VIDEO_EXTENSIONS
 from .subtitles import SUBTITLE_EXTENSIONS, Cue, SubtitleError, clean_text
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (
-    ".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".ogv", ".3gp",
-)  # fmt: skip
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 # subtitle codecs whose packets are text (image subtitles such as PGS/DVD cannot be read as words)
 TEXT_SUBTITLE_CODECS = {"subrip", "srt", "webvtt", "mov_text", "ass", "ssa", "text"}

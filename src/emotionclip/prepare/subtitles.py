@@ -18,16 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import FileError
+
 SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".json")
 
 
-class SubtitleError(ValueError):
+class SubtitleError(FileError, ValueError):
     """A subtitle file could not be used. The message starts with the file and says why."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)

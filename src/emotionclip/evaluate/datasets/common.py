@@ -10,9 +10,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".flv", ".m4v")
-
-
 @dataclass(frozen=True)
 class Sample:
     """One thing to encode: a video clip (a time range) or an image.

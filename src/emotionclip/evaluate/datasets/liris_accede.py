@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...video_io import VideoError, probe_video
-from .common import VIDEO_EXTENSIONS, Sample, SkipList, Split
+from ...video_io import VIDEO_EXTENSIONS, VideoError, probe_video
+from .common import Sample, SkipList, Split
 
 SPLITS = ("train", "test")
 DIMENSIONS = ("valence", "arousal")

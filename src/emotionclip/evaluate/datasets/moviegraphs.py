@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import VIDEO_EXTENSIONS, Sample, SkipList, Split, find_first
+from ...video_io import VIDEO_EXTENSIONS
+from .common import Sample, SkipList, Split, find_first
 from .emotic import CATEGORIES as EMOTIC_CATEGORIES
 
 # the release clustered MovieGraphs' free-form emotions onto Emotic's 26 categories
