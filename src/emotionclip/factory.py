@@ -372,7 +372,7 @@ def load_model(
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(path, f"directory has no {WEIGHTS_NAME} (not saved by emotionclip.save_model?)")
-        sd, config = _read_safetensors(weights), None
+        sd = _read_safetensors(weights)
         cfg_file = path / CONFIG_NAME
         config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
         path = weights

@@ -94,9 +94,8 @@ def build_temporal_head(cfg: EmotionCLIPConfig, dim: int) -> nn.Module:
 
 
 def _as_float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if mask.dtype == torch.bool:
-        return mask.to(dtype)
-    return (mask != 0).to(dtype) if not mask.is_floating_point() else mask.to(dtype)
+    # integer masks may use any non-zero value for "subject" (e.g. 255); float masks are taken as given
+    return mask.to(dtype) if mask.is_floating_point() else (mask != 0).to(dtype)
 
 
 class EmotionCLIP(nn.Module):
