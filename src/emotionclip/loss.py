@@ -110,19 +110,35 @@ class ClipLoss(nn.Module):
         offset = n * self.rank if (self.world_size > 1 and self.local_loss) else 0
         return torch.arange(n, device=device) + offset
 
-    def _check(self, video_features, text_features):
+    def _check(self, video_features, text_features, sentiment_logits):
         if video_features.ndim != 2 or video_features.shape != text_features.shape:
             raise ValueError(
                 f"video and text features must both be [B, D]; got {list(video_features.shape)} "
                 f"and {list(text_features.shape)}"
             )
+        if sentiment_logits is not None and (
+            sentiment_logits.ndim != 2 or sentiment_logits.shape[0] != video_features.shape[0]
+        ):
+            raise ValueError(
+                f"sentiment_logits must be [B, C] with B = {video_features.shape[0]}, "
+                f"got {list(sentiment_logits.shape)}"
+            )
+
+    def _penalty(self, sentiment_logits, n: int):
+        """What is subtracted from both logit matrices (nothing for plain InfoNCE)."""
+        return 0.0
 
     def forward(self, video_features, text_features, logit_scale, sentiment_logits=None) -> torch.Tensor:
-        self._check(video_features, text_features)
+        """``sentiment_logits`` is accepted (and ignored) so that both losses share one call."""
+        self._check(video_features, text_features, sentiment_logits)
         with torch.autocast(device_type=video_features.device.type, enabled=False):
             per_video, per_text = self.logits(video_features, text_features, logit_scale)
-            labels = self._labels(per_video.shape[0], per_video.device)
-            return (F.cross_entropy(per_video, labels) + F.cross_entropy(per_text, labels)) / 2
+            n = per_video.shape[0]
+            penalty = self._penalty(sentiment_logits, n)
+            labels = self._labels(n, per_video.device)
+            return (
+                F.cross_entropy(per_video - penalty, labels) + F.cross_entropy(per_text - penalty, labels)
+            ) / 2
 
 
 class SentimentGuidedClipLoss(ClipLoss):
@@ -136,24 +152,11 @@ class SentimentGuidedClipLoss(ClipLoss):
         self.sentiment_scale = sentiment_scale
         self.kl_floor = kl_floor
 
-    def forward(self, video_features, text_features, logit_scale, sentiment_logits=None) -> torch.Tensor:
+    def _penalty(self, sentiment_logits, n: int):
         if sentiment_logits is None:
-            return super().forward(video_features, text_features, logit_scale)
-        self._check(video_features, text_features)
-        if sentiment_logits.ndim != 2 or sentiment_logits.shape[0] != video_features.shape[0]:
-            raise ValueError(
-                f"sentiment_logits must be [B, C] with B = {video_features.shape[0]}, "
-                f"got {list(sentiment_logits.shape)}"
-            )
-        with torch.autocast(device_type=video_features.device.type, enabled=False):
-            per_video, per_text = self.logits(video_features, text_features, logit_scale)
-            n = per_video.shape[0]
-            all_sentiment = self._gather(sentiment_logits.detach().float(), with_grad=False)
-            w = sentiment_weights(all_sentiment, self.kl_floor)
-            if self.world_size > 1 and self.local_loss:
-                w = w[self.rank * n : (self.rank + 1) * n]
-            penalty = self.sentiment_scale * w
-            labels = self._labels(n, per_video.device)
-            return (
-                F.cross_entropy(per_video - penalty, labels) + F.cross_entropy(per_text - penalty, labels)
-            ) / 2
+            return 0.0
+        all_sentiment = self._gather(sentiment_logits.detach().float(), with_grad=False)
+        w = sentiment_weights(all_sentiment, self.kl_floor)
+        if self.world_size > 1 and self.local_loss:
+            w = w[self.rank * n : (self.rank + 1) * n]
+        return self.sentiment_scale * w
