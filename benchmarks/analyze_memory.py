@@ -37,12 +37,16 @@ def generate(path: Path, seconds: float, fps: int, width: int, height: int, scen
     scenes = [np.kron(s, np.ones((8, 8, 1), np.uint8)) for s in scenes]  # blocky: cheap to encode
     tmp = path.with_name(path.name + ".tmp.mp4")
     with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "35", "g": str(fps * 10)})
+        stream = out.add_stream(
+            "libx264", rate=fps, options={"preset": "ultrafast", "crf": "35", "g": str(fps * 10)}
+        )
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(int(seconds * fps)):
             scene = scenes[int(i / fps / scene_s) % len(scenes)]
             shift = int(i % (fps * scene_s)) * 64 // int(fps * scene_s)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(scene[:, shift : shift + width]), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(scene[:, shift : shift + width]), format="rgb24"
+            )
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     os.replace(tmp, path)
@@ -86,24 +90,39 @@ def child_memory(args) -> None:
 
     threading.Thread(target=sample, daemon=True).start()
     t0 = time.time()
-    analysis = run_analysis(model, args.video, scorer, window=args.window, stride=args.stride, batch_size=8,
-                            detector="default", progress=True)
+    analysis = run_analysis(
+        model,
+        args.video,
+        scorer,
+        window=args.window,
+        stride=args.stride,
+        batch_size=8,
+        detector="default",
+        progress=True,
+    )
     elapsed = time.time() - t0
     done.set()
     rss = [r for _, r in samples] or [rss_mib()]
     half = max(1, len(rss) // 2)
-    print(json.dumps({
-        "windows": len(analysis.table), "seconds": elapsed, "rss_after_load_mib": after_load,
-        "max_rss_first_half_mib": max(rss[:half]), "max_rss_second_half_mib": max(rss[half:] or rss),
-        "peak_rss_mib": peak_rss_mib(),
-    }))
+    print(
+        json.dumps(
+            {
+                "windows": len(analysis.table),
+                "seconds": elapsed,
+                "rss_after_load_mib": after_load,
+                "max_rss_first_half_mib": max(rss[:half]),
+                "max_rss_second_half_mib": max(rss[half:] or rss),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def speed(args, video: Path, warmup: Path) -> list[dict]:
     import torch
 
     from emotionclip.analyze import embed_video
-    from emotionclip.analyze.embed import resolve_detector
+    from emotionclip.detect import resolve_detector
 
     torch.set_num_threads(args.threads)
     model = make_model(args.speed_model, args.video_len)
@@ -113,13 +132,22 @@ def speed(args, video: Path, warmup: Path) -> list[dict]:
         for precision in ("fp32", "bf16"):
             kwargs = dict(window=2.0, stride=1.0, detector=detector, precision=precision)
             embed_video(model, warmup, **kwargs)  # first-call costs (threads, detector) out of the timing
-            best = math.inf  # best of --repeats: the machine is shared, the fastest run is the least disturbed
+            best = (
+                math.inf
+            )  # best of --repeats: the machine is shared, the fastest run is the least disturbed
             for _ in range(args.repeats):
                 t0 = time.time()
                 n = len(embed_video(model, video, **kwargs).starts)
                 best = min(best, time.time() - t0)
-            rows.append({"model": args.speed_model, "precision": precision, "detector": detector_name,
-                         "windows": n, "windows_per_s": n / best})
+            rows.append(
+                {
+                    "model": args.speed_model,
+                    "precision": precision,
+                    "detector": detector_name,
+                    "windows": n,
+                    "windows_per_s": n / best,
+                }
+            )
     return rows
 
 
@@ -137,7 +165,12 @@ def main() -> int:
     p.add_argument("--stride", type=float, default=2.0, help="memory run stride (2 s keeps the run short)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bound-mib", type=float, default=2048.0, help="peak RSS must stay below this")
-    p.add_argument("--growth-mib", type=float, default=100.0, help="allowed growth of max RSS from the first to the second half")
+    p.add_argument(
+        "--growth-mib",
+        type=float,
+        default=100.0,
+        help="allowed growth of max RSS from the first to the second half",
+    )
     p.add_argument("--cache", type=Path, default=Path("/tmp/emotionclip-bench"))
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
@@ -155,30 +188,53 @@ def main() -> int:
         long_video = args.cache / f"long_{args.minutes:g}min_{args.height}p_{args.gen_fps}fps.mp4"
         spent = generate(long_video, args.minutes * 60, args.gen_fps, width, args.height)
         size = long_video.stat().st_size / 2**20
-        print(f"video: {long_video} ({args.minutes:g} min, {width}x{args.height}, {size:.1f} MiB; generated in {spent:.0f} s)")
-        cmd = [sys.executable, __file__, "--child-memory", str(long_video), "--model", args.model,
-               "--video-len", str(args.video_len), "--window", str(args.window), "--stride", str(args.stride),
-               "--threads", str(args.threads)]
+        print(
+            f"video: {long_video} ({args.minutes:g} min, {width}x{args.height}, {size:.1f} MiB; generated in {spent:.0f} s)"
+        )
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child-memory",
+            str(long_video),
+            "--model",
+            args.model,
+            "--video-len",
+            str(args.video_len),
+            "--window",
+            str(args.window),
+            "--stride",
+            str(args.stride),
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         growth = r["max_rss_second_half_mib"] - r["max_rss_first_half_mib"]
-        print(f"memory ({args.model}, video_len {args.video_len}, window {args.window:g} s, stride {args.stride:g} s, "
-              f"batch 8, default detector): {r['windows']} windows in {r['seconds']:.0f} s "
-              f"({r['windows'] / r['seconds']:.1f} windows/s)")
-        print(f"  RSS after model load {r['rss_after_load_mib']:.0f} MiB; max RSS in the first half of the run "
-              f"{r['max_rss_first_half_mib']:.0f} MiB, in the second half {r['max_rss_second_half_mib']:.0f} MiB "
-              f"(growth {growth:+.0f} MiB); peak {r['peak_rss_mib']:.0f} MiB")
+        print(
+            f"memory ({args.model}, video_len {args.video_len}, window {args.window:g} s, stride {args.stride:g} s, "
+            f"batch 8, default detector): {r['windows']} windows in {r['seconds']:.0f} s "
+            f"({r['windows'] / r['seconds']:.1f} windows/s)"
+        )
+        print(
+            f"  RSS after model load {r['rss_after_load_mib']:.0f} MiB; max RSS in the first half of the run "
+            f"{r['max_rss_first_half_mib']:.0f} MiB, in the second half {r['max_rss_second_half_mib']:.0f} MiB "
+            f"(growth {growth:+.0f} MiB); peak {r['peak_rss_mib']:.0f} MiB"
+        )
         within = r["peak_rss_mib"] < args.bound_mib and growth < args.growth_mib
         ok &= within
-        print(f"  bound: peak < {args.bound_mib:.0f} MiB and growth < {args.growth_mib:.0f} MiB: {'OK' if within else 'EXCEEDED'}")
+        print(
+            f"  bound: peak < {args.bound_mib:.0f} MiB and growth < {args.growth_mib:.0f} MiB: {'OK' if within else 'EXCEEDED'}"
+        )
     if not args.skip_speed:
         clip = args.cache / f"speed_{args.speed_seconds:g}s_{args.height}p_{args.gen_fps}fps.mp4"
         generate(clip, args.speed_seconds, args.gen_fps, width, args.height)
         warmup = args.cache / f"warmup_{args.height}p_{args.gen_fps}fps.mp4"
         generate(warmup, 2.0, args.gen_fps, width, args.height)
         for row in speed(args, clip, warmup):
-            print(f"speed: {row['model']} {row['precision']}, detector {row['detector']}: "
-                  f"{row['windows_per_s']:.2f} windows/s ({row['windows']} windows, {args.threads} threads)")
+            print(
+                f"speed: {row['model']} {row['precision']}, detector {row['detector']}: "
+                f"{row['windows_per_s']:.2f} windows/s ({row['windows']} windows, {args.threads} threads)"
+            )
     return 0 if ok else 1
 
 

@@ -48,13 +48,16 @@ def main() -> None:
     mask = torch.rand(b, t, 224, 224) > 0.5
     tokens = emotionclip.tokenize([f"sentence number {i}" for i in range(b)])
     sentiment = torch.randn(b, 7)
-    print(f"# {args.backbone}, batch {b} x {t} frames, {args.threads} threads, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}")  # fmt: skip
+    print(
+        f"# {args.backbone}, batch {b} x {t} frames, {args.threads} threads, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}"
+    )
 
     results = {}
     with torch.inference_mode():
         ref = model.encode_video(video, mask)
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+
             def run(dtype=dtype):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
                     return model.encode_video(video, mask)
@@ -68,8 +71,11 @@ def main() -> None:
     model.train()
     loss_fn = SentimentGuidedClipLoss(10.0)
     # the trainer's optimizer: fused AdamW (CPU and CUDA kernels)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-8, betas=(0.98, 0.9), eps=1e-6, weight_decay=0.1, fused=True)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-8, betas=(0.98, 0.9), eps=1e-6, weight_decay=0.1, fused=True
+    )
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+
         def step(dtype=dtype):
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
@@ -79,7 +85,9 @@ def main() -> None:
             opt.step()
 
         sec = _time(step, args.repeats)
-        print(f"train step {name} (fwd + loss + bwd + AdamW): {sec:.2f} s per batch of {b} = {b / sec:.2f} clips/s")
+        print(
+            f"train step {name} (fwd + loss + bwd + AdamW): {sec:.2f} s per batch of {b} = {b / sec:.2f} clips/s"
+        )
 
 
 if __name__ == "__main__":

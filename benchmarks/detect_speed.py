@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from emotionclip.prepare.detect import get_detector
+from emotionclip.detect import get_detector
 from emotionclip.video_io import probe_video, read_frames_at, uniform_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +50,16 @@ def main() -> None:
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    videos = [args.media / "friday.mp4", args.media / "flower.mp4", *sorted((args.media / "cremad").glob("*.flv"))]
+    videos = [
+        args.media / "friday.mp4",
+        args.media / "flower.mp4",
+        *sorted((args.media / "cremad").glob("*.flv")),
+    ]
     # from 0.1 s: video_io.read_frames_at cannot seek these FLV files to t < 0.03 s (reported to the lead)
-    clips = {p.name: read_frames_at(p, uniform_times(0.1, probe_video(p).duration, args.frames), short_side=256) for p in videos}
+    clips = {
+        p.name: read_frames_at(p, uniform_times(0.1, probe_video(p).duration, args.frames), short_side=256)
+        for p in videos
+    }
     for tiles in (True, False):
         det = get_detector("default", tiles=tiles, num_threads=args.threads)
         det.detect(clips["friday.mp4"][:4])  # warm-up: interpreter creation
@@ -64,12 +71,20 @@ def main() -> None:
             cpu += time.process_time() - c0
             total_n += len(frames)
             counts = np.array([len(b) for b in boxes])
-            print(f"{det.name:28s} {name:22s} {frames.shape[2]}x{frames.shape[1]}  subjects/frame "
-                  f"{''.join(map(str, counts.clip(0, 9)))}  frames with >=1: {(counts >= 1).mean():.2f} >=2: {(counts >= 2).mean():.2f}")
+            print(
+                f"{det.name:28s} {name:22s} {frames.shape[2]}x{frames.shape[1]}  subjects/frame "
+                f"{''.join(map(str, counts.clip(0, 9)))}  frames with >=1: {(counts >= 1).mean():.2f} >=2: {(counts >= 2).mean():.2f}"
+            )
             if args.png is not None and tiles and name == "friday.mp4":
-                montage(frames[:: max(1, len(frames) // 16)][:16], boxes[:: max(1, len(frames) // 16)][:16], args.png)
-        print(f"{det.name}: {1000 * wall / total_n:.1f} ms/frame wall, {1000 * cpu / total_n:.1f} ms/frame CPU "
-              f"over {total_n} frames, {args.threads} thread(s)")
+                montage(
+                    frames[:: max(1, len(frames) // 16)][:16],
+                    boxes[:: max(1, len(frames) // 16)][:16],
+                    args.png,
+                )
+        print(
+            f"{det.name}: {1000 * wall / total_n:.1f} ms/frame wall, {1000 * cpu / total_n:.1f} ms/frame CPU "
+            f"over {total_n} frames, {args.threads} thread(s)"
+        )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def main() -> None:
     if args.checkpoint:
         model = emotionclip.load_model(args.checkpoint, device=args.device)
     else:
-        model = emotionclip.create_model(backbone=args.backbone, video_len=8, head_layers=1 if args.backbone == "tiny" else 6)
+        model = emotionclip.create_model(
+            backbone=args.backbone, video_len=8, head_layers=1 if args.backbone == "tiny" else 6
+        )
         model = model.to(args.device).eval()
     protocol = Protocol(num_frames=model.video_len, image_size=model.image_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,22 +66,42 @@ def main() -> None:
             p = Path(tmp) / f"clip{i}.mp4"
             write_clip(p, width, height, args.seconds, args.fps, i)
             paths.append(p)
-        box = {f: np.array([[width * 0.2, height * 0.1, width * 0.7, height * 0.95, 1.0]], np.float32)
-               for f in range(int(args.seconds * args.fps) + 1)}  # fmt: skip
+        box = {
+            f: np.array([[width * 0.2, height * 0.1, width * 0.7, height * 0.95, 1.0]], np.float32)
+            for f in range(int(args.seconds * args.fps) + 1)
+        }
         samples = [Sample(key=str(p), path=str(p), labels={}, frame_boxes=box) for p in paths]
-        extract_features(model, samples[: args.batch_size], protocol, batch_size=args.batch_size,
-                         num_workers=args.workers, device=args.device, desc="warm-up")  # fmt: skip
+        extract_features(
+            model,
+            samples[: args.batch_size],
+            protocol,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=args.device,
+            desc="warm-up",
+        )
         t = time.perf_counter()
-        feats = extract_features(model, samples, protocol, batch_size=args.batch_size, num_workers=args.workers,
-                                 device=args.device, desc="timed")  # fmt: skip
+        feats = extract_features(
+            model,
+            samples,
+            protocol,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=args.device,
+            desc="timed",
+        )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         dt = time.perf_counter() - t
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"model {args.checkpoint or args.backbone} ({n_params:.1f} M params), {model.video_len} frames/clip, "
-          f"device {args.device}, torch threads {torch.get_num_threads()}, decode workers {args.workers}")
-    print(f"{len(feats.keys)} clips of {width}x{height}, {args.seconds:g} s: {dt:.2f} s -> {len(feats.keys) / dt:.1f} clips/s"
-          f" ({len(feats.failed)} failed)")
+    print(
+        f"model {args.checkpoint or args.backbone} ({n_params:.1f} M params), {model.video_len} frames/clip, "
+        f"device {args.device}, torch threads {torch.get_num_threads()}, decode workers {args.workers}"
+    )
+    print(
+        f"{len(feats.keys)} clips of {width}x{height}, {args.seconds:g} s: {dt:.2f} s -> {len(feats.keys) / dt:.1f} clips/s"
+        f" ({len(feats.failed)} failed)"
+    )
 
 
 if __name__ == "__main__":

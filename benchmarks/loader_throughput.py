@@ -25,10 +25,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 def build_corpus(tmp: Path, scorer: str) -> Path:
     names = [p.stem for p in sorted((SHARED / "cremad").glob("*.flv"))]
     frames = [{"t": k / 16, "boxes": [[150, 40, 330, 300, 0.9]]} for k in range(48)]
-    boxes = {"format": "emotionclip-boxes/1", "videos": {n: {"width": 480, "height": 360, "frames": frames} for n in names}}
+    boxes = {
+        "format": "emotionclip-boxes/1",
+        "videos": {n: {"width": 480, "height": 360, "frames": frames} for n in names},
+    }
     (tmp / "boxes.json").write_text(json.dumps(boxes))
-    config = PrepareConfig(detector=f"json:{tmp / 'boxes.json'}", scorer=scorer, shard_clips=2,
-                           filter=ClipFilter(min_duration=1.0, max_neutral=None, min_person_fraction=0.0))  # fmt: skip
+    config = PrepareConfig(
+        detector=f"json:{tmp / 'boxes.json'}",
+        scorer=scorer,
+        shard_clips=2,
+        filter=ClipFilter(min_duration=1.0, max_neutral=None, min_person_fraction=0.0),
+    )
     prepare(SHARED / "cremad" / "transcript.csv", tmp / "shards", config)
     return tmp / "shards"
 
@@ -45,8 +52,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or build_corpus(Path(tmp), args.scorer)
         for workers in (int(w) for w in args.workers.split(",")):
-            loader = make_train_loader(shards, batch_size=args.batch_size, num_workers=workers, resampled=True,
-                                       epoch_batches=args.batches + 2 * max(1, workers))  # fmt: skip
+            loader = make_train_loader(
+                shards,
+                batch_size=args.batch_size,
+                num_workers=workers,
+                resampled=True,
+                epoch_batches=args.batches + 2 * max(1, workers),
+            )
             it = iter(loader)
             for _ in range(max(1, workers)):  # warm-up: worker start-up is not throughput
                 next(it)
@@ -56,8 +68,10 @@ def main() -> None:
                 n += len(next(it)["key"])
             wall = time.perf_counter() - t0
             del it, loader  # stop the workers before the temporary shards go away
-            print(f"workers={workers}: {n} clips in {wall:.2f} s -> {n / wall:.1f} clips/s "
-                  f"(batch {args.batch_size}, 8 frames, 224 px)")  # fmt: skip
+            print(
+                f"workers={workers}: {n} clips in {wall:.2f} s -> {n / wall:.1f} clips/s "
+                f"(batch {args.batch_size}, 8 frames, 224 px)"
+            )
 
 
 if __name__ == "__main__":

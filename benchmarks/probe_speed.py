@@ -25,7 +25,9 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=26)
     ap.add_argument("--c", type=float, default=3.16)
     ap.add_argument("--device", default=None, help="torch solver device (default: cuda when available)")
-    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a shared CPU)")
+    ap.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a shared CPU)"
+    )
     ap.add_argument("--skip-sklearn", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -40,7 +42,9 @@ def main() -> None:
     y = (z > np.quantile(z, 0.85, axis=0)).astype(np.float32)  # ~15 % positives per label, like BoLD
     names = [f"c{i}" for i in range(args.labels)]
     xtr, ytr, xte, yte = x[: args.n], y[: args.n], x[args.n :], y[args.n :]
-    print(f"features {args.n} x {args.dim}, {args.labels} labels, C={args.c}; torch threads {torch.get_num_threads()}")
+    print(
+        f"features {args.n} x {args.dim}, {args.labels} labels, C={args.c}; torch threads {torch.get_num_threads()}"
+    )
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     fit_torch("ovr", xtr[:200], ytr[:200], names, c=args.c, device=device)  # warm-up (CUDA context, kernels)
@@ -50,18 +54,24 @@ def main() -> None:
         torch.cuda.synchronize()
     t_fast = time.perf_counter() - t
     pf = fast.predict(xte)
-    print(f"torch L-BFGS ({device}): {t_fast:.2f} s  mAP {100 * M.macro_map(yte, pf):.2f}  AUC {100 * M.macro_roc_auc(yte, pf):.2f}")
+    print(
+        f"torch L-BFGS ({device}): {t_fast:.2f} s  mAP {100 * M.macro_map(yte, pf):.2f}  AUC {100 * M.macro_roc_auc(yte, pf):.2f}"
+    )
     if args.skip_sklearn:
         return
     t = time.perf_counter()
     ref = fit_sklearn("ovr", xtr, ytr, names, c=args.c)
     t_ref = time.perf_counter() - t
     ps = ref.predict(xte)
-    print(f"sklearn sag (cpu):   {t_ref:.2f} s  mAP {100 * M.macro_map(yte, ps):.2f}  AUC {100 * M.macro_roc_auc(yte, ps):.2f}")
+    print(
+        f"sklearn sag (cpu):   {t_ref:.2f} s  mAP {100 * M.macro_map(yte, ps):.2f}  AUC {100 * M.macro_roc_auc(yte, ps):.2f}"
+    )
     d_map = abs(100 * (M.macro_map(yte, pf) - M.macro_map(yte, ps)))
     d_auc = abs(100 * (M.macro_roc_auc(yte, pf) - M.macro_roc_auc(yte, ps)))
-    print(f"speed-up {t_ref / t_fast:.1f}x; |mAP diff| {d_map:.3f}, |AUC diff| {d_auc:.3f} (points); "
-          f"max |prob diff| {np.abs(pf - ps).max():.4f}")
+    print(
+        f"speed-up {t_ref / t_fast:.1f}x; |mAP diff| {d_map:.3f}, |AUC diff| {d_auc:.3f} (points); "
+        f"max |prob diff| {np.abs(pf - ps).max():.4f}"
+    )
 
 
 if __name__ == "__main__":

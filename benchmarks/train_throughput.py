@@ -31,9 +31,11 @@ import torch
 
 GFLOP_PER_TRAIN_CLIP = 230.0  # ViT-B/32, 8 frames + text, forward + backward, FMA = 2 FLOP (FlopCounterMode)
 # dense (no sparsity) datasheet peaks, FLOP/s
-GPU_PEAKS = {"H100": {"amp_bf16": 989e12, "amp_fp16": 989e12, "fp32": 67e12},
-             "H200": {"amp_bf16": 989e12, "amp_fp16": 989e12, "fp32": 67e12},
-             "A100": {"amp_bf16": 312e12, "amp_fp16": 312e12, "fp32": 19.5e12}}  # fmt: skip
+GPU_PEAKS = {
+    "H100": {"amp_bf16": 989e12, "amp_fp16": 989e12, "fp32": 67e12},
+    "H200": {"amp_bf16": 989e12, "amp_fp16": 989e12, "fp32": 67e12},
+    "A100": {"amp_bf16": 312e12, "amp_fp16": 312e12, "fp32": 19.5e12},
+}
 
 
 def one_config(args: argparse.Namespace) -> dict:
@@ -44,9 +46,16 @@ def one_config(args: argparse.Namespace) -> dict:
     from emotionclip.train.optim import build_optimizer
 
     device = torch.device(args.device)
-    cfg = TrainConfig(backbone=args.backbone, pretrained=None, video_len=args.frames, batch_size=args.batch,
-                      precision=args.precision, grad_checkpointing=args.grad_checkpointing,
-                      compile=args.compile, device=device.type)  # fmt: skip
+    cfg = TrainConfig(
+        backbone=args.backbone,
+        pretrained=None,
+        video_len=args.frames,
+        batch_size=args.batch,
+        precision=args.precision,
+        grad_checkpointing=args.grad_checkpointing,
+        compile=args.compile,
+        device=device.type,
+    )
     env = DistEnv(device=device)
     model = build_model(cfg, device).train()
     train_model = wrap_model(model, cfg, env)
@@ -102,13 +111,25 @@ def one_config(args: argparse.Namespace) -> dict:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return {"precision": args.precision, "batch": args.batch, "step_s": seconds, "clips_per_s": args.batch / seconds,
-            "peak_mem_mb": peak_mb, "flop_per_clip": flop_per_clip}  # fmt: skip
+    return {
+        "precision": args.precision,
+        "batch": args.batch,
+        "step_s": seconds,
+        "clips_per_s": args.batch / seconds,
+        "peak_mem_mb": peak_mb,
+        "flop_per_clip": flop_per_clip,
+    }
 
 
 def cpu_matmul_peak(precision: str) -> float:
     """Best FLOP/s of a square matmul on this CPU in the given precision (the CPU MFU reference)."""
-    dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16 if precision == "amp_fp16" else torch.float32
+    dtype = (
+        torch.bfloat16
+        if precision == "amp_bf16"
+        else torch.float16
+        if precision == "amp_fp16"
+        else torch.float32
+    )
     n = 2048
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
@@ -133,11 +154,15 @@ def peak_flops(device: str, precision: str, override_tflops: float | None) -> tu
 
 
 def loader_throughput(args: argparse.Namespace) -> float:
-    from emotionclip.prepare.dataset import make_train_loader
+    from emotionclip.shards.reader import make_train_loader
     from emotionclip.train.data import expand_shards
 
-    loader = make_train_loader(expand_shards(args.data), batch_size=args.loader_batch, num_workers=args.workers,
-                               video_len=args.frames)  # fmt: skip
+    loader = make_train_loader(
+        expand_shards(args.data),
+        batch_size=args.loader_batch,
+        num_workers=args.workers,
+        video_len=args.frames,
+    )
     it = iter(loader)
     next(it)  # worker start-up
     clips, start = 0, time.perf_counter()
@@ -155,14 +180,22 @@ def main() -> None:
     p.add_argument("--backbone", default="ViT-B-32")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--batch-sizes", default=None, help="comma list (default: 1,2 on CPU, 32,64,128 on GPU)")
-    p.add_argument("--precisions", default=None, help="comma list (default: fp32,amp_bf16 on CPU, amp_bf16 on GPU)")
+    p.add_argument(
+        "--precisions", default=None, help="comma list (default: fp32,amp_bf16 on CPU, amp_bf16 on GPU)"
+    )
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 2 on CPU, 20 on GPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 1 on CPU, 5 on GPU)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (default: 1 on CPU, 5 on GPU)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--count-flops", action="store_true", help="measure FLOP per clip with FlopCounterMode")
-    p.add_argument("--gflop-per-clip", type=float, default=GFLOP_PER_TRAIN_CLIP,
-                   help="training FLOP per clip for MFU (ignored with --count-flops)")
+    p.add_argument(
+        "--gflop-per-clip",
+        type=float,
+        default=GFLOP_PER_TRAIN_CLIP,
+        help="training FLOP per clip for MFU (ignored with --count-flops)",
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="peak to compute MFU against")
     p.add_argument("--data", default=None, help="shards: also measure the data loader's clips/s")
     p.add_argument("--workers", type=int, default=4)
@@ -182,16 +215,37 @@ def main() -> None:
     batch_sizes = [int(b) for b in (args.batch_sizes or ("32,64,128" if gpu else "1,2")).split(",")]
     precisions = (args.precisions or ("amp_bf16" if gpu else "fp32,amp_bf16")).split(",")
     where = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# EmotionCLIP training step, {args.backbone}, {args.frames} frames, random init, on {where}; "
-          f"torch {torch.__version__}; compile={args.compile} grad_checkpointing={args.grad_checkpointing}")
-    print(f"{'precision':>9} {'batch':>5} {'step s':>8} {'clips/s':>8} {'peak MB':>9} {'GFLOP/clip':>10} {'MFU':>7}")
+    print(
+        f"# EmotionCLIP training step, {args.backbone}, {args.frames} frames, random init, on {where}; "
+        f"torch {torch.__version__}; compile={args.compile} grad_checkpointing={args.grad_checkpointing}"
+    )
+    print(
+        f"{'precision':>9} {'batch':>5} {'step s':>8} {'clips/s':>8} {'peak MB':>9} {'GFLOP/clip':>10} {'MFU':>7}"
+    )
     for precision in precisions:
         peak, peak_source = peak_flops(args.device.split(":")[0], precision, args.peak_tflops)
         for batch in batch_sizes:
-            cmd = [sys.executable, __file__, "--one", precision, str(batch), "--device", args.device,
-                   "--backbone", args.backbone, "--frames", str(args.frames), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)] + [f"--{f}" for f in ("compile", "grad-checkpointing", "count-flops")
-                                                    if getattr(args, f.replace("-", "_"))]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                precision,
+                str(batch),
+                "--device",
+                args.device,
+                "--backbone",
+                args.backbone,
+                "--frames",
+                str(args.frames),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+            ] + [
+                f"--{f}"
+                for f in ("compile", "grad-checkpointing", "count-flops")
+                if getattr(args, f.replace("-", "_"))
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if done.returncode != 0:
                 print(f"{precision:>9} {batch:>5}  failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -199,13 +253,17 @@ def main() -> None:
             r = json.loads(done.stdout.strip().splitlines()[-1])
             gflop = r["flop_per_clip"] / 1e9 if r["flop_per_clip"] else args.gflop_per_clip
             mfu = r["clips_per_s"] * gflop * 1e9 / peak
-            print(f"{precision:>9} {batch:>5} {r['step_s']:>8.2f} {r['clips_per_s']:>8.2f} {r['peak_mem_mb']:>9.0f} "
-                  f"{gflop:>10.1f} {mfu:>7.1%}")  # fmt: skip
+            print(
+                f"{precision:>9} {batch:>5} {r['step_s']:>8.2f} {r['clips_per_s']:>8.2f} {r['peak_mem_mb']:>9.0f} "
+                f"{gflop:>10.1f} {mfu:>7.1%}"
+            )
         print(f"#   {precision}: MFU against {peak / 1e12:.2f} TFLOP/s ({peak_source})")
     print("# published implementation: 0.60 clips/s fp32 train step on CPU")
     if args.data:
-        print(f"# data loader: {loader_throughput(args):.1f} clips/s with {args.workers} workers "
-              f"(needs >= the training clips/s to keep up)")
+        print(
+            f"# data loader: {loader_throughput(args):.1f} clips/s with {args.workers} workers "
+            f"(needs >= the training clips/s to keep up)"
+        )
 
 
 if __name__ == "__main__":

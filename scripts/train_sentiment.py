@@ -28,8 +28,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-from emotionclip import SENTIMENT_CLASSES
-from emotionclip.prepare.sentiment import DEFAULT_ARTEFACT, TfidfSentimentScorer, pack_strings
+from emotionclip.constants import SENTIMENT_CLASSES
+from emotionclip.sentiment import DEFAULT_ARTEFACT, TfidfSentimentScorer, pack_strings
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = {
@@ -96,11 +96,22 @@ def main(argv=None) -> int:
     splits = {s: load_split(args.data, s, label_to_class) for s in ("train", "dev", "test")}
 
     f = FEATURES
-    word = TfidfVectorizer(ngram_range=tuple(f["word_ngram_range"]), token_pattern=f["word_token_pattern"],
-                           min_df=f["word_min_df"], max_features=f["word_max_features"], sublinear_tf=f["sublinear_tf"],
-                           dtype=np.float64)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(f["char_ngram_range"]), min_df=f["char_min_df"],
-                           max_features=f["char_max_features"], sublinear_tf=f["sublinear_tf"], dtype=np.float64)
+    word = TfidfVectorizer(
+        ngram_range=tuple(f["word_ngram_range"]),
+        token_pattern=f["word_token_pattern"],
+        min_df=f["word_min_df"],
+        max_features=f["word_max_features"],
+        sublinear_tf=f["sublinear_tf"],
+        dtype=np.float64,
+    )
+    char = TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=tuple(f["char_ngram_range"]),
+        min_df=f["char_min_df"],
+        max_features=f["char_max_features"],
+        sublinear_tf=f["sublinear_tf"],
+        dtype=np.float64,
+    )
     train_texts, train_targets = splits["train"]
     x_train = sp.hstack([word.fit_transform(train_texts), char.fit_transform(train_texts)], format="csr")
 
@@ -116,16 +127,22 @@ def main(argv=None) -> int:
         t0 = time.time()
         clf = LogisticRegression(C=c, class_weight=cw, max_iter=1000).fit(xe, ye, sample_weight=we)
         dev = evaluate(clf.predict(x_dev), splits["dev"][1])
-        print(f"C={c:<5} class_weight={cw!s:<9} dev acc {dev['accuracy']:.4f} macro-F1 {dev['macro_f1']:.4f} "
-              f"({time.time() - t0:.0f} s)")
+        print(
+            f"C={c:<5} class_weight={cw!s:<9} dev acc {dev['accuracy']:.4f} macro-F1 {dev['macro_f1']:.4f} "
+            f"({time.time() - t0:.0f} s)"
+        )
         if best is None or dev["macro_f1"] > best[0]["macro_f1"]:
             best = (dev, clf, c, cw)
     dev, clf, c, cw = best
     test = evaluate(clf.predict(x_test), splits["test"][1])
     print(f"chosen C={c} class_weight={cw}")
-    print(f"GoEmotions test (single-class rows, n={test['n_single']}): accuracy {test['accuracy']:.4f}  "
-          f"macro-F1 {test['macro_f1']:.4f}")
-    print(f"GoEmotions test (all rows, n={test['n_all']}): any-match accuracy {test['any_match_accuracy']:.4f}")
+    print(
+        f"GoEmotions test (single-class rows, n={test['n_single']}): accuracy {test['accuracy']:.4f}  "
+        f"macro-F1 {test['macro_f1']:.4f}"
+    )
+    print(
+        f"GoEmotions test (all rows, n={test['n_all']}): any-match accuracy {test['any_match_accuracy']:.4f}"
+    )
 
     config = {
         "classes": list(SENTIMENT_CLASSES),
@@ -155,7 +172,9 @@ def main(argv=None) -> int:
     agree = (exported.argmax(1) == clf.predict(x_test)).mean()
     if gap > 0.05 or agree < 0.999:
         os.remove(tmp)
-        sys.exit(f"exported model differs from sklearn's (max logit gap {gap:.4f}, argmax agreement {agree:.4f})")
+        sys.exit(
+            f"exported model differs from sklearn's (max logit gap {gap:.4f}, argmax agreement {agree:.4f})"
+        )
     os.replace(tmp, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB); max logit gap vs sklearn {gap:.4f}")
     return 0

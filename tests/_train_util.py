@@ -23,11 +23,27 @@ def micro_backbone(folder: Path, vocab_size: int = 49408) -> str:
 
     path = Path(folder) / f"micro-{vocab_size}.json"
     tmp = path.with_name(f".{path.name}.{os.getpid()}")  # several ranks may write it at once
-    tmp.write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": IMAGE, "layers": 1, "width": 32, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": vocab_size, "width": 32, "heads": 1, "layers": 1},
-    }))
+    tmp.write_text(
+        json.dumps(
+            {
+                "embed_dim": 32,
+                "vision_cfg": {
+                    "image_size": IMAGE,
+                    "layers": 1,
+                    "width": 32,
+                    "head_width": 32,
+                    "patch_size": 16,
+                },
+                "text_cfg": {
+                    "context_length": 77,
+                    "vocab_size": vocab_size,
+                    "width": 32,
+                    "heads": 1,
+                    "layers": 1,
+                },
+            }
+        )
+    )
     os.replace(tmp, path)
     return str(path)
 
@@ -49,9 +65,22 @@ def tiny_config(folder: Path, **overrides) -> TrainConfig:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     values = dict(
-        output=str(folder / "run"), backbone=micro_backbone(folder, 1000), pretrained=None, head_layers=1,
-        video_len=T, batch_size=8, precision="fp32", device="cpu", epochs=1, warmup_steps=0, log_every=1,
-        lr_gain_bias=1e-3, lr_weights=1e-3, lr_logit_scale=1e-3, save_every=0, workers=0,
+        output=str(folder / "run"),
+        backbone=micro_backbone(folder, 1000),
+        pretrained=None,
+        head_layers=1,
+        video_len=T,
+        batch_size=8,
+        precision="fp32",
+        device="cpu",
+        epochs=1,
+        warmup_steps=0,
+        log_every=1,
+        lr_gain_bias=1e-3,
+        lr_weights=1e-3,
+        lr_logit_scale=1e-3,
+        save_every=0,
+        workers=0,
     )
     values.update(overrides)
     return TrainConfig.from_dict(values)
@@ -70,11 +99,17 @@ def _jpeg(rgb) -> bytes:
 def write_shards(folder: Path, n_shards: int, clips_per_shard: int, frames: int = 6, size: int = 80) -> str:
     """Shards in the prepare stage's format (its own writer), with smooth random frames as JPEG,
     person boxes, subtitles and sentiment logits; returns the brace pattern."""
-    from emotionclip import SENTIMENT_CLASSES
-    from emotionclip.prepare.shards import sample_members, write_tar_atomic
+    from emotionclip.constants import SENTIMENT_CLASSES
+    from emotionclip.shards.writer import sample_members, write_tar_atomic
 
-    texts = ["I love this, it is great!", "Get out, I hate you.", "What? No way!", "I am so sad today.",
-             "That is disgusting.", "I'm scared of the dark."]
+    texts = [
+        "I love this, it is great!",
+        "Get out, I hate you.",
+        "What? No way!",
+        "I am so sad today.",
+        "That is disgusting.",
+        "I'm scared of the dark.",
+    ]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
@@ -88,8 +123,14 @@ def write_shards(folder: Path, n_shards: int, clips_per_shard: int, frames: int 
             boxes = [[[10.0, 10.0, size - 20.0, size - 5.0, 0.9]] for _ in range(frames)]
             logits = torch.zeros(len(SENTIMENT_CLASSES))
             logits[k % len(SENTIMENT_CLASSES)] = 4.0
-            meta = {"video_id": f"vid{s}", "start": float(c), "end": float(c) + 2.0,
-                    "sentiment_logits": logits.tolist(), "neutral": 0.01, "has_person": 1.0}
+            meta = {
+                "video_id": f"vid{s}",
+                "start": float(c),
+                "end": float(c) + 2.0,
+                "sentiment_logits": logits.tolist(),
+                "neutral": 0.01,
+                "has_person": 1.0,
+            }
             members += sample_members(f"vid{s}__c{c:04d}", jpegs, boxes, texts[k % len(texts)], meta)
         write_tar_atomic(folder / f"shard-{s:06d}.tar", members)
     return str(folder / f"shard-{{000000..{n_shards - 1:06d}}}.tar")
@@ -109,8 +150,13 @@ def ddp_gradients(rank: int, world_size: int, port: int, folder: str, out: str) 
     import os
 
     if world_size > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            LOCAL_RANK=str(rank),
+        )
     torch.set_num_threads(1)
     from emotionclip.train.distributed import cleanup, init_distributed
     from emotionclip.train.loop import LossSelector, build_model, compute_loss, wrap_model
@@ -133,7 +179,9 @@ def ddp_gradients(rank: int, world_size: int, port: int, folder: str, out: str) 
     from emotionclip.train import train
 
     cfg = tiny_config(Path(folder) / f"ddp{world_size}", batch_size=4, max_steps=3, save_every=2)
-    result = train(cfg, batches=lambda epoch: [make_batch(10 * epoch + i + rank, batch_size=4) for i in range(5)])
+    result = train(
+        cfg, batches=lambda epoch: [make_batch(10 * epoch + i + rank, batch_size=4) for i in range(5)]
+    )
     if rank == 0:
         torch.save({"losses": result.losses, "checkpoint": str(result.checkpoint)}, out + ".train")
     cleanup(env)

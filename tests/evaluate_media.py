@@ -59,7 +59,9 @@ def write_bold(root: Path, n_train: int = 24, n_val: int = 12, seed: int = 0) ->
             joints = np.concatenate([person_joints(8, 0, 5, 5), person_joints(8, 1, 30, 10)])
             (root / "joints" / f"{i % 7:03d}/{split}{i}.mp4").mkdir(parents=True, exist_ok=True)
             np.save(root / "joints" / f"{i % 7:03d}/{split}{i}.mp4/0001.npy", joints)
-            cats = np.clip(rng.uniform(0, 0.6, 26) + np.where(np.arange(26) % 2 == 0, hue, 1 - hue) * 0.5, 0, 1)
+            cats = np.clip(
+                rng.uniform(0, 0.6, 26) + np.where(np.arange(26) % 2 == 0, hue, 1 - hue) * 0.5, 0, 1
+            )
             vad = [hue * 10, 5 + rng.normal(), 5 + hue]
             rows.append([vid, i % 2, 0, 7, *cats, *vad, 1, 2, 1, 0.9])
         missing = f"999/{split}_missing.mp4/0001.mp4"
@@ -73,8 +75,11 @@ def write_bold(root: Path, n_train: int = 24, n_val: int = 12, seed: int = 0) ->
         rows.append([empty, 0, 0, 7, *np.zeros(26), 5, 5, 5, 1, 2, 1, 0.9])
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(root / "annotations" / f"{split}.csv", header=False, index=False)
-        broken[split] = {f"{missing}#0": "video file missing", f"{nojoints}#7": "no non-zero joints",
-                         f"{empty}#0": "joints file is empty"}
+        broken[split] = {
+            f"{missing}#0": "video file missing",
+            f"{nojoints}#7": "no non-zero joints",
+            f"{empty}#0": "joints file is empty",
+        }
     assert len(bold.COLUMNS) == 37
     return broken
 

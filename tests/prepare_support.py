@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionclip import SENTIMENT_CLASSES
-from emotionclip.prepare.sentiment import SentimentScorer
+from emotionclip.constants import SENTIMENT_CLASSES
+from emotionclip.sentiment import SentimentScorer
 
 LEXICON = {
     "anger": {"angry", "hate", "furious", "stolen", "bad"},
@@ -58,7 +58,7 @@ class CrashingDetector:
     name = "crashing"
 
     def __init__(self, boxes_json: str, crash_on: str):
-        from emotionclip.prepare.detect import JsonBoxDetector
+        from emotionclip.detect.json_boxes import JsonBoxDetector
 
         self.inner = JsonBoxDetector(boxes_json)
         self.crash_on = crash_on

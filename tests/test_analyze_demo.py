@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from emotionclip.analyze.demo import SAMPLE_MEDIA, DemoConfig, run_demo, sample_videos
+from emotionclip.demo import SAMPLE_MEDIA, DemoConfig, run_demo, sample_videos
 
 
 def test_sample_media_is_bundled_with_attribution():

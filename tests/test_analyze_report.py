@@ -30,11 +30,22 @@ WINDOW, STRIDE = 2.0, 0.5
 def analysed(tmp_path_factory, media_dir, parity_dir):
     out = tmp_path_factory.mktemp("analysis")
     videos = [media_dir / "friday.mp4", media_dir / "flower.mp4"]
-    code = main([
-        "analyze", *map(str, videos),
-        "--checkpoint", str(parity_dir / "official_format_checkpoint.pt"),
-        "--out", str(out), "--window", str(WINDOW), "--stride", str(STRIDE), "--keyframes", "6",
-    ])
+    code = main(
+        [
+            "analyze",
+            *map(str, videos),
+            "--checkpoint",
+            str(parity_dir / "official_format_checkpoint.pt"),
+            "--out",
+            str(out),
+            "--window",
+            str(WINDOW),
+            "--stride",
+            str(STRIDE),
+            "--keyframes",
+            "6",
+        ]
+    )
     assert code == 0
     return out, {v.stem: v for v in videos}
 
@@ -46,7 +57,9 @@ def test_outputs_and_window_count(analysed):
         for name in ("emotions.csv", "emotions.json", "emotions.png", "report.html"):
             assert (folder / name).stat().st_size > 0, name
         duration = probe_video(video).duration
-        expected = math.floor((duration - WINDOW) / STRIDE + 1e-6) + 1  # starts 0, STRIDE apart, end <= duration
+        expected = (
+            math.floor((duration - WINDOW) / STRIDE + 1e-6) + 1
+        )  # starts 0, STRIDE apart, end <= duration
         table = pd.read_csv(folder / "emotions.csv")
         assert len(table) == expected
         assert np.allclose(table["start"], np.arange(expected) * STRIDE)
@@ -107,10 +120,18 @@ def test_embed_cli_videos_and_images(tmp_path, media_dir, parity_dir):
     image = tmp_path / "still.png"
     Image.fromarray(read_frames_at(media_dir / "friday.mp4", [1.0])[0]).save(image)
     out = tmp_path / "emb"
-    code = main([
-        "embed", str(media_dir / "friday.mp4"), str(image), str(tmp_path / "nope.mp4"),
-        "--checkpoint", str(parity_dir / "official_format_checkpoint.pt"), "--out", str(out),
-    ])
+    code = main(
+        [
+            "embed",
+            str(media_dir / "friday.mp4"),
+            str(image),
+            str(tmp_path / "nope.mp4"),
+            "--checkpoint",
+            str(parity_dir / "official_format_checkpoint.pt"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1  # the missing file fails, alone
     video = np.load(out / "friday.npz")
     assert video["features"].shape == (5, 64) and np.allclose(video["starts"], [0, 1, 2, 3, 4])

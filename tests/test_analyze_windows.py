@@ -11,9 +11,9 @@ import torch
 
 import emotionclip
 from emotionclip.analyze import embed_image, embed_video, plan_windows, window_starts
-from emotionclip.analyze.cli import analyze_paths
-from emotionclip.analyze.embed import model_transform
+from emotionclip.analyze.batch import analyze_paths
 from emotionclip.analyze.windows import iter_windows, prefetch
+from emotionclip.transform import model_transform
 from emotionclip.video_io import probe_video, read_frames_at
 
 TINY_BACKBONE = {
@@ -211,9 +211,19 @@ def test_zero_shot_table_over_custom_classes(tmp_path, model):
     from emotionclip.analyze import analyze_video
 
     path = write_video(tmp_path / "ramp.mp4", 3.0)
-    table = analyze_video(model, path, classes=["calm", "angry", "amused"], window=1.0, stride=0.5, detector=None)
+    table = analyze_video(
+        model, path, classes=["calm", "angry", "amused"], window=1.0, stride=0.5, detector=None
+    )
     assert list(table.columns) == [
-        "window", "start", "end", "has_person", "boxes", "top_emotion", "calm", "angry", "amused"
+        "window",
+        "start",
+        "end",
+        "has_person",
+        "boxes",
+        "top_emotion",
+        "calm",
+        "angry",
+        "amused",
     ]
     assert len(table) == 5  # starts 0, 0.5, ..., 2.0
     assert np.allclose(table[["calm", "angry", "amused"]].sum(axis=1), 1.0, atol=1e-5)
@@ -224,10 +234,12 @@ def test_zero_shot_table_over_custom_classes(tmp_path, model):
 def test_probe_head_scores(tmp_path, model):
     from emotionclip.analyze import analyze_video
     from emotionclip.analyze.embed import embed_video as embed
-    from emotionclip.evaluate.probe import ProbeHead
+    from emotionclip.heads import ProbeHead
 
     rng = np.random.default_rng(0)
-    head = ProbeHead("multinomial", rng.normal(size=(3, model.embed_dim)), rng.normal(size=3), ("low", "mid", "high"))
+    head = ProbeHead(
+        "multinomial", rng.normal(size=(3, model.embed_dim)), rng.normal(size=3), ("low", "mid", "high")
+    )
     head.save(tmp_path / "head")
     path = write_video(tmp_path / "ramp.mp4", 3.0)
     table = analyze_video(model, path, head=tmp_path / "head", detector=None)
@@ -280,7 +292,10 @@ def test_same_names_from_different_folders_do_not_collide(tmp_path, model):
     second = write_video(tmp_path / "b" / "clip.mp4", 3.0)
     out = tmp_path / "out"
     summary = analyze_paths(model, [first, second], out, detector=None)
-    assert [d["html"] for d in summary["done"]] == [str(out / "clip" / "report.html"), str(out / "clip-2" / "report.html")]
+    assert [d["html"] for d in summary["done"]] == [
+        str(out / "clip" / "report.html"),
+        str(out / "clip-2" / "report.html"),
+    ]
     # a later run with only the second video finds its own results, not the first one's
     again = analyze_paths(model, [second], out, detector=None)
     assert again["skipped"] == [{"video": str(second), "out": str(out / "clip-2")}]

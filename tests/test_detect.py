@@ -5,15 +5,10 @@ import pytest
 import torch
 import torchvision
 
-from emotionclip.prepare.detect import (
-    BlazeFaceSubjectDetector,
-    JsonBoxDetector,
-    PersonDetector,
-    TorchvisionPersonDetector,
-    _load_state_dict,
-    get_detector,
-    write_boxes_json,
-)
+from emotionclip.detect import PersonDetector, get_detector
+from emotionclip.detect.faces import BlazeFaceSubjectDetector
+from emotionclip.detect.json_boxes import JsonBoxDetector, write_boxes_json
+from emotionclip.detect.torchvision_coco import TorchvisionPersonDetector, _load_state_dict
 from emotionclip.video_io import probe_video, read_frames_at, uniform_times
 
 
@@ -118,7 +113,9 @@ ARCH = "ssdlite320_mobilenet_v3_large"  # the smallest torchvision detector
 
 def test_torchvision_detector_from_local_weights(tmp_path):
     torch.manual_seed(0)
-    ref = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+    ref = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=91
+    )
     with torch.no_grad():  # make "person" (COCO id 1) the top class everywhere so boxes come out and
         for conv in ref.head.classification_head.module_list:  # postprocessing stays quick
             conv[-1].bias.view(-1, 91)[:, 1] += 10.0
@@ -178,7 +175,9 @@ def test_json_boxes_by_frame_index(tmp_path):
         '{"format": "emotionclip-boxes/1", "videos": {"a": {"width": 100, "height": 100, "fps": 25,'
         ' "frames": [{"frame": 25, "boxes": [[1, 2, 3, 4, 0.7]]}]}}}'
     )
-    out = get_detector(f"json:{path}").detect(np.zeros((1, 100, 100, 3), np.uint8), video="a.mp4", times=[1.0])
+    out = get_detector(f"json:{path}").detect(
+        np.zeros((1, 100, 100, 3), np.uint8), video="a.mp4", times=[1.0]
+    )
     np.testing.assert_allclose(out[0], [[1, 2, 3, 4, 0.7]], atol=1e-6)
 
 

@@ -39,9 +39,23 @@ def test_meld_real_dev_csv_reports_known_broken_and_missing(shared_dir, tmp_path
 
 
 def test_meld_train_known_broken_utterance_and_layout_errors(tmp_path):
-    rows = [[i + 1, "hi", "Ross", "joy", "positive", 125, u, 1, 1, "00:00:01,000", "00:00:02,000"] for i, u in enumerate(range(5))]
-    cols = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
-            "Episode", "StartTime", "EndTime"]  # fmt: skip
+    rows = [
+        [i + 1, "hi", "Ross", "joy", "positive", 125, u, 1, 1, "00:00:01,000", "00:00:02,000"]
+        for i, u in enumerate(range(5))
+    ]
+    cols = [
+        "Sr No.",
+        "Utterance",
+        "Speaker",
+        "Emotion",
+        "Sentiment",
+        "Dialogue_ID",
+        "Utterance_ID",
+        "Season",
+        "Episode",
+        "StartTime",
+        "EndTime",
+    ]
     (tmp_path / "MELD.Raw").mkdir()
     pd.DataFrame(rows, columns=cols).to_csv(tmp_path / "MELD.Raw" / "train_sent_emo.csv", index=False)
     with pytest.raises(FileNotFoundError, match="MELD train videos"):
@@ -103,7 +117,11 @@ def test_emotic_layout_and_broken_entries(tmp_path):
     np.save(tmp_path / "val_cat_arr.npy", cats)
     np.save(tmp_path / "val_cont_arr.npy", np.arange(18, dtype=np.float32).reshape(6, 3))
     split = load_split("emotic", tmp_path, "val")
-    assert [s.key for s in split.samples] == ["mscoco/images/a.jpg#0", "mscoco/images/b.jpg#1", "mscoco/images/a.jpg#2"]
+    assert [s.key for s in split.samples] == [
+        "mscoco/images/a.jpg#0",
+        "mscoco/images/b.jpg#1",
+        "mscoco/images/a.jpg#2",
+    ]
     reasons = _reasons(split)
     assert reasons["mscoco/images/gone.jpg#3"] == "image file missing"
     assert "outside" in reasons["mscoco/images/b.jpg#4"]
@@ -122,16 +140,22 @@ def test_emotic_layout_and_broken_entries(tmp_path):
 
 def test_moviegraphs_layout_and_broken_entries(tmp_path):
     write_video(tmp_path / "videos" / "tt001.mp4", (200, 30, 30), seconds=3)
-    labels = {"tt001": {"0": ["Happiness", "Doubt/Conf"], "1": ["sadness"], "5": ["Anger"], "2": ["Bliss"]},
-              "tt002": {"0": ["Fear"]}}  # fmt: skip
+    labels = {
+        "tt001": {"0": ["Happiness", "Doubt/Conf"], "1": ["sadness"], "5": ["Anger"], "2": ["Bliss"]},
+        "tt002": {"0": ["Fear"]},
+    }
     write_json(tmp_path / "official" / "mg" / "py3loader" / "emotion_labels.json", labels)
-    write_json(tmp_path / "official" / "mg" / "split.json", {"train": ["tt001", "tt002"], "val": [], "test": []})
+    write_json(
+        tmp_path / "official" / "mg" / "split.json", {"train": ["tt001", "tt002"], "val": [], "test": []}
+    )
     info = tmp_path / "official" / "mg_videoinfo"
     for movie in ("tt001", "tt002"):
         (info / "scene_boundaries").mkdir(parents=True, exist_ok=True)
         (info / "video_boundaries").mkdir(parents=True, exist_ok=True)
         (info / "scene_boundaries" / f"{movie}.scenes.gt").write_text("1 2 1 \n3 3 1 \n1 1 0 \n")
-        (info / "video_boundaries" / f"{movie}.videvents").write_text("CVideoEvents 1\n8 1.0 CUT\n16 2.0 CUT\n")
+        (info / "video_boundaries" / f"{movie}.videvents").write_text(
+            "CVideoEvents 1\n8 1.0 CUT\n16 2.0 CUT\n"
+        )
     split = load_split("moviegraphs", tmp_path, "train")
     assert [s.key for s in split.samples] == ["tt001/0", "tt001/1"]
     first, second = split.samples
@@ -151,11 +175,16 @@ def test_liris_accede_layout_windows_and_broken_entries(tmp_path):
     write_video(tmp_path / "movies" / "MEDIAEVAL18_50.mp4", (10, 10, 10), seconds=3)
     dev = tmp_path / "MEDIAEVAL18_DevSet_Valence-Arousal-annotations" / "annotations"
     test = tmp_path / "MEDIAEVAL18_TestSet_Valence-Arousal-annotations" / "annotations"
-    for d, movie, seconds in ((dev, "MEDIAEVAL18_00", 10), (dev, "MEDIAEVAL18_01", 5), (test, "MEDIAEVAL18_50", 5)):
+    for d, movie, seconds in (
+        (dev, "MEDIAEVAL18_00", 10),
+        (dev, "MEDIAEVAL18_01", 5),
+        (test, "MEDIAEVAL18_50", 5),
+    ):
         d.mkdir(parents=True, exist_ok=True)
         t = np.arange(seconds)
         pd.DataFrame({"Time": t, "MeanValence": 0.1 * t, "MeanArousal": -0.1 * t}).to_csv(
-            d / f"{movie}_Valence-Arousal.txt", sep="\t", index=False)
+            d / f"{movie}_Valence-Arousal.txt", sep="\t", index=False
+        )
     train = load_split("liris-accede", tmp_path, "train")
     assert len(train.samples) == 10
     by_key = {s.key: s for s in train.samples}

@@ -36,10 +36,25 @@ def bold_root(tmp_path_factory):
     return root
 
 
-def test_cli_evaluate_bold_table_cache_and_fast_probe_matches_sklearn(checkpoint, bold_root, tmp_path, monkeypatch):
+def test_cli_evaluate_bold_table_cache_and_fast_probe_matches_sklearn(
+    checkpoint, bold_root, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
-    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "bold", "--root", str(bold_root),
-            "--out", str(out), "--workers", "1", "--batch-size", "8"]  # fmt: skip
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        "bold",
+        "--root",
+        str(bold_root),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--batch-size",
+        "8",
+    ]
     assert main([*args, "--compare-sklearn"]) == 0
     result = json.loads((out / "bold_metrics.json").read_text())
     table = (out / "bold_metrics.md").read_text()
@@ -58,7 +73,11 @@ def test_cli_evaluate_bold_table_cache_and_fast_probe_matches_sklearn(checkpoint
         assert (out / plot.split("/")[-1]).stat().st_size > 1000
     # the saved head reproduces the metric from the cached features
     head = ProbeHead.load(result["probe_heads"]["categories"])
-    assert head.kind == "ovr" and len(head.classes) == 26 and head.meta["checkpoint_sha256"] == result["checkpoint_sha256"]
+    assert (
+        head.kind == "ovr"
+        and len(head.classes) == 26
+        and head.meta["checkpoint_sha256"] == result["checkpoint_sha256"]
+    )
     cache = next((out / "feature_cache" / "bold").glob("val-*.npz"))
     feats = _load_features(cache)
     assert feats.features.shape == (12, 64)
@@ -88,15 +107,29 @@ def test_probe_evaluator_hook_for_training(checkpoint, bold_root):
 
 
 def test_meld_with_precomputed_boxes_caches_detector_output(checkpoint, tmp_path):
-    from emotionclip.prepare.detect import write_boxes_json
+    from emotionclip.detect.json_boxes import write_boxes_json
 
     root = tmp_path / "meld"
     root.mkdir()
-    cols = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
-            "Episode", "StartTime", "EndTime"]  # fmt: skip
+    cols = [
+        "Sr No.",
+        "Utterance",
+        "Speaker",
+        "Emotion",
+        "Sentiment",
+        "Dialogue_ID",
+        "Utterance_ID",
+        "Season",
+        "Episode",
+        "StartTime",
+        "EndTime",
+    ]
     emotions, colours = ["joy", "anger", "neutral"], [(240, 200, 40), (200, 20, 20), (90, 90, 90)]
-    for split, folder, n in (("train", "train_splits", 9), ("dev", "dev_splits_complete", 3),
-                             ("test", "output_repeated_splits_test", 3)):  # fmt: skip
+    for split, folder, n in (
+        ("train", "train_splits", 9),
+        ("dev", "dev_splits_complete", 3),
+        ("test", "output_repeated_splits_test", 3),
+    ):
         rows = [[i, "hi", "Ross", emotions[i % 3], "neutral", 1, i, 1, 1, "0", "1"] for i in range(n)]
         pd.DataFrame(rows, columns=cols).to_csv(root / f"{split}_sent_emo.csv", index=False)
         for i in range(n):
@@ -105,17 +138,28 @@ def test_meld_with_precomputed_boxes_caches_detector_output(checkpoint, tmp_path
     times = [k / 8 for k in range(8)]
     boxes = {f"dia1_utt{i}.mp4": (64, 48, times, [np.array([[8, 4, 40, 44, 0.9]])] * 8) for i in range(9)}
     write_boxes_json(tmp_path / "boxes.json", boxes)
-    result = evaluate(checkpoint, "meld", root, out_dir=tmp_path / "out", detector=f"json:{tmp_path / 'boxes.json'}",
-                      num_workers=1, compare_sklearn=True)  # fmt: skip
+    result = evaluate(
+        checkpoint,
+        "meld",
+        root,
+        out_dir=tmp_path / "out",
+        detector=f"json:{tmp_path / 'boxes.json'}",
+        num_workers=1,
+        compare_sklearn=True,
+    )
     assert set(result["metrics"]) == {"dev", "test"}
     assert set(result["metrics"]["dev"]) == {"weighted_F1", "accuracy"}
     assert result["max_abs_difference"] <= 0.1
-    cached = json.loads(next((tmp_path / "out" / "feature_cache" / "meld").glob("boxes-train-*.json")).read_text())
+    cached = json.loads(
+        next((tmp_path / "out" / "feature_cache" / "meld").glob("boxes-train-*.json")).read_text()
+    )
     assert len(cached) == 9 and np.allclose(cached["dia1_utt0"][0], [[8, 4, 40, 44, 0.9]])
 
 
 def test_liris_smoothing_stays_inside_each_movie():
-    pred = np.concatenate([np.zeros(120), np.ones(50)])[:, None] + np.random.default_rng(0).normal(0, 0.1, (170, 1))
+    pred = np.concatenate([np.zeros(120), np.ones(50)])[:, None] + np.random.default_rng(0).normal(
+        0, 0.1, (170, 1)
+    )
     groups = ["a"] * 120 + ["b"] * 50
     smooth = smooth_per_group(pred, groups)
     assert smooth[:120].std() < pred[:120].std() / 2  # the window-100 filter removes most noise
@@ -133,8 +177,20 @@ def test_zero_shot_cli(checkpoint, tmp_path, capsys):
     image = tmp_path / "face.png"
     Image.fromarray(np.full((40, 30, 3), 128, np.uint8)).save(image)
     out = tmp_path / "zs.json"
-    rc = main(["zero-shot", "--checkpoint", str(checkpoint), "--classes", "joy, anger,calm", *map(str, videos),
-               str(image), str(tmp_path / "missing.mp4"), "--output", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "zero-shot",
+            "--checkpoint",
+            str(checkpoint),
+            "--classes",
+            "joy, anger,calm",
+            *map(str, videos),
+            str(image),
+            str(tmp_path / "missing.mp4"),
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 1  # one input failed; the others are still scored
     result = json.loads(out.read_text())
     assert result["classes"] == ["joy", "anger", "calm"]
@@ -166,11 +222,14 @@ def test_extraction_resumes_from_partial_save(checkpoint, bold_root, tmp_path, c
     samples = load_split("bold", bold_root, "val").samples
     protocol = Protocol(num_frames=model.video_len)
     partial = tmp_path / "val.partial.npz"
-    first = extract_features(model, samples[:8], protocol, batch_size=4, save_every=4, partial_path=partial,
-                             num_workers=0)  # fmt: skip
+    first = extract_features(
+        model, samples[:8], protocol, batch_size=4, save_every=4, partial_path=partial, num_workers=0
+    )
     assert _load_features(partial).keys == first.keys  # what an interrupted run leaves behind
     with caplog.at_level("INFO"):
-        resumed = extract_features(model, samples, protocol, batch_size=4, partial_path=partial, num_workers=0)
+        resumed = extract_features(
+            model, samples, protocol, batch_size=4, partial_path=partial, num_workers=0
+        )
     assert "resuming" in caplog.text and "8 samples done" in caplog.text
     fresh = extract_features(model, samples, protocol, batch_size=4, num_workers=0)
     assert resumed.keys == fresh.keys
@@ -188,8 +247,13 @@ def test_emotic_images_are_encoded_with_their_person_box(checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / "a.png")
     # the CSV's boxes are in a 320x240 original; the file on disk is half that size
-    rows = [["ade20k", "a.png", "[320, 240]", "[0, 0, 160, 240]"], ["ade20k", "a.png", "[320, 240]", "[160, 0, 320, 240]"]]
-    pd.DataFrame(rows, columns=["Folder", "Filename", "Image Size", "BBox"]).to_csv(tmp_path / "test.csv", index=False)
+    rows = [
+        ["ade20k", "a.png", "[320, 240]", "[0, 0, 160, 240]"],
+        ["ade20k", "a.png", "[320, 240]", "[160, 0, 320, 240]"],
+    ]
+    pd.DataFrame(rows, columns=["Folder", "Filename", "Image Size", "BBox"]).to_csv(
+        tmp_path / "test.csv", index=False
+    )
     np.save(tmp_path / "test_cat_arr.npy", np.eye(26, dtype=np.float32)[:2])
     split = load_split("emotic", tmp_path, "test")
     np.testing.assert_array_equal(_decode(split.samples[1], 4).boxes[0], [[80, 0, 160, 120, 1]])  # rescaled
@@ -201,16 +265,22 @@ def test_emotic_images_are_encoded_with_their_person_box(checkpoint, tmp_path):
 
 def test_liris_accede_end_to_end(checkpoint, tmp_path):
     root = tmp_path / "liris"
-    for movie, split, colour in (("MEDIAEVAL18_00", "DevSet", (250, 20, 20)), ("MEDIAEVAL18_01", "DevSet", (20, 20, 250)),
-                                 ("MEDIAEVAL18_50", "TestSet", (130, 20, 130))):  # fmt: skip
+    for movie, split, colour in (
+        ("MEDIAEVAL18_00", "DevSet", (250, 20, 20)),
+        ("MEDIAEVAL18_01", "DevSet", (20, 20, 250)),
+        ("MEDIAEVAL18_50", "TestSet", (130, 20, 130)),
+    ):
         write_video(root / "movies" / f"{movie}.mp4", colour, seconds=6, fps=4)
         ann = root / f"MEDIAEVAL18_{split}_Valence-Arousal-annotations" / "annotations"
         ann.mkdir(parents=True, exist_ok=True)
         t = np.arange(6)
-        pd.DataFrame({"Time": t, "MeanValence": colour[0] / 250 + 0.01 * t, "MeanArousal": colour[2] / 250 - 0.01 * t}
-                     ).to_csv(ann / f"{movie}_Valence-Arousal.txt", sep="\t", index=False)  # fmt: skip
+        pd.DataFrame(
+            {"Time": t, "MeanValence": colour[0] / 250 + 0.01 * t, "MeanArousal": colour[2] / 250 - 0.01 * t}
+        ).to_csv(ann / f"{movie}_Valence-Arousal.txt", sep="\t", index=False)
     result = evaluate(checkpoint, "liris-accede", root, out_dir=tmp_path / "out", num_workers=0)
     test = result["metrics"]["test"]
     assert set(test) == {"MSE", "PCC", "valence_MSE", "arousal_MSE", "valence_PCC", "arousal_PCC"}
     assert result["counts"]["train"]["used"] == 12 and result["counts"]["test"]["used"] == 6
-    assert np.isfinite(test["MSE"]) and test["MSE"] == pytest.approx((test["valence_MSE"] + test["arousal_MSE"]) / 2)
+    assert np.isfinite(test["MSE"]) and test["MSE"] == pytest.approx(
+        (test["valence_MSE"] + test["arousal_MSE"]) / 2
+    )

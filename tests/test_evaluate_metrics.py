@@ -14,8 +14,12 @@ def test_multilabel_ap_and_auc_match_sklearn_with_ties(rng):
     y = (rng.uniform(size=(300, 12)) < 0.3).astype(int)
     scores = rng.normal(size=(300, 12)) + y
     scores[:, :4] = np.round(scores[:, :4], 1)  # many tied scores
-    assert M.macro_map(y, scores) == pytest.approx(skm.average_precision_score(y, scores, average="macro"), abs=1e-12)
-    assert M.macro_roc_auc(y, scores) == pytest.approx(skm.roc_auc_score(y, scores, average="macro"), abs=1e-12)
+    assert M.macro_map(y, scores) == pytest.approx(
+        skm.average_precision_score(y, scores, average="macro"), abs=1e-12
+    )
+    assert M.macro_roc_auc(y, scores) == pytest.approx(
+        skm.roc_auc_score(y, scores, average="macro"), abs=1e-12
+    )
     per_class = [skm.average_precision_score(y[:, k], scores[:, k]) for k in range(12)]
     np.testing.assert_allclose(M.average_precision(y, scores), per_class, atol=1e-12)
 
@@ -27,7 +31,9 @@ def test_macro_average_skips_classes_without_positives(rng):
     keep = [0, 1, 3, 4]
     assert np.isnan(M.roc_auc(y, s)[2])
     assert M.macro_roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y[:, keep], s[:, keep], average="macro"))
-    assert M.macro_map(y, s) == pytest.approx(skm.average_precision_score(y[:, keep], s[:, keep], average="macro"))
+    assert M.macro_map(y, s) == pytest.approx(
+        skm.average_precision_score(y[:, keep], s[:, keep], average="macro")
+    )
 
 
 def test_classification_and_regression_metrics_match_sklearn(rng):
@@ -42,17 +48,21 @@ def test_classification_and_regression_metrics_match_sklearn(rng):
     y[:, 2] = 5.0  # constant column: scikit-learn's convention
     assert M.r2(y, yp) == pytest.approx(skm.r2_score(y, yp), abs=1e-12)
     np.testing.assert_allclose(M.mse(y, yp), skm.mean_squared_error(y, yp, multioutput="raw_values"))
-    np.testing.assert_allclose(M.pearson_r(y[:, :2], yp[:, :2]), [np.corrcoef(y[:, j], yp[:, j])[0, 1] for j in range(2)])
+    np.testing.assert_allclose(
+        M.pearson_r(y[:, :2], yp[:, :2]), [np.corrcoef(y[:, j], yp[:, j])[0, 1] for j in range(2)]
+    )
 
 
 def test_top1_hit_hand_computed():
     labels = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1], [1, 1, 0, 0]])
-    scores = np.array([
-        [0.1, 0.9, 0.3, 0.0],  # top class 1, not a label -> miss
-        [0.2, 0.7, 0.1, 0.0],  # top class 1, a label -> hit
-        [0.5, 0.1, 0.1, 0.4],  # top class 0, not a label -> miss
-        [0.3, 0.2, 0.1, 0.0],  # top class 0, a label -> hit
-    ])  # fmt: skip
+    scores = np.array(
+        [
+            [0.1, 0.9, 0.3, 0.0],  # top class 1, not a label -> miss
+            [0.2, 0.7, 0.1, 0.0],  # top class 1, a label -> hit
+            [0.5, 0.1, 0.1, 0.4],  # top class 0, not a label -> miss
+            [0.3, 0.2, 0.1, 0.0],  # top class 0, a label -> hit
+        ]
+    )
     assert M.top1_hit(labels, scores) == 0.5
 
 

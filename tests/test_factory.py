@@ -60,7 +60,9 @@ def test_init_from_openclip_file(tmp_path, fmt):
     sd = clip.state_dict()
     if fmt == "pth":  # open_clip training checkpoints wrap a DDP state dict
         path = tmp_path / "epoch_16.pth"
-        torch.save({"epoch": 16, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+        torch.save(
+            {"epoch": 16, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path
+        )
     else:
         path = tmp_path / "open_clip_model.safetensors"
         save_file({k: v.contiguous() for k, v in sd.items()}, path)
@@ -72,7 +74,8 @@ def test_init_from_openclip_file(tmp_path, fmt):
     with torch.no_grad():
         # no subject: the extra token is zero but still attends, so only text is exactly CLIP's
         torch.testing.assert_close(
-            model.encode_text(emotionclip.tokenize(["x", "y"])), clip.encode_text(emotionclip.tokenize(["x", "y"]))
+            model.encode_text(emotionclip.tokenize(["x", "y"])),
+            clip.encode_text(emotionclip.tokenize(["x", "y"])),
         )
         assert model.encode_image(image).shape == (2, 64)
 
@@ -128,8 +131,14 @@ def test_official_format_round_trip_infers_head(tmp_path, fusion):
 def test_trainer_style_checkpoint_with_config(tmp_path):
     model = emotionclip.create_model("tiny", video_len=3, head_layers=1, head_heads=4)
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()},
-                "model_config": model.config.to_dict(), "step": 10}, path)  # fmt: skip
+    torch.save(
+        {
+            "model": {f"module.{k}": v for k, v in model.state_dict().items()},
+            "model_config": model.config.to_dict(),
+            "step": 10,
+        },
+        path,
+    )
     assert emotionclip.load_model(path).config.head_heads == 4
 
 

@@ -42,7 +42,9 @@ def test_features_match_release(model, reference):
     mask = reference["video_mask"].long()
     tokens = reference["tokens"]
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_video(video, mask), reference["video_features"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            model.encode_video(video, mask), reference["video_features"], atol=ATOL, rtol=0
+        )
         torch.testing.assert_close(
             model.encode_image(video[:, 0], mask[:, 0]), reference["image_features_frame0"], atol=ATOL, rtol=0
         )

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import emotionclip
-from emotionclip.prepare import ClipFilter, PrepareConfig, make_train_loader, prepare
-from emotionclip.prepare.dataset import ClipDecoder, expand_shard_urls
+from emotionclip.prepare import ClipFilter, PrepareConfig, prepare
+from emotionclip.shards.reader import ClipDecoder, expand_shard_urls, make_train_loader
 from prepare_support import KeywordScorer, write_boxes_json
 
 CREMAD = [f"1001_DFA_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
@@ -18,8 +18,12 @@ def corpus(media_dir, tmp_path_factory):
     """Six CREMA-D clips in three shards of two."""
     tmp = tmp_path_factory.mktemp("corpus")
     det = "json:" + str(write_boxes_json(tmp / "boxes.json", {n: (480, 360, 2.5, BOX) for n in CREMAD}))
-    config = PrepareConfig(detector=det, scorer=KeywordScorer(), shard_clips=2,
-                           filter=ClipFilter(max_neutral=None, min_person_fraction=0.0, min_duration=1.0))  # fmt: skip
+    config = PrepareConfig(
+        detector=det,
+        scorer=KeywordScorer(),
+        shard_clips=2,
+        filter=ClipFilter(max_neutral=None, min_person_fraction=0.0, min_duration=1.0),
+    )
     summary = prepare(media_dir / "cremad" / "transcript.csv", tmp / "out", config)
     assert summary["ok"] == 6
     return tmp / "out"
@@ -62,7 +66,10 @@ def test_frame_sampling_is_sorted_without_replacement():
 def test_ranks_and_workers_read_disjoint_shards(corpus):
     keys = set(all_keys(make_train_loader(corpus, batch_size=1, drop_last=False)))
     assert len(keys) == 6
-    per_rank = [all_keys(make_train_loader(corpus, batch_size=1, drop_last=False, rank=r, world_size=2)) for r in (0, 1)]
+    per_rank = [
+        all_keys(make_train_loader(corpus, batch_size=1, drop_last=False, rank=r, world_size=2))
+        for r in (0, 1)
+    ]
     assert set(per_rank[0]).isdisjoint(per_rank[1]) and set(per_rank[0]) | set(per_rank[1]) == keys
     assert per_rank[0] and per_rank[1]
     with_workers = all_keys(make_train_loader(corpus, batch_size=1, num_workers=2, drop_last=False))

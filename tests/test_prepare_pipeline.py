@@ -15,12 +15,12 @@ from emotionclip.prepare import (
     ClipFilter,
     PrepareConfig,
     discover,
-    get_sentiment_scorer,
     merge_manifests,
     prepare,
 )
 from emotionclip.prepare.pipeline import exit_code
-from emotionclip.prepare.shards import iter_tar
+from emotionclip.sentiment import get_sentiment_scorer
+from emotionclip.shards.writer import iter_tar
 from prepare_support import CrashingDetector, KeywordScorer, write_boxes_json
 
 CREMAD = [f"1001_DFA_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
@@ -29,7 +29,9 @@ KEEP_ALL = dict(max_neutral=None, min_person_fraction=0.0, min_duration=1.0)
 
 def cremad_boxes(tmp_path, media_dir) -> str:
     face = [150.0, 40.0, 330.0, 300.0, 0.9]  # the actor, in the 480x360 source frame
-    return "json:" + str(write_boxes_json(tmp_path / "boxes.json", {n: (480, 360, 2.5, face) for n in CREMAD}))
+    return "json:" + str(
+        write_boxes_json(tmp_path / "boxes.json", {n: (480, 360, 2.5, face) for n in CREMAD})
+    )
 
 
 def read_shards(out_dir: Path) -> dict[str, dict]:
@@ -48,11 +50,16 @@ def test_friday_people_and_flower_nobody(media_dir, tmp_path):
     src.mkdir()
     for name in ("friday.mp4", "friday.vtt", "flower.mp4"):
         os.symlink(media_dir / name, src / name)
-    (src / "flower.srt").write_text("1\n00:00:00,500 --> 00:00:04,500\nLook at these flowers, they are lovely.\n")
+    (src / "flower.srt").write_text(
+        "1\n00:00:00,500 --> 00:00:04,500\nLook at these flowers, they are lovely.\n"
+    )
     out = tmp_path / "out"
     summary = prepare(src, out, PrepareConfig(scorer=KeywordScorer(), filter=ClipFilter(max_neutral=None)))
     assert (summary["ok"], summary["skipped"], summary["failed"]) == (1, 1, 0)
-    assert "no people" in summary["skipped_videos"][0]["reason"] and "flower" in summary["skipped_videos"][0]["video"]
+    assert (
+        "no people" in summary["skipped_videos"][0]["reason"]
+        and "flower" in summary["skipped_videos"][0]["video"]
+    )
     samples = read_shards(out)
     (key,) = samples
     sample = samples[key]
@@ -77,7 +84,9 @@ def test_friday_people_and_flower_nobody(media_dir, tmp_path):
 def test_cremad_transcript_csv_as_one_cue_subtitles(media_dir, tmp_path):
     out = tmp_path / "out"
     # the shipped default sentiment scorer
-    config = PrepareConfig(detector=cremad_boxes(tmp_path, media_dir), scorer="default", filter=ClipFilter(max_neutral=None))
+    config = PrepareConfig(
+        detector=cremad_boxes(tmp_path, media_dir), scorer="default", filter=ClipFilter(max_neutral=None)
+    )
     summary = prepare(media_dir / "cremad" / "transcript.csv", out, config)
     assert summary["ok"] == 5
     # HAP lasts 1.87 s: under the release's 2 s minimum
@@ -103,13 +112,19 @@ def test_cremad_transcript_csv_as_one_cue_subtitles(media_dir, tmp_path):
 def test_popeye_hevc_mkv_with_srt_manifest(media_dir, tmp_path):
     popeye = media_dir / "popeye"
     manifest = tmp_path / "list.jsonl"  # file names do not match (T03-4 <-> p1), so a manifest pairs them
-    manifest.write_text(json.dumps({"video": str(popeye / "T03-4_pgs.mkv"), "subtitle": str(popeye / "popeye_p1.eng.srt")}) + "\n")
+    manifest.write_text(
+        json.dumps({"video": str(popeye / "T03-4_pgs.mkv"), "subtitle": str(popeye / "popeye_p1.eng.srt")})
+        + "\n"
+    )
     (item,) = discover(manifest)
     assert item.subtitle.name == "popeye_p1.eng.srt"
     # a cartoon has no real people: keep clips whatever the detector says; only clips under 3 s
     # (3 of them) to keep the HEVC decoding short
-    config = PrepareConfig(detector="json:" + str(write_boxes_json(tmp_path / "b.json", {"T03-4_pgs": (1440, 1074, 62, None)})),
-                           scorer=KeywordScorer(), filter=ClipFilter(**KEEP_ALL, max_duration=3.0))  # fmt: skip
+    config = PrepareConfig(
+        detector="json:" + str(write_boxes_json(tmp_path / "b.json", {"T03-4_pgs": (1440, 1074, 62, None)})),
+        scorer=KeywordScorer(),
+        filter=ClipFilter(**KEEP_ALL, max_duration=3.0),
+    )
     summary = prepare(manifest, tmp_path / "out", config)
     assert summary["ok"] == 1, summary
     samples = read_shards(tmp_path / "out")
@@ -133,16 +148,22 @@ def _mux_with_subtitle_track(video: Path, srt: Path, out: Path) -> None:
 
 def test_embedded_text_subtitle_track(media_dir, tmp_path):
     srt = tmp_path / "track.srt"
-    srt.write_text("1\n00:00:00,500 --> 00:00:03,500\n<i>I hate waiting in this office!</i>\n\n"
-                   "2\n00:00:03,600 --> 00:00:06,000\nThe office is on the second floor.\n")
+    srt.write_text(
+        "1\n00:00:00,500 --> 00:00:03,500\n<i>I hate waiting in this office!</i>\n\n"
+        "2\n00:00:03,600 --> 00:00:06,000\nThe office is on the second floor.\n"
+    )
     src = tmp_path / "in"
     src.mkdir()
     _mux_with_subtitle_track(media_dir / "friday.mp4", srt, src / "friday_subbed.mkv")
     (item,) = discover(src)
     assert item.subtitle is None and item.subtitle_stream == 1
     box = [0, 0, 640, 480, 0.9]
-    config = PrepareConfig(detector="json:" + str(write_boxes_json(tmp_path / "b.json", {"friday_subbed": (640, 480, 6.2, box)})),
-                           scorer=KeywordScorer(), filter=ClipFilter(max_neutral=0.3))  # fmt: skip
+    config = PrepareConfig(
+        detector="json:"
+        + str(write_boxes_json(tmp_path / "b.json", {"friday_subbed": (640, 480, 6.2, box)})),
+        scorer=KeywordScorer(),
+        filter=ClipFilter(max_neutral=0.3),
+    )
     summary = prepare(src, tmp_path / "out", config)
     assert summary["ok"] == 1
     (sample,) = read_shards(tmp_path / "out").values()
@@ -157,9 +178,13 @@ def make_damaged_inputs(media_dir: Path, root: Path) -> Path:
     src.mkdir()
     for k, name in enumerate(CREMAD[:3]):  # three good videos, each with its own .srt
         os.symlink(media_dir / "cremad" / f"{name}.flv", src / f"{name}.flv")
-        (src / f"{name}.srt").write_text(f"1\n00:00:00,000 --> 00:00:02,200\nDon't forget a jacket number {k}\n")
+        (src / f"{name}.srt").write_text(
+            f"1\n00:00:00,000 --> 00:00:02,200\nDon't forget a jacket number {k}\n"
+        )
     data = (media_dir / "friday.mp4").read_bytes()
-    (src / "truncated.mp4").write_bytes(data[: len(data) // 2])  # header intact, second half of the frames gone
+    (src / "truncated.mp4").write_bytes(
+        data[: len(data) // 2]
+    )  # header intact, second half of the frames gone
     shutil.copy(media_dir / "friday.vtt", src / "truncated.vtt")
     os.symlink(media_dir / "cremad" / f"{CREMAD[3]}.flv", src / "garbage.flv")
     (src / "garbage.vtt").write_bytes(b"\x89PNG\r\n\x1a\n not a subtitle at all \x00\x01")
@@ -172,10 +197,14 @@ def make_damaged_inputs(media_dir: Path, root: Path) -> Path:
 
 
 def damaged_config(tmp_path, **kw) -> PrepareConfig:
-    names = {n: (480, 360, 2.5, [100, 20, 380, 340, 0.9]) for n in CREMAD[:3] + ["garbage", "empty", "nosubs"]}
+    names = {
+        n: (480, 360, 2.5, [100, 20, 380, 340, 0.9]) for n in CREMAD[:3] + ["garbage", "empty", "nosubs"]
+    }
     names["truncated"] = (640, 480, 6.2, [0, 0, 640, 480, 0.9])
     detector = "json:" + str(write_boxes_json(tmp_path / "boxes.json", names))
-    return PrepareConfig(detector=detector, scorer=KeywordScorer(), filter=ClipFilter(**KEEP_ALL), shard_clips=2, **kw)
+    return PrepareConfig(
+        detector=detector, scorer=KeywordScorer(), filter=ClipFilter(**KEEP_ALL), shard_clips=2, **kw
+    )
 
 
 def test_damaged_inputs_are_skipped_and_reported_then_rerun_resumes(media_dir, tmp_path):
@@ -196,10 +225,15 @@ def test_damaged_inputs_are_skipped_and_reported_then_rerun_resumes(media_dir, t
     assert manifest["clips"] == 3 and len(manifest["failures"]) == 5
     assert (out / "manifest.png").stat().st_size > 1000
     assert manifest["filter_stats"] == {"kept": 3, "sentences": 3}  # failed videos' partial counts left out
-    assert [s["name"] for s in manifest["shards"]] == ["shard-000000.tar", "shard-000001.tar"]  # 2 clips per shard
+    assert [s["name"] for s in manifest["shards"]] == [
+        "shard-000000.tar",
+        "shard-000001.tar",
+    ]  # 2 clips per shard
     before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
 
-    again = prepare(src, out, damaged_config(tmp_path))  # nothing left to do: done and failed videos are skipped
+    again = prepare(
+        src, out, damaged_config(tmp_path)
+    )  # nothing left to do: done and failed videos are skipped
     assert again["processed"] == 0 and again["already_done"] == 8 and again["corpus_clips"] == 3
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
     assert exit_code(again) == 0
@@ -224,9 +258,13 @@ def test_interrupted_run_state_is_recovered(media_dir, tmp_path):
     assert last["shard"] == "shard-000001.tar"
     with tarfile.open(state / "pending" / f"{last['video_id']}.tar", "w") as tar:
         for name in (n for n in tarfile.open(out / "shard-000001.tar.tmp").getnames()):
-            tar.addfile(tarfile.open(out / "shard-000001.tar.tmp").getmember(name),
-                        tarfile.open(out / "shard-000001.tar.tmp").extractfile(name))  # fmt: skip
-    (state / "pending" / f"{last['video_id']}.json").write_text(json.dumps({k: v for k, v in last.items() if k != "shard"}))
+            tar.addfile(
+                tarfile.open(out / "shard-000001.tar.tmp").getmember(name),
+                tarfile.open(out / "shard-000001.tar.tmp").extractfile(name),
+            )
+    (state / "pending" / f"{last['video_id']}.json").write_text(
+        json.dumps({k: v for k, v in last.items() if k != "shard"})
+    )
     (state / "progress.jsonl").write_text("\n".join(ledger_lines) + '\n{"video_id": "cut-mid-wri')
 
     summary = prepare(src, out, damaged_config(tmp_path))
@@ -263,7 +301,17 @@ def test_parts_with_worker_pool_then_merge(media_dir, tmp_path):
     det = cremad_boxes(tmp_path, media_dir)
     inputs = media_dir / "cremad" / "transcript.csv"
     for part, workers in (((0, 2), 1), ((1, 2), 0)):  # part 0 through a worker process pool
-        prepare(inputs, out, PrepareConfig(detector=det, scorer=KeywordScorer(), filter=ClipFilter(**KEEP_ALL), part=part, workers=workers))
+        prepare(
+            inputs,
+            out,
+            PrepareConfig(
+                detector=det,
+                scorer=KeywordScorer(),
+                filter=ClipFilter(**KEEP_ALL),
+                part=part,
+                workers=workers,
+            ),
+        )
     m0, m1 = (json.loads((out / f"manifest.part-{i:04d}-of-0002.json").read_text()) for i in range(2))
     assert m0["clips"] + m1["clips"] == 6 and m0["clips"] and m1["clips"]
     merged = merge_manifests(out)
@@ -279,15 +327,25 @@ def test_cli_end_to_end_and_exit_codes(media_dir, tmp_path, monkeypatch):
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for the py: scorer below
     src = make_damaged_inputs(media_dir, tmp_path)
-    common = ["--detector", damaged_config(tmp_path).detector, "--scorer", "py:prepare_support:KeywordScorer",
-              "--max-neutral", "1", "--min-person-fraction", "0"]  # fmt: skip
+    common = [
+        "--detector",
+        damaged_config(tmp_path).detector,
+        "--scorer",
+        "py:prepare_support:KeywordScorer",
+        "--max-neutral",
+        "1",
+        "--min-person-fraction",
+        "0",
+    ]
     assert main(["prepare", str(src), str(tmp_path / "out"), *common]) == 0  # 3 ok, 5 reported
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["clips"] == 3
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     for name in ("garbage.flv", "garbage.vtt", "truncated.mp4", "truncated.vtt"):
         os.symlink(src / name, only_bad / name)
-    assert main(["prepare", str(only_bad), str(tmp_path / "out2"), *common]) == 1  # nothing could be processed
+    assert (
+        main(["prepare", str(only_bad), str(tmp_path / "out2"), *common]) == 1
+    )  # nothing could be processed
     assert len(json.loads((tmp_path / "out2" / "summary.json").read_text())["failures"]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["prepare", str(tmp_path / "empty"), str(tmp_path / "out3"), *common]) == 2  # no videos
@@ -298,7 +356,17 @@ def test_cli_end_to_end_and_exit_codes(media_dir, tmp_path, monkeypatch):
 
 
 def test_discovery_pairs_sidecars_and_reports_missing(tmp_path):
-    for name in ("a.mp4", "a.srt", "b.mkv", "b.info.json", "b.de.vtt", "b.en.vtt", "c.webm", "c.info.json", "notes.txt"):
+    for name in (
+        "a.mp4",
+        "a.srt",
+        "b.mkv",
+        "b.info.json",
+        "b.de.vtt",
+        "b.en.vtt",
+        "c.webm",
+        "c.info.json",
+        "notes.txt",
+    ):
         (tmp_path / name).write_text("x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.mp4").write_text("x")

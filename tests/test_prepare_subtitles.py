@@ -97,14 +97,25 @@ def test_simultaneous_cues_merge_and_rolling_captions_dedupe():
     same_start = clean_cues([Cue(1.0, 2.0, "Left speaker."), Cue(1.0, 3.0, "Right speaker.")])
     assert [(c.start, c.end, c.text) for c in same_start] == [(1.0, 3.0, "Left speaker. Right speaker.")]
     rolling = clean_cues(
-        [Cue(0.0, 2.0, "so we went to"), Cue(2.0, 4.0, "so we went to\nthe market and"), Cue(4.0, 6.0, "the market and\nbought fish")]
+        [
+            Cue(0.0, 2.0, "so we went to"),
+            Cue(2.0, 4.0, "so we went to\nthe market and"),
+            Cue(4.0, 6.0, "the market and\nbought fish"),
+        ]
     )
     assert " ".join(c.text for c in rolling) == "so we went to the market and bought fish"
 
 
 def test_unpunctuated_autocaptions_split_at_pauses_and_length():
     # 30 s of captions without punctuation: 2 s cues, a 2 s silence after the 5th
-    cues = [Cue(2.0 * k + (2.0 if k >= 5 else 0.0), 2.0 * k + 2.0 + (2.0 if k >= 5 else 0.0), f"word{k} more words here") for k in range(15)]
+    cues = [
+        Cue(
+            2.0 * k + (2.0 if k >= 5 else 0.0),
+            2.0 * k + 2.0 + (2.0 if k >= 5 else 0.0),
+            f"word{k} more words here",
+        )
+        for k in range(15)
+    ]
     release_rule = cues_to_sentences(cues, "punctuation")
     assert len(release_rule) == 1  # one 32 s "sentence" that the clip filter would drop
     sentences = cues_to_sentences(cues)
@@ -126,7 +137,7 @@ def test_pluggable_segmenter():
         return [[w] for w in words]
 
     assert texts(cues_to_sentences([Cue(0, 2, "a b")], every_word)) == ["a", "b"]
-    seg = get_segmenter("emotionclip.prepare.subtitles:RuleSegmenter")
+    seg = get_segmenter("py:emotionclip.prepare.subtitles:RuleSegmenter")
     assert isinstance(seg, RuleSegmenter)
     with pytest.raises(ValueError, match="unknown segmenter"):
         get_segmenter("nonsense")
@@ -134,7 +145,14 @@ def test_pluggable_segmenter():
 
 def test_youtube_transcript_json(tmp_path):
     path = tmp_path / "talk.json"
-    path.write_text(json.dumps([{"text": "hi there", "start": 0.5, "duration": 1.5}, {"text": "[Music]", "start": 2.0, "duration": 1.0}]))
+    path.write_text(
+        json.dumps(
+            [
+                {"text": "hi there", "start": 0.5, "duration": 1.5},
+                {"text": "[Music]", "start": 2.0, "duration": 1.0},
+            ]
+        )
+    )
     cues = load_subtitles(path)
     assert cues[0] == Cue(0.5, 2.0, "hi there")
     assert texts(cues_to_sentences(cues)) == ["hi there"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emotionclip import SENTIMENT_CLASSES
-from emotionclip.prepare.sentiment import (
+from emotionclip.constants import SENTIMENT_CLASSES
+from emotionclip.sentiment import (
     DEFAULT_ARTEFACT,
     SentimentScorer,
     TfidfSentimentScorer,
@@ -41,7 +41,12 @@ def test_default_scores_obvious_sentences(default_scorer):
     logits = default_scorer.score(texts)
     assert logits.shape == (7, 7) and logits.dtype == np.float32
     assert [SENTIMENT_CLASSES[i] for i in logits.argmax(1)[:6]] == [
-        "joy", "anger", "fear", "sadness", "surprise", "disgust"
+        "joy",
+        "anger",
+        "fear",
+        "sadness",
+        "surprise",
+        "disgust",
     ]
     p = neutral_probability(logits)
     assert p.shape == (7,) and ((p > 0) & (p < 1)).all()
@@ -90,7 +95,9 @@ def test_bad_artefacts_are_named(tmp_path):
 
 # --- Hugging Face transformers ---------------------------------------------------------------------
 
-WORDS = "[PAD] [UNK] [CLS] [SEP] i am so happy sad angry the a is it this that what you we they ! ? . ,".split()
+WORDS = (
+    "[PAD] [UNK] [CLS] [SEP] i am so happy sad angry the a is it this that what you we they ! ? . ,".split()
+)
 
 
 def _tiny_hf_model(path, labels):
@@ -104,8 +111,14 @@ def _tiny_hf_model(path, labels):
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]")
     config = DistilBertConfig(
-        vocab_size=len(WORDS), dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=64,
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        vocab_size=len(WORDS),
+        dim=16,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=32,
+        max_position_embeddings=64,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
     torch.manual_seed(0)
     model = DistilBertForSequenceClassification(config).eval()
@@ -133,7 +146,9 @@ def test_hf_scorer_reorders_labels(tmp_path):
 def test_hf_scorer_rejects_other_labels(tmp_path):
     pytest.importorskip("transformers")
     _tiny_hf_model(tmp_path / "sst", ["negative", "positive"])
-    with pytest.raises(ValueError, match=r"sst: model labels \['negative', 'positive'\] are not the 7 classes"):
+    with pytest.raises(
+        ValueError, match=r"sst: model labels \['negative', 'positive'\] are not the 7 classes"
+    ):
         get_sentiment_scorer(str(tmp_path / "sst"))
     with pytest.raises(FileNotFoundError, match="no_such_dir: no such model directory"):
         get_sentiment_scorer(str(tmp_path / "no_such_dir"))

@@ -25,11 +25,37 @@ def corpus(tmp_path_factory):
 def _args(corpus, run: Path, *extra: str) -> list[str]:
     pattern, backbone = corpus
     return [
-        "train", "--data", pattern, "--output", str(run), "--backbone", backbone, "--pretrained", "none",
-        "--head-layers", "1", "--video-len", "4", "--batch-size", "4", "--workers", "0", "--device", "cpu",
-        "--precision", "fp32", "--log-every", "1", "--warmup-steps", "0", "--lr-gain-bias", "1e-3",
-        "--lr-weights", "1e-3", *extra,
-    ]  # fmt: skip
+        "train",
+        "--data",
+        pattern,
+        "--output",
+        str(run),
+        "--backbone",
+        backbone,
+        "--pretrained",
+        "none",
+        "--head-layers",
+        "1",
+        "--video-len",
+        "4",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--log-every",
+        "1",
+        "--warmup-steps",
+        "0",
+        "--lr-gain-bias",
+        "1e-3",
+        "--lr-weights",
+        "1e-3",
+        *extra,
+    ]
 
 
 def test_cli_trains_from_shards(corpus, tmp_path, capsys):
@@ -39,8 +65,13 @@ def test_cli_trains_from_shards(corpus, tmp_path, capsys):
     assert "resolved config" in out and "lr_gain_bias: 0.001" in out and "trained to step 3" in out
     saved = (run / "config.yaml").read_text()
     assert f"data: {corpus[0]}" in saved and "batch_size: 4" in saved and "beta1: 0.98" in saved
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000000002.pt", "step-000000003.pt"]
-    assert list((run / "tensorboard").glob("events.out.tfevents.*")) and (run / "loss.png").stat().st_size > 1000
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-000000002.pt",
+        "step-000000003.pt",
+    ]
+    assert (
+        list((run / "tensorboard").glob("events.out.tfevents.*")) and (run / "loss.png").stat().st_size > 1000
+    )
     assert (run / "loss.csv").read_text().splitlines()[0] == "step,epoch,loss"
     model = emotionclip.load_model(run / "checkpoints" / "step-000000003.pt")
     assert model.image_size == 64 and model.video_len == 4
@@ -73,8 +104,12 @@ def test_sigkill_mid_run_then_resume_latest(corpus, tmp_path):
     ckpts = run / "checkpoints"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "SLURM_NTASKS")}
     env["OMP_NUM_THREADS"] = "2"
-    cmd = [sys.executable, "-m", "emotionclip", *_args(corpus, run, "--max-steps", "500", "--save-every", "1",
-                                                       "--epochs", "500")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotionclip",
+        *_args(corpus, run, "--max-steps", "500", "--save-every", "1", "--epochs", "500"),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
@@ -91,7 +126,10 @@ def test_sigkill_mid_run_then_resume_latest(corpus, tmp_path):
         assert torch.load(path, weights_only=True)["step"] == int(path.stem.split("-")[1])
     killed_at = int(survivors[-1].stem.split("-")[1])
 
-    assert main(_args(corpus, run, "--resume", "latest", "--max-steps", str(killed_at + 3), "--epochs", "500")) == 0
+    assert (
+        main(_args(corpus, run, "--resume", "latest", "--max-steps", str(killed_at + 3), "--epochs", "500"))
+        == 0
+    )
     assert not list(ckpts.glob(".*tmp*"))  # partial files of the killed writer are gone
     steps = [int(line.split(",")[0]) for line in (run / "loss.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, killed_at + 4))  # no gap, no duplicate after the kill

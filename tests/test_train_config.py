@@ -16,7 +16,12 @@ def _parse(argv):
 def test_defaults_are_the_published_recipe():
     c = TrainConfig()
     assert (c.backbone, c.pretrained, c.temporal_fusion, c.head_layers, c.video_len) == (
-        "ViT-B-32", "laion2b_e16", "transformer", 6, 8)
+        "ViT-B-32",
+        "laion2b_e16",
+        "transformer",
+        6,
+        8,
+    )
     assert (c.batch_size, c.epochs) == (128, 25)
     assert (c.beta1, c.beta2, c.eps, c.weight_decay) == (0.98, 0.9, 1e-6, 0.1)
     assert (c.lr_gain_bias, c.lr_weights, c.lr_logit_scale) == (5e-5, 1e-8, 1e-8)
@@ -29,8 +34,19 @@ def test_defaults_are_the_published_recipe():
 def test_yaml_then_flags_override(tmp_path):
     yml = tmp_path / "run.yaml"
     yml.write_text("batch_size: 16\nlr-weights: 1e-6\nmax_steps: 50\nprecision: amp_bf16\n")
-    args = _parse(["--config", str(yml), "--batch-size", "4", "--no-wandb", "--max-steps", "none",
-                   "--pretrained", "none"])
+    args = _parse(
+        [
+            "--config",
+            str(yml),
+            "--batch-size",
+            "4",
+            "--no-wandb",
+            "--max-steps",
+            "none",
+            "--pretrained",
+            "none",
+        ]
+    )
     c = config_from_args(args)
     assert c.batch_size == 4  # flag beats YAML
     assert c.lr_weights == 1e-6 and isinstance(c.lr_weights, float)  # YAML's '1e-6' string converted
@@ -54,13 +70,16 @@ def test_unknown_key_lists_valid_keys(tmp_path):
         _parse(["--learning-rate", "0.1"])
 
 
-@pytest.mark.parametrize("values, match", [
-    ({"batch_size": "many"}, "batch_size"),
-    ({"precision": "fp8"}, "precision"),
-    ({"grad_checkpointing": "maybe"}, "grad_checkpointing"),
-    ({"epochs": None}, "cannot be None"),
-    ({"epochs": 0}, "epochs"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"batch_size": "many"}, "batch_size"),
+        ({"precision": "fp8"}, "precision"),
+        ({"grad_checkpointing": "maybe"}, "grad_checkpointing"),
+        ({"epochs": None}, "cannot be None"),
+        ({"epochs": 0}, "epochs"),
+    ],
+)
 def test_bad_values_are_clear(values, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig.from_dict(values)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from _train_util import T, micro_backbone, tiny_config, write_shards
-from emotionclip.prepare.dataset import make_train_loader
-from emotionclip.prepare.shards import iter_tar
+from emotionclip.shards.reader import make_train_loader
+from emotionclip.shards.writer import iter_tar
 from emotionclip.train import train
 from emotionclip.train.data import expand_shards
 
@@ -41,16 +41,21 @@ def test_tiny_model_overfits_a_batch_of_the_prepared_corpus(prepared_cremad, tmp
     assert batch["sentiment_logits"].shape == (10, 7)
 
     backbone = micro_backbone(tmp_path)  # the full CLIP vocabulary: real subtitles
-    result = train(tiny_config(tmp_path, max_steps=30, batch_size=10, backbone=backbone),
-                   batches=lambda epoch: [batch] * 30)
+    result = train(
+        tiny_config(tmp_path, max_steps=30, batch_size=10, backbone=backbone),
+        batches=lambda epoch: [batch] * 30,
+    )
     assert result.loss_kind == "sentiment_guided"
     first, last = result.losses[0], sum(result.losses[-3:]) / 3
     assert last < 0.5 * first, result.losses
 
     # and straight from the shards: one epoch of the mixed corpus through the real loader, with the
     # recipe's neutral threshold (0.05) dropping the real clips the sentiment model finds neutral
-    neutral = [json.loads(data)["neutral"] for name, data in iter_tar(Path(urls[0]))
-               if name.endswith(".json") and not name.endswith(".boxes.json")]
+    neutral = [
+        json.loads(data)["neutral"]
+        for name, data in iter_tar(Path(urls[0]))
+        if name.endswith(".json") and not name.endswith(".boxes.json")
+    ]
     kept = 8 + sum(n <= 0.05 for n in neutral)
     cfg = tiny_config(tmp_path / "shards", data=data, batch_size=4, epochs=1, backbone=backbone)
     run = train(cfg)

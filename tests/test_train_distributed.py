@@ -14,14 +14,18 @@ def test_two_process_gloo_matches_one_process(tmp_path, monkeypatch):
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
     ddp_gradients(0, 1, 0, str(tmp_path), str(tmp_path / "one.pt"))
-    mp.spawn(ddp_gradients, args=(2, free_port(), str(tmp_path), str(tmp_path / "two.pt")), nprocs=2, join=True)
+    mp.spawn(
+        ddp_gradients, args=(2, free_port(), str(tmp_path), str(tmp_path / "two.pt")), nprocs=2, join=True
+    )
     one = torch.load(tmp_path / "one.pt", weights_only=True)
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     for local_loss in (False, True):
         a, b = one[local_loss], two[local_loss]
         assert set(a) == set(b) and "logit_scale" in a and "visual_head.frame_position_embedding.weight" in a
         for name in a:
-            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-7, msg=f"{name} local_loss={local_loss}")
+            torch.testing.assert_close(
+                b[name], a[name], rtol=1e-4, atol=1e-7, msg=f"{name} local_loss={local_loss}"
+            )
 
     # the training loop itself ran on both ranks: rank 0 wrote the checkpoints, with both ranks' RNG states
     run = torch.load(str(tmp_path / "two.pt") + ".train", weights_only=True)

@@ -61,7 +61,9 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path):
     cfg = tiny_config(tmp_path / "b", **common, max_steps=5)  # stops mid-epoch 1
     part = train(cfg, batches=_epochs_source)
     assert part.losses == full.losses[:5]
-    resumed = train(TrainConfig.from_dict({"max_steps": None, "resume": "latest"}, base=cfg), batches=_epochs_source)
+    resumed = train(
+        TrainConfig.from_dict({"max_steps": None, "resume": "latest"}, base=cfg), batches=_epochs_source
+    )
     assert resumed.steps == list(range(1, 10))
     assert resumed.losses == full.losses  # bit-exact: dropout RNG, optimiser, schedule restored
     ckpts = sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir())
@@ -92,12 +94,22 @@ def test_evaluator_hook_runs_every_k_steps(tmp_path):
         return {"probe_acc": step / 10}
 
     batch = make_batch(3)
-    train(tiny_config(tmp_path, max_steps=4, eval_every=2), evaluator=evaluator, batches=lambda e: [batch] * 4)
+    train(
+        tiny_config(tmp_path, max_steps=4, eval_every=2), evaluator=evaluator, batches=lambda e: [batch] * 4
+    )
     assert calls == [(2, False, "EmotionCLIP"), (4, False, "EmotionCLIP")]
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"eval/probe_acc", "train/loss", "train/logit_scale", "perf/clips_per_s", "perf/data_wait_fraction",
-            "lr/gain_bias", "lr/weights", "lr/logit_scale"} <= tags
+    assert {
+        "eval/probe_acc",
+        "train/loss",
+        "train/logit_scale",
+        "perf/clips_per_s",
+        "perf/data_wait_fraction",
+        "lr/gain_bias",
+        "lr/weights",
+        "lr/logit_scale",
+    } <= tags
     assert [e.value for e in events.Scalars("eval/probe_acc")] == pytest.approx([0.2, 0.4])
 
 
@@ -126,7 +138,9 @@ def test_bad_input_fails_before_any_work(tmp_path):
     with pytest.raises(ResumeError, match="model-only checkpoint"):
         train(TrainConfig.from_dict({"resume": str(weights_only)}, base=cfg), batches=lambda e: [batch] * 4)
     with pytest.raises(ResumeError, match="no such checkpoint"):
-        train(TrainConfig.from_dict({"resume": str(tmp_path / "nope.pt")}, base=cfg), batches=lambda e: [batch])
+        train(
+            TrainConfig.from_dict({"resume": str(tmp_path / "nope.pt")}, base=cfg), batches=lambda e: [batch]
+        )
     assert {p.name: p.read_bytes() for p in first.checkpoint.parent.iterdir()} == before
 
     with pytest.raises(ValueError, match="no batches"):
@@ -135,7 +149,9 @@ def test_bad_input_fails_before_any_work(tmp_path):
 
 def test_logit_scale_is_clamped_and_bf16_runs(tmp_path):
     batch = make_batch(5)
-    cfg = tiny_config(tmp_path, max_steps=3, precision="amp_bf16", lr_logit_scale=10.0, grad_checkpointing=True)
+    cfg = tiny_config(
+        tmp_path, max_steps=3, precision="amp_bf16", lr_logit_scale=10.0, grad_checkpointing=True
+    )
     result = train(cfg, batches=lambda e: [copy.deepcopy(batch)] * 4)
     model = emotionclip.load_model(result.checkpoint)
     # lr 10 moves it by ~10 per step: it must sit at a bound of [0, ln 100]

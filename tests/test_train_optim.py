@@ -21,16 +21,27 @@ def test_param_groups_follow_the_release(tiny_config):
     ids = {name: {id(p) for p in g["params"]} for name, g in by_name.items()}
     params = dict(model.named_parameters())
     assert ids["logit_scale"] == {id(params["logit_scale"])}  # backbone.logit_scale is frozen (unused)
-    for name in ("backbone.visual.transformer.resblocks.0.ln_1.weight", "backbone.visual.conv1.weight",
-                 "backbone.ln_final.bias", "backbone.visual.class_embedding",
-                 "visual_head.fusion_layer.layers.0.linear1.bias"):
+    for name in (
+        "backbone.visual.transformer.resblocks.0.ln_1.weight",
+        "backbone.visual.conv1.weight",
+        "backbone.ln_final.bias",
+        "backbone.visual.class_embedding",
+        "visual_head.fusion_layer.layers.0.linear1.bias",
+    ):
         group = "weights" if name == "backbone.visual.conv1.weight" else "gain_bias"
         assert id(params[name]) in ids[group], name
-    for name in ("backbone.token_embedding.weight", "backbone.text_projection",
-                 "visual_head.fusion_layer.layers.0.linear1.weight", "backbone.visual.proj"):
+    for name in (
+        "backbone.token_embedding.weight",
+        "backbone.text_projection",
+        "visual_head.fusion_layer.layers.0.linear1.weight",
+        "backbone.visual.proj",
+    ):
         assert id(params[name]) in ids["weights"], name
-    assert (by_name["gain_bias"]["weight_decay"], by_name["weights"]["weight_decay"],
-            by_name["logit_scale"]["weight_decay"]) == (0.0, 0.1, 0.0)
+    assert (
+        by_name["gain_bias"]["weight_decay"],
+        by_name["weights"]["weight_decay"],
+        by_name["logit_scale"]["weight_decay"],
+    ) == (0.0, 0.1, 0.0)
     assert opt.defaults["betas"] == (0.98, 0.9) and opt.defaults["eps"] == 1e-6
     trainable = sum(len(g["params"]) for g in opt.param_groups)
     assert trainable == sum(p.requires_grad for p in model.parameters())

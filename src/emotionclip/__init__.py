@@ -5,73 +5,54 @@ Zhang, Pan & Wang, CVPR 2023. The public API::
     model = emotionclip.load_model("emotionclip.pt")            # released weights
     feats = model.encode_video(video, video_mask)                  # [B, T, 3, 224, 224] -> [B, 512]
     model = emotionclip.create_model("ViT-B-32", pretrained="laion2b_e16")   # to train your own
+
+Names are imported on first use, so ``import emotionclip`` (and the CLI's ``--help``) stays fast:
+open_clip and torchvision load when a model is built.
 """
 
-from emotionclip.factory import (
-    CheckpointError,
-    create_model,
-    create_model_and_transforms,
-    get_backbone_config,
-    infer_config,
-    list_backbones,
-    load_model,
-    read_clip_state_dict,
-    save_model,
-)
-from emotionclip.loss import ClipLoss, SentimentGuidedClipLoss
-from emotionclip.model import EmotionCLIP, EmotionCLIPConfig
-from emotionclip.tokenizer import tokenize
-from emotionclip.transform import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    FrameTransform,
-    boxes_to_mask,
-    boxes_to_masks,
-    image_transform,
-    video_transform,
-)
+from __future__ import annotations
+
+from emotionclip._lazy import lazy_exports
+from emotionclip.constants import SENTIMENT_CLASSES
 
 __version__ = "0.1.0"
 
-# applying a model to videos pulls in pandas/matplotlib: imported on first use
-_ANALYZE_API = ("analyze_video", "embed_image", "embed_video")
+# public name -> module that defines it
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "CheckpointError",
+            "create_model",
+            "create_model_and_transforms",
+            "get_backbone_config",
+            "infer_config",
+            "list_backbones",
+            "load_model",
+            "read_clip_state_dict",
+            "save_model",
+        ),
+        "emotionclip.factory",
+    ),
+    **dict.fromkeys(("ClipLoss", "SentimentGuidedClipLoss"), "emotionclip.loss"),
+    **dict.fromkeys(("EmotionCLIP", "EmotionCLIPConfig"), "emotionclip.model"),
+    "tokenize": "emotionclip.tokenizer",
+    **dict.fromkeys(
+        (
+            "IMAGENET_MEAN",
+            "IMAGENET_STD",
+            "FrameTransform",
+            "boxes_to_mask",
+            "boxes_to_masks",
+            "image_transform",
+            "model_transform",
+            "video_transform",
+        ),
+        "emotionclip.transform",
+    ),
+    **dict.fromkeys(("analyze_video", "embed_image", "embed_video"), "emotionclip.analyze"),
+}
 
 
-def __getattr__(name: str):
-    if name in _ANALYZE_API:
-        from emotionclip import analyze
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-        return getattr(analyze, name)
-    raise AttributeError(f"module 'emotionclip' has no attribute {name!r}")
-
-
-# order of the 7 sentiment classes (the paper's j-hartmann/emotion-english-distilroberta-base)
-SENTIMENT_CLASSES = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
-
-__all__ = [
-    "SENTIMENT_CLASSES",
-    "CheckpointError",
-    "ClipLoss",
-    "EmotionCLIP",
-    "EmotionCLIPConfig",
-    "FrameTransform",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "SentimentGuidedClipLoss",
-    "analyze_video",
-    "boxes_to_mask",
-    "boxes_to_masks",
-    "create_model",
-    "create_model_and_transforms",
-    "embed_image",
-    "embed_video",
-    "get_backbone_config",
-    "image_transform",
-    "infer_config",
-    "list_backbones",
-    "load_model",
-    "read_clip_state_dict",
-    "save_model",
-    "tokenize",
-    "video_transform",
-]
+__all__ = ["SENTIMENT_CLASSES", *_EXPORTS]

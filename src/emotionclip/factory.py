@@ -47,11 +47,17 @@ class CheckpointError(FileError, ValueError):
 # ---------------------------------------------------------------------------------------------
 def list_backbones() -> list[str]:
     """Backbones this package ships configs for, then every open_clip model name."""
-    own = sorted(p.name[:-5] for p in resources.files("emotionclip.model_configs").iterdir() if p.name.endswith(".json"))
+    own = sorted(
+        p.name[:-5]
+        for p in resources.files("emotionclip.model_configs").iterdir()
+        if p.name.endswith(".json")
+    )
     return own + open_clip.list_models()
 
 
-def get_backbone_config(backbone: str | dict[str, Any] | os.PathLike) -> tuple[dict[str, Any], bool, str | None]:
+def get_backbone_config(
+    backbone: str | dict[str, Any] | os.PathLike,
+) -> tuple[dict[str, Any], bool, str | None]:
     """Resolve ``backbone`` to ``(clip_config, quick_gelu, name)``.
 
     ``backbone`` is a config shipped with this package (e.g. ``"tiny"``), an open_clip model name
@@ -60,7 +66,11 @@ def get_backbone_config(backbone: str | dict[str, Any] | os.PathLike) -> tuple[d
     name = None
     if isinstance(backbone, dict):
         cfg = copy.deepcopy(backbone)
-    elif isinstance(backbone, (str, os.PathLike)) and Path(backbone).suffix == ".json" and Path(backbone).is_file():
+    elif (
+        isinstance(backbone, (str, os.PathLike))
+        and Path(backbone).suffix == ".json"
+        and Path(backbone).is_file()
+    ):
         cfg = json.loads(Path(backbone).read_text())
         name = Path(backbone).stem
     elif isinstance(backbone, str):
@@ -108,8 +118,9 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(path, "no such file") from None
     except Exception as e:  # torch raises many types for truncated/corrupt/foreign files
         raise CheckpointError(
-            path, f"cannot be read as a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "the file may be truncated, corrupt, or not a weights file"
+            path,
+            f"cannot be read as a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "the file may be truncated, corrupt, or not a weights file",
         ) from e
 
 
@@ -172,7 +183,9 @@ def read_clip_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], boo
             if any(k.startswith("backbone.") for k in sd)
             else ""
         )
-        raise CheckpointError(path, f"is not an OpenAI/OpenCLIP ViT CLIP checkpoint{hint}; first keys: {list(sd)[:5]}")
+        raise CheckpointError(
+            path, f"is not an OpenAI/OpenCLIP ViT CLIP checkpoint{hint}; first keys: {list(sd)[:5]}"
+        )
     return sd, openai_archive
 
 
@@ -269,7 +282,9 @@ def _load_backbone(model: EmotionCLIP, sd: dict[str, torch.Tensor], source: str)
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target]
     if bad or missing or unexpected:
-        details = "; ".join(f"{k}: file {list(sd[k].shape)} vs model {list(target[k].shape)}" for k in bad[:3])
+        details = "; ".join(
+            f"{k}: file {list(sd[k].shape)} vs model {list(target[k].shape)}" for k in bad[:3]
+        )
         raise CheckpointError(
             source,
             f"CLIP weights do not fit backbone {model.config.backbone_name or ''}: {len(missing)} missing keys "
@@ -294,10 +309,14 @@ def infer_config(sd: dict[str, torch.Tensor], source: str | Path = "<state dict>
     is not visible in the weights and takes the release's 8.
     """
     required = [
-        "backbone.visual.conv1.weight", "backbone.visual.positional_embedding", "backbone.visual.proj",
-        "backbone.token_embedding.weight", "backbone.positional_embedding", "backbone.text_projection",
+        "backbone.visual.conv1.weight",
+        "backbone.visual.positional_embedding",
+        "backbone.visual.proj",
+        "backbone.token_embedding.weight",
+        "backbone.positional_embedding",
+        "backbone.text_projection",
         "logit_scale",
-    ]  # fmt: skip
+    ]
     missing = [k for k in required if k not in sd]
     if missing:
         raise CheckpointError(
@@ -316,14 +335,22 @@ def infer_config(sd: dict[str, torch.Tensor], source: str | Path = "<state dict>
     backbone = {
         "embed_dim": int(sd["backbone.visual.proj"].shape[1]),
         "vision_cfg": {
-            "image_size": int(grid * patch), "layers": vlayers, "width": int(vwidth),
-            "head_width": 64, "mlp_ratio": vmlp, "patch_size": int(patch),
+            "image_size": int(grid * patch),
+            "layers": vlayers,
+            "width": int(vwidth),
+            "head_width": 64,
+            "mlp_ratio": vmlp,
+            "patch_size": int(patch),
         },
         "text_cfg": {
-            "context_length": int(sd["backbone.positional_embedding"].shape[0]), "vocab_size": int(vocab),
-            "width": int(twidth), "heads": max(1, int(twidth) // 64), "layers": tlayers, "mlp_ratio": tmlp,
+            "context_length": int(sd["backbone.positional_embedding"].shape[0]),
+            "vocab_size": int(vocab),
+            "width": int(twidth),
+            "heads": max(1, int(twidth) // 64),
+            "layers": tlayers,
+            "mlp_ratio": tmlp,
         },
-    }  # fmt: skip
+    }
     head: dict[str, Any]
     if "visual_head.fusion_layer.layers.0.linear1.weight" in sd:
         head = {
@@ -332,12 +359,17 @@ def infer_config(sd: dict[str, torch.Tensor], source: str | Path = "<state dict>
             "head_layers": _count_layers(sd, "visual_head.fusion_layer.layers."),
             "head_ffn": int(sd["visual_head.fusion_layer.layers.0.linear1.weight"].shape[0]),
         }
-    elif sd.get("visual_head.fusion_layer.weight") is not None and sd["visual_head.fusion_layer.weight"].ndim == 3:
+    elif (
+        sd.get("visual_head.fusion_layer.weight") is not None
+        and sd["visual_head.fusion_layer.weight"].ndim == 3
+    ):
         head = {"temporal_fusion": "conv1d", "head_layers": 0}
     elif not any(k.startswith("visual_head.") for k in sd):
         head = {"temporal_fusion": "mean", "head_layers": 0}
     else:
-        raise CheckpointError(source, f"unrecognised temporal head keys: {[k for k in sd if k.startswith('visual_head.')][:4]}")
+        raise CheckpointError(
+            source, f"unrecognised temporal head keys: {[k for k in sd if k.startswith('visual_head.')][:4]}"
+        )
     return EmotionCLIPConfig(backbone=backbone, **head)
 
 
@@ -348,11 +380,14 @@ def _emotionclip_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tenso
         config = obj.get("model_config")
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(path, "is not an EmotionCLIP checkpoint (expected {'model': state_dict} or a state dict)")
+        raise CheckpointError(
+            path, "is not an EmotionCLIP checkpoint (expected {'model': state_dict} or a state dict)"
+        )
     sd = _strip_prefix(_strip_prefix(dict(obj), "module."), "_orig_mod.")
     if "visual.conv1.weight" in sd and not any(k.startswith("backbone.") for k in sd):
         raise CheckpointError(
-            path, "is a plain CLIP checkpoint, not EmotionCLIP; start from it with create_model(pretrained=...)"
+            path,
+            "is a plain CLIP checkpoint, not EmotionCLIP; start from it with create_model(pretrained=...)",
         )
     return sd, config
 
@@ -371,7 +406,9 @@ def load_model(
     if path.is_dir():
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
-            raise CheckpointError(path, f"directory has no {WEIGHTS_NAME} (not saved by emotionclip.save_model?)")
+            raise CheckpointError(
+                path, f"directory has no {WEIGHTS_NAME} (not saved by emotionclip.save_model?)"
+            )
         sd = _read_safetensors(weights)
         cfg_file = path / CONFIG_NAME
         config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
@@ -386,7 +423,9 @@ def load_model(
         if not path.is_file():
             raise CheckpointError(path, "no such file")
         if _is_torchscript(path):
-            raise CheckpointError(path, "is a TorchScript archive (OpenAI CLIP?); use create_model(pretrained=...)")
+            raise CheckpointError(
+                path, "is a TorchScript archive (OpenAI CLIP?); use create_model(pretrained=...)"
+            )
         sd, config = _emotionclip_state_dict(_torch_load(path), path)
     if config is None:
         config = infer_config(sd, path).to_dict()

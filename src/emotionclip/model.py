@@ -52,9 +52,7 @@ class TransformerFusion(nn.Module):
 
     def __init__(self, dim: int, video_len: int, layers: int, heads: int, ffn: int, dropout: float):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, ffn, dropout, activation="gelu", batch_first=True
-        )
+        layer = nn.TransformerEncoderLayer(dim, heads, ffn, dropout, activation="gelu", batch_first=True)
         self.fusion_layer = nn.TransformerEncoder(
             layer, layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
         )
@@ -85,7 +83,9 @@ class Conv1dFusion(nn.Module):
 
 def build_temporal_head(cfg: EmotionCLIPConfig, dim: int) -> nn.Module:
     if cfg.temporal_fusion == "transformer":
-        return TransformerFusion(dim, cfg.video_len, cfg.head_layers, cfg.head_heads, cfg.head_ffn, cfg.head_dropout)
+        return TransformerFusion(
+            dim, cfg.video_len, cfg.head_layers, cfg.head_heads, cfg.head_ffn, cfg.head_dropout
+        )
     if cfg.temporal_fusion == "mean":
         return MeanFusion()
     if cfg.temporal_fusion == "conv1d":
@@ -191,7 +191,9 @@ class EmotionCLIP(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"tokens must be an integer tensor [B, L], got {tokens.dtype} {list(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be an integer tensor [B, L], got {tokens.dtype} {list(tokens.shape)}"
+            )
         if tokens.shape[1] != self.backbone.context_length:
             raise ValueError(f"tokens must have length {self.backbone.context_length}, got {tokens.shape[1]}")
         if tokens.numel() and (int(tokens.max()) >= self.backbone.vocab_size or int(tokens.min()) < 0):

@@ -145,3 +145,10 @@ def image_transform(image_size: int = 224, resize: int = 256) -> FrameTransform:
 def video_transform(image_size: int = 224, resize: int = 256, train: bool = False) -> FrameTransform:
     """Video counterpart: the same geometry for every frame of a clip (random crop if ``train``)."""
     return FrameTransform(image_size=image_size, resize=resize, train=train)
+
+
+def model_transform(model, train: bool = False) -> FrameTransform:
+    """The frame transform a model was trained with: the release resizes to 256 before its 224 crop,
+    and other sizes keep that ratio."""
+    size = model.image_size
+    return FrameTransform(image_size=size, resize=round(size * 256 / 224), train=train)

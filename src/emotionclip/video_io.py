@@ -18,8 +18,20 @@ from emotionclip._io import FileError
 
 # file extensions treated as media when a folder is searched (a file named explicitly is always tried)
 VIDEO_EXTENSIONS = (
-    ".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".ogv", ".3gp",
-)  # fmt: skip
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".avi",
+    ".flv",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wmv",
+    ".ogv",
+    ".3gp",
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -172,9 +184,7 @@ def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
 
 
-def read_frames_at(
-    path: str | Path, times: Sequence[float], short_side: int | None = None
-) -> np.ndarray:
+def read_frames_at(path: str | Path, times: Sequence[float], short_side: int | None = None) -> np.ndarray:
     """Frames showing at the given instants, as ``[N, H, W, 3]`` uint8 (one seek, one pass).
 
     ``times`` must be sorted. Raises :class:`VideoError` if the video ends before the first time.

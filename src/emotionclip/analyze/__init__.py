@@ -1,19 +1,21 @@
-"""Apply a model to videos: embeddings per window, emotions over time, reports (issue #6)."""
+"""Apply a model to videos: embeddings per window, emotions over time, reports, batches."""
 
-from .analyze import Analysis, EmotionScorer, analyze_video, probe_scorer, run_analysis, zero_shot_scorer
-from .embed import VideoEmbedding, embed_image, embed_video
-from .windows import plan_windows, window_starts
+from emotionclip._lazy import lazy_exports
 
-__all__ = [
-    "Analysis",
-    "EmotionScorer",
-    "VideoEmbedding",
-    "analyze_video",
-    "embed_image",
-    "embed_video",
-    "plan_windows",
-    "probe_scorer",
-    "run_analysis",
-    "window_starts",
-    "zero_shot_scorer",
-]
+_EXPORTS = {
+    "Analysis": ".analyze",
+    "EmotionScorer": ".analyze",
+    "analyze_video": ".analyze",
+    "probe_scorer": ".analyze",
+    "run_analysis": ".analyze",
+    "zero_shot_scorer": ".analyze",
+    "VideoEmbedding": ".embed",
+    "embed_image": ".embed",
+    "embed_video": ".embed",
+    "plan_windows": ".windows",
+    "window_starts": ".windows",
+    "analyze_paths": ".batch",
+    "embed_paths": ".batch",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -37,8 +37,8 @@ def zero_shot_scorer(
     model, classes: Sequence[str] | None = None, device: str | torch.device = "cpu"
 ) -> EmotionScorer:
     """Softmax over class-name prompts (``emotionclip.evaluate.zeroshot``), at the model's temperature."""
-    from emotionclip import SENTIMENT_CLASSES
-    from emotionclip.evaluate.zeroshot import zero_shot_classifier, zero_shot_scores
+    from emotionclip.constants import SENTIMENT_CLASSES
+    from emotionclip.heads import zero_shot_classifier, zero_shot_scores
 
     classes = tuple(classes or SENTIMENT_CLASSES)
     _check_classes(classes)
@@ -52,7 +52,7 @@ def zero_shot_scorer(
 
 def probe_scorer(head_path: str | Path) -> EmotionScorer:
     """A linear-probe head saved by ``emotionclip evaluate`` (a folder with head.safetensors + head.json)."""
-    from emotionclip.evaluate.probe import ProbeHead
+    from emotionclip.heads import ProbeHead
 
     head = ProbeHead.load(head_path)
     _check_classes(head.classes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,14 +10,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emotionclip.transform import FrameTransform, boxes_to_mask, boxes_to_masks
-from emotionclip.video_io import VideoInfo, probe_video
-
+from ..detect import resolve_detector
+from ..precision import autocast
+from ..transform import boxes_to_mask, boxes_to_masks, model_transform
+from ..video_io import VideoInfo, probe_video
 from .windows import Window, batched, iter_windows, plan_windows, prefetch
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # frames are decoded at this short side (or native if smaller): the detector misses faces at 256
 DETECT_SHORT_SIDE = 360
 BOX_SCORE_THRESHOLD = 0.5  # the threshold boxes_to_mask applies: boxes above it make the subject
@@ -48,42 +47,6 @@ class VideoEmbedding:
     @property
     def normalized(self) -> torch.Tensor:
         return torch.nn.functional.normalize(self.features, dim=-1)
-
-
-_DETECTORS: dict[str, object] = {}  # built once per name: loading a detector costs more than a frame
-
-
-def resolve_detector(detector):
-    """``"default"``/a registry name -> detector object; an object with ``.detect`` as is; None/"none" -> None."""
-    if detector is None or detector == "none":
-        return None
-    if isinstance(detector, str):
-        from emotionclip.prepare.detect import get_detector
-
-        if detector not in _DETECTORS:
-            _DETECTORS[detector] = get_detector(detector)
-        return _DETECTORS[detector]
-    if not callable(getattr(detector, "detect", None)):
-        raise TypeError(f"detector must be a name or have .detect(frames), got {type(detector).__name__}")
-    return detector
-
-
-def inference_context(device: str | torch.device, precision: str):
-    """Autocast for ``bf16``/``fp16`` (weights stay fp32), nothing for ``fp32``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    device = torch.device(device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 needs --device cuda; use bf16 on the CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def model_transform(model) -> FrameTransform:
-    # the release resizes to 256 before its 224 crop; keep that ratio for other sizes
-    size = model.image_size
-    return FrameTransform(image_size=size, resize=round(size * 256 / 224), train=False)
 
 
 def _subject_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -172,7 +135,7 @@ def embed_video(
         for batch in prefetch(batches, depth=2):
             # encode_video = visual_head(encode_image(frames)): overlapping windows share frames, so
             # each frame goes through the frame encoder once and only the temporal head runs per window
-            with torch.inference_mode(), inference_context(device, precision):
+            with torch.inference_mode(), autocast(device, precision):
                 if batch.frame_ids:
                     encoded = model.encode_image(batch.pixels.to(device), batch.masks.to(device))
                     frame_features.update(zip(batch.frame_ids, encoded, strict=True))
@@ -234,5 +197,5 @@ def embed_image(
     mask = boxes_to_mask(boxes, image.shape[0], image.shape[1], BOX_SCORE_THRESHOLD)
     model.eval().to(device)
     pixels, mask = model_transform(model)(image, mask)
-    with torch.inference_mode(), inference_context(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         return model.encode_image(pixels[None].to(device), mask[None].to(device)).float().cpu()[0]

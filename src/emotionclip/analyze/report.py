@@ -21,7 +21,6 @@ from .analyze import Analysis  # noqa: E402
 OUTPUT_NAMES = {"csv": "emotions.csv", "json": "emotions.json", "png": "emotions.png", "html": "report.html"}
 
 
-
 def metadata(analysis: Analysis, **extra) -> dict:
     e = analysis.embedding
     return {
@@ -40,7 +39,9 @@ def metadata(analysis: Analysis, **extra) -> dict:
 def _person_free_spans(table) -> list[tuple[float, float]]:
     missing = ~table["has_person"].to_numpy()
     edges = np.flatnonzero(np.diff(np.r_[0, missing.astype(np.int8), 0]))
-    return [(table["start"].iat[a], table["end"].iat[b - 1]) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    return [
+        (table["start"].iat[a], table["end"].iat[b - 1]) for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]
 
 
 def plot_png(analysis: Analysis, title: str) -> bytes:
@@ -118,12 +119,12 @@ def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = 
 <html lang="en"><head><meta charset="utf-8"><title>EmotionCLIP · {esc(Path(e.path).name)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>Emotions over time: {esc(Path(e.path).name)}</h1>
-{f'<p class="note">{esc(note)}</p>' if note else ''}
+{f'<p class="note">{esc(note)}</p>' if note else ""}
 <p>{info}</p>
 <h2>Scores per window</h2>
 <img class="plot" alt="emotion scores over time" src="{_data_uri(plot, "image/png")}">
 <h2>Keyframes (subject boxes in red)</h2>
-<div class="strip">{''.join(figures)}</div>
+<div class="strip">{"".join(figures)}</div>
 <h2>Top emotion per window</h2>
 <table><thead><tr><th>window (s)</th><th>top emotion</th><th>score</th><th>person</th></tr></thead>
 <tbody>{rows}</tbody></table>
@@ -131,7 +132,9 @@ def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = 
 """
 
 
-def write_report(analysis: Analysis, out_dir: str | Path, note: str | None = None, **meta_extra) -> dict[str, Path]:
+def write_report(
+    analysis: Analysis, out_dir: str | Path, note: str | None = None, **meta_extra
+) -> dict[str, Path]:
     """Write CSV, JSON, PNG and HTML for one analysis into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     paths = {kind: out_dir / name for kind, name in OUTPUT_NAMES.items()}

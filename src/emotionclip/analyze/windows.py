@@ -94,7 +94,9 @@ def iter_windows(
         return
     step = plan.grid_step
     last_index = int(plan.grid_index.max())
-    frames = iter_frames(path, start=step / 2, end=(last_index + 1) * step, fps=1.0 / step, short_side=short_side)
+    frames = iter_frames(
+        path, start=step / 2, end=(last_index + 1) * step, fps=1.0 / step, short_side=short_side
+    )
     buffer: dict[int, np.ndarray] = {}
     boxes: dict[int, np.ndarray] = {}
     next_window = 0
@@ -119,7 +121,10 @@ def iter_windows(
         logger.warning(
             "%s: video stream ends near %.2f s, before its stated duration %.2f s; "
             "last frame repeated to fill %d window(s)",
-            path, (newest + 1) * step, info.duration, len(plan) - next_window,
+            path,
+            (newest + 1) * step,
+            info.duration,
+            len(plan) - next_window,
         )
         for m in range(newest + 1, last_index + 1):
             buffer[m] = last

@@ -1,14 +1,30 @@
 """Linear-probe and zero-shot evaluation on the paper's benchmarks, from their official files."""
 
-from .api import BENCHMARKS, evaluate, make_probe_evaluator, run_probes
-from .datasets import DATASETS, Sample, Split, load_split
-from .features import Features, Protocol, cached_features, checkpoint_hash, extract_features
-from .probe import LinearProbe, ProbeHead, fit_sklearn, fit_torch
-from .zeroshot import DEFAULT_TEMPLATES, VOCABULARIES, zero_shot, zero_shot_classifier, zero_shot_scores
+from emotionclip._lazy import lazy_exports
 
-__all__ = [
-    "BENCHMARKS", "DATASETS", "DEFAULT_TEMPLATES", "VOCABULARIES", "Features", "LinearProbe", "ProbeHead",
-    "Protocol", "Sample", "Split", "cached_features", "checkpoint_hash", "evaluate", "extract_features",
-    "fit_sklearn", "fit_torch", "load_split", "make_probe_evaluator", "run_probes", "zero_shot",
-    "zero_shot_classifier", "zero_shot_scores",
-]  # fmt: skip
+_EXPORTS = {
+    "evaluate": ".api",
+    "make_probe_evaluator": ".api",
+    "run_probes": ".api",
+    "BENCHMARKS": ".benchmarks",
+    "DATASETS": ".datasets",
+    "Sample": ".datasets",
+    "Split": ".datasets",
+    "load_split": ".datasets",
+    "Features": ".features",
+    "Protocol": ".features",
+    "cached_features": ".features",
+    "checkpoint_hash": ".features",
+    "extract_features": ".features",
+    "LinearProbe": ".probe",
+    "fit_sklearn": ".probe",
+    "fit_torch": ".probe",
+    "ProbeHead": "emotionclip.heads",
+    "DEFAULT_TEMPLATES": "emotionclip.heads",
+    "VOCABULARIES": "emotionclip.heads",
+    "zero_shot_classifier": "emotionclip.heads",
+    "zero_shot_scores": "emotionclip.heads",
+    "zero_shot": ".zeroshot",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

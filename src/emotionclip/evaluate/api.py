@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from scipy.signal import savgol_filter
 
 from .._io import atomic_write
 from . import metrics as M
+from .benchmarks import BENCHMARKS, Task
 from .datasets import Split, load_split
 from .features import (
     Features,
@@ -32,30 +33,6 @@ from .probe import LinearProbe, ProbeHead
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Task:
-    label: str  # key in Sample.labels
-    kind: str  # probe kind (ovr / multinomial / ridge)
-    c: float  # C of LogisticRegression, alpha of Ridge
-    metrics: tuple[str, ...]
-    smooth: bool = False  # Savitzky-Golay over each movie's predictions (LIRIS-ACCEDE)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    train: str
-    evals: tuple[str, ...]
-    tasks: tuple[Task, ...]
-
-
-BENCHMARKS = {
-    "bold": Benchmark("train", ("val",), (
-        Task("categories", "ovr", 3.16, ("mAP", "AUC")), Task("vad", "ridge", 1.0, ("R2",)))),
-    "moviegraphs": Benchmark("train", ("val", "test"), (Task("categories", "ovr", 10.0, ("top1_hit",)),)),
-    "meld": Benchmark("train", ("dev", "test"), (Task("emotion", "multinomial", 8.0, ("weighted_F1", "accuracy")),)),
-    "emotic": Benchmark("train", ("val", "test"), (Task("categories", "ovr", 2.5, ("mAP", "AUC")),)),
-    "liris-accede": Benchmark("train", ("test",), (Task("va", "ridge", 1.0, ("MSE", "PCC"), smooth=True),)),
-}  # fmt: skip
 SAVGOL_WINDOW, SAVGOL_ORDER = 100, 3  # the release's smoothing of LIRIS-ACCEDE predictions
 
 
@@ -140,8 +117,13 @@ def run_probes(
 
 
 def _default_protocol(model_frames: int, image_size: int, detector: str | None) -> Protocol:
-    return Protocol(num_frames=model_frames, image_size=image_size, video_resize=round(image_size * 256 / 224),
-                    image_resize=image_size, detector=detector)  # fmt: skip
+    return Protocol(
+        num_frames=model_frames,
+        image_size=image_size,
+        video_resize=round(image_size * 256 / 224),
+        image_resize=image_size,
+        detector=detector,
+    )
 
 
 def _model_shape(get_model: Callable[[], torch.nn.Module], ckpt_sha: str, cache_dir: Path) -> tuple[int, int]:
@@ -179,7 +161,7 @@ def evaluate(
     for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), e.g. ``default`` or
     ``json:PATH``. Returns the dict that is written as JSON.
     """
-    from .. import load_model
+    from ..factory import load_model
 
     if dataset not in BENCHMARKS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
@@ -207,12 +189,21 @@ def evaluate(
     protocol = _default_protocol(num_frames or video_len, size, det_name)
     det = None
     if det_name:
-        from ..prepare.detect import get_detector
+        from ..detect import get_detector
 
         det = get_detector(det_name)
     feats = {
-        name: cached_features(sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det,
-                              batch_size=batch_size, num_workers=num_workers)  # fmt: skip
+        name: cached_features(
+            sp,
+            protocol,
+            cache_dir,
+            checkpoint,
+            get_model,
+            ckpt_sha=ckpt_sha,
+            detector=det,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
         for name, sp in splits.items()
     }
     extract_s = time.time() - started
@@ -220,12 +211,24 @@ def evaluate(
     metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=device)
     probe_s = time.time() - t0
     result = {
-        "dataset": dataset, "root": str(root), "checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_sha,
-        "protocol": asdict(protocol), "solver": solver, "metrics": metrics,
-        "counts": {n: {"samples": len(sp.samples), "skipped": len(sp.skipped), "failed": len(feats[n].failed),
-                       "used": len(feats[n].keys)} for n, sp in splits.items()},
+        "dataset": dataset,
+        "root": str(root),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt_sha,
+        "protocol": asdict(protocol),
+        "solver": solver,
+        "metrics": metrics,
+        "counts": {
+            n: {
+                "samples": len(sp.samples),
+                "skipped": len(sp.skipped),
+                "failed": len(feats[n].failed),
+                "used": len(feats[n].keys),
+            }
+            for n, sp in splits.items()
+        },
         "seconds": {"features": round(extract_s, 2), "probe": round(probe_s, 3)},
-    }  # fmt: skip
+    }
     if compare_sklearn and solver != "sklearn":
         t0 = time.time()
         ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
@@ -237,7 +240,9 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     for label, head in heads.items():
         head.meta["checkpoint_sha256"] = ckpt_sha
-        result.setdefault("probe_heads", {})[label] = str(head.save(out_dir / f"{dataset}_probe_{label}", overwrite=True))
+        result.setdefault("probe_heads", {})[label] = str(
+            head.save(out_dir / f"{dataset}_probe_{label}", overwrite=True)
+        )
     from .report import write_plots, write_table
 
     result["plots"] = write_plots(out_dir, dataset, splits, heads, predictions)
@@ -274,7 +279,7 @@ def make_probe_evaluator(
             sp.samples = sp.samples[:max_samples]
     det = None
     if detector and any(x.detect for sp in splits.values() for x in sp.samples):
-        from ..prepare.detect import get_detector
+        from ..detect import get_detector
 
         det = get_detector(detector)
 
@@ -283,12 +288,19 @@ def make_probe_evaluator(
         protocol = _default_protocol(model.video_len, size, det.name if det else None)
         dev = device or next(model.parameters()).device
         feats = {
-            n: extract_features(model, sp.samples, protocol, batch_size=batch_size, device=dev, detector=det,
-                                num_workers=num_workers, desc=f"eval {dataset}/{n} @ {step}")  # fmt: skip
+            n: extract_features(
+                model,
+                sp.samples,
+                protocol,
+                batch_size=batch_size,
+                device=dev,
+                detector=det,
+                num_workers=num_workers,
+                desc=f"eval {dataset}/{n} @ {step}",
+            )
             for n, sp in splits.items()
         }
         metrics, _, _ = run_probes(dataset, splits, feats, solver=solver, device=device)
         return {f"{dataset}/{s}/{m}": float(v) for s, ms in metrics.items() for m, v in ms.items()}
 
     return hook
-

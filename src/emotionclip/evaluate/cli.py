@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .._io import atomic_write
-from .api import BENCHMARKS
+from .benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
 
@@ -20,21 +20,36 @@ def register(subparsers) -> None:
         description="Extract frozen features (cached), fit the paper's linear probe on the training split "
         "and write OUT/<dataset>_metrics.json, a Markdown table, plots and the probe heads.",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="EmotionCLIP checkpoint (release .pt or saved dir)")
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="EmotionCLIP checkpoint (release .pt or saved dir)"
+    )
     p.add_argument("--dataset", required=True, choices=list(BENCHMARKS))
     p.add_argument("--root", required=True, type=Path, help="the dataset's official download folder")
-    p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder (default: eval_results)")
+    p.add_argument(
+        "--out", type=Path, default=Path("eval_results"), help="output folder (default: eval_results)"
+    )
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: OUT/feature_cache)")
-    p.add_argument("--solver", choices=["torch", "sklearn"], default="torch",
-                   help="probe solver: fast full-batch L-BFGS (torch) or the release's scikit-learn reference")
-    p.add_argument("--compare-sklearn", action="store_true", help="also fit the scikit-learn probe and report both")
-    p.add_argument("--detector", default="default",
-                   help="person detector for benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE): "
-                        "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'")  # fmt: skip
+    p.add_argument(
+        "--solver",
+        choices=["torch", "sklearn"],
+        default="torch",
+        help="probe solver: fast full-batch L-BFGS (torch) or the release's scikit-learn reference",
+    )
+    p.add_argument(
+        "--compare-sklearn", action="store_true", help="also fit the scikit-learn probe and report both"
+    )
+    p.add_argument(
+        "--detector",
+        default="default",
+        help="person detector for benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE): "
+        "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'",
+    )
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
-    p.add_argument("--frames", type=int, help="frames per clip (default: the model's video_len, 8 for the release)")
+    p.add_argument(
+        "--frames", type=int, help="frames per clip (default: the model's video_len, 8 for the release)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/<dataset>_metrics.json")
     p.set_defaults(func=run_evaluate)
 
@@ -46,9 +61,13 @@ def register(subparsers) -> None:
     z.add_argument("inputs", nargs="+", type=Path, help="video or image files")
     z.add_argument("--checkpoint", required=True, type=Path)
     z.add_argument("--classes", help="comma-separated class names (default: the 7 basic emotions)")
-    z.add_argument("--vocabulary", choices=["basic", "emotic"], help="a built-in class list instead of --classes")
+    z.add_argument(
+        "--vocabulary", choices=["basic", "emotic"], help="a built-in class list instead of --classes"
+    )
     z.add_argument("--templates-file", type=Path, help="text file, one prompt template with {} per line")
-    z.add_argument("--detector", default="none", help="subject boxes: 'none' (default), 'default', 'json:PATH', ...")
+    z.add_argument(
+        "--detector", default="none", help="subject boxes: 'none' (default), 'default', 'json:PATH', ..."
+    )
     z.add_argument("--device")
     z.add_argument("--output", type=Path, help="write the results JSON here (default: print it)")
     z.set_defaults(func=run_zero_shot)
@@ -63,10 +82,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     try:
         result = evaluate(
-            args.checkpoint, args.dataset, args.root, out_dir=args.out, cache_dir=args.cache_dir, solver=args.solver,
-            compare_sklearn=args.compare_sklearn, detector=_detector(args.detector), device=args.device,
-            batch_size=args.batch_size, num_workers=args.workers, num_frames=args.frames, overwrite=args.overwrite,
-        )  # fmt: skip
+            args.checkpoint,
+            args.dataset,
+            args.root,
+            out_dir=args.out,
+            cache_dir=args.cache_dir,
+            solver=args.solver,
+            compare_sklearn=args.compare_sklearn,
+            detector=_detector(args.detector),
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            num_frames=args.frames,
+            overwrite=args.overwrite,
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad input: one clear line, no traceback
         logger.error("%s", e)
         return 2
@@ -84,8 +113,14 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     templates = None
     if args.templates_file:
         templates = [t.strip() for t in args.templates_file.read_text().splitlines() if t.strip()]
-    result = zero_shot(args.checkpoint, args.inputs, classes, templates, detector=_detector(args.detector),
-                       device=args.device)  # fmt: skip
+    result = zero_shot(
+        args.checkpoint,
+        args.inputs,
+        classes,
+        templates,
+        detector=_detector(args.detector),
+        device=args.device,
+    )
     text = json.dumps(result, indent=2)
     if args.output:
         if args.output.exists():

@@ -77,8 +77,12 @@ def _atomic_savez(path: Path, **arrays) -> None:
 
 
 def _save_features(path: Path, feats: Features) -> None:
-    _atomic_savez(path, keys=np.array(feats.keys, dtype=str), features=feats.features,
-                  failed=np.array(json.dumps(feats.failed)))  # fmt: skip
+    _atomic_savez(
+        path,
+        keys=np.array(feats.keys, dtype=str),
+        features=feats.features,
+        failed=np.array(json.dumps(feats.failed)),
+    )
 
 
 def _load_features(path: Path) -> Features:
@@ -132,7 +136,9 @@ def _decode(sample: Sample, num_frames: int) -> _Decoded:
     info = probe_video(sample.path)
     end = info.duration if sample.end is None else min(sample.end, info.duration)
     if not end > sample.start:
-        raise ValueError(f"{sample.path}: clip [{sample.start:.2f}, {end:.2f}) s is empty (video lasts {info.duration:.2f} s)")
+        raise ValueError(
+            f"{sample.path}: clip [{sample.start:.2f}, {end:.2f}) s is empty (video lasts {info.duration:.2f} s)"
+        )
     times = uniform_times(sample.start, end, num_frames)
     frames = read_frames_at(sample.path, times)
     boxes = None
@@ -205,7 +211,9 @@ def extract_features(
     done = Features([], np.zeros((0, 0), np.float32), [])
     if partial_path is not None and partial_path.is_file():
         done = _load_features(partial_path)
-        logger.info("%s: resuming from %s (%d samples done)", desc, partial_path, len(done.keys) + len(done.failed))
+        logger.info(
+            "%s: resuming from %s (%d samples done)", desc, partial_path, len(done.keys) + len(done.failed)
+        )
     finished = set(done.keys) | {f["key"] for f in done.failed}
     todo = [s for s in samples if s.key not in finished]
     keys, chunks, failed = list(done.keys), [done.features] if len(done.keys) else [], list(done.failed)
@@ -247,7 +255,9 @@ def extract_features(
         return to_inputs(sample, decoded)
 
     try:
-        with tqdm(total=len(samples), initial=len(finished), desc=desc, unit="clip", dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(samples), initial=len(finished), desc=desc, unit="clip", dynamic_ncols=True
+        ) as bar:
             for sample, result in _bounded_map(prepare, todo, num_workers, ahead=max(2 * batch_size, 4)):
                 bar.update(1)
                 try:
@@ -258,7 +268,9 @@ def extract_features(
                             result.boxes = [np.zeros((0, 5), np.float32)] * len(result.frames)
                         else:
                             found = detector.detect(result.frames, video=sample.path, times=result.times)
-                            result.boxes = box_cache.boxes[sample.key] = [np.asarray(b, np.float32) for b in found]
+                            result.boxes = box_cache.boxes[sample.key] = [
+                                np.asarray(b, np.float32) for b in found
+                            ]
                         result = to_inputs(sample, result)
                     pixels, mask = result
                 except Exception as e:  # one broken sample must not stop a benchmark run
@@ -308,15 +320,34 @@ def cached_features(
     boxes = None
     if protocol.detector:
         safe = hashlib.sha256(protocol.detector.encode()).hexdigest()[:10]
-        boxes = BoxCache(Path(cache_dir) / split.dataset / f"boxes-{split.split}-{safe}-{protocol.num_frames}f.json")
+        boxes = BoxCache(
+            Path(cache_dir) / split.dataset / f"boxes-{split.split}-{safe}-{protocol.num_frames}f.json"
+        )
     feats = extract_features(
-        load_model(), split.samples, protocol, detector=detector, box_cache=boxes,
-        partial_path=base.with_suffix(".partial.npz"), desc=f"{split.dataset}/{split.split}", **kw,
-    )  # fmt: skip
+        load_model(),
+        split.samples,
+        protocol,
+        detector=detector,
+        box_cache=boxes,
+        partial_path=base.with_suffix(".partial.npz"),
+        desc=f"{split.dataset}/{split.split}",
+        **kw,
+    )
     _save_features(path, feats)
-    atomic_write(base.with_suffix(".json"), json.dumps({
-        "dataset": split.dataset, "split": split.split, "checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_sha,
-        "protocol": asdict(protocol), "samples": len(feats.keys), "failed": len(feats.failed),
-    }, indent=2))  # fmt: skip
+    atomic_write(
+        base.with_suffix(".json"),
+        json.dumps(
+            {
+                "dataset": split.dataset,
+                "split": split.split,
+                "checkpoint": str(checkpoint),
+                "checkpoint_sha256": ckpt_sha,
+                "protocol": asdict(protocol),
+                "samples": len(feats.keys),
+                "failed": len(feats.failed),
+            },
+            indent=2,
+        ),
+    )
     base.with_suffix(".partial.npz").unlink(missing_ok=True)
     return feats

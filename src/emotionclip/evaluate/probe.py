@@ -10,96 +10,16 @@ speed comes from. A fitted probe is a :class:`ProbeHead` that can be saved and a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from .._io import atomic_dir
+from ..heads import KINDS, ProbeHead
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("ovr", "multinomial", "ridge")
-HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
-
-
-@dataclass
-class ProbeHead:
-    """``scores = f(features @ weight.T + bias)``; f = sigmoid (ovr), softmax (multinomial), identity (ridge).
-
-    Features are L2-normalised before the linear map when ``normalize`` is set (the protocol's).
-    ``weight`` / ``bias`` are float32 CPU tensors so that other stages can apply them directly.
-    """
-
-    kind: str
-    weight: torch.Tensor  # [K, D]
-    bias: torch.Tensor  # [K]
-    classes: tuple[str, ...]
-    normalize: bool = True
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"probe kind must be one of {KINDS}, not {self.kind!r}")
-        self.weight = torch.as_tensor(np.asarray(self.weight, np.float32) if not torch.is_tensor(self.weight)
-                                      else self.weight).float().cpu()  # fmt: skip
-        self.bias = torch.as_tensor(np.asarray(self.bias, np.float32) if not torch.is_tensor(self.bias)
-                                    else self.bias).float().cpu()  # fmt: skip
-        self.classes = tuple(self.classes)
-        if self.weight.ndim != 2 or tuple(self.bias.shape) != (self.weight.shape[0],):
-            raise ValueError(f"probe weight {list(self.weight.shape)} and bias {list(self.bias.shape)} disagree")
-        if len(self.classes) != self.weight.shape[0]:
-            raise ValueError(f"{len(self.classes)} class names for {self.weight.shape[0]} outputs")
-
-    @property
-    def dim(self) -> int:
-        return self.weight.shape[1]
-
-    def decision(self, features) -> torch.Tensor:
-        x = torch.as_tensor(features).detach().cpu().float()
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"probe expects features [N, {self.dim}], got {list(x.shape)}")
-        if self.normalize:
-            x = torch.nn.functional.normalize(x, dim=-1)
-        return x @ self.weight.T + self.bias
-
-    def predict(self, features) -> np.ndarray:
-        """Scores ``[N, K]``: probabilities for the classifiers, values for ridge."""
-        z = self.decision(features).double()
-        if self.kind == "ovr":
-            z = torch.sigmoid(z)
-        elif self.kind == "multinomial":
-            z = torch.softmax(z, dim=-1)
-        return z.numpy()
-
-    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
-        """Write ``head.safetensors`` + ``head.json`` into ``directory`` (atomically, as a whole)."""
-        directory = Path(directory)
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            save_file({"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}, str(tmp / HEAD_WEIGHTS))
-            config = {"kind": self.kind, "classes": list(self.classes), "normalize": self.normalize,
-                      "meta": self.meta}  # fmt: skip
-            (tmp / HEAD_CONFIG).write_text(json.dumps(config, indent=2))
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> ProbeHead:
-        directory = Path(directory)
-        for name in (HEAD_WEIGHTS, HEAD_CONFIG):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory}: not a probe head (no {name})")
-        try:
-            config = json.loads((directory / HEAD_CONFIG).read_text())
-            tensors = load_file(str(directory / HEAD_WEIGHTS))
-            return cls(config["kind"], tensors["weight"], tensors["bias"], tuple(config["classes"]),
-                       bool(config.get("normalize", True)), config.get("meta", {}))  # fmt: skip
-        except (KeyError, ValueError, json.JSONDecodeError) as e:
-            raise ValueError(f"{directory}: broken probe head ({e})") from e
 
 
 def _check(kind: str, x: np.ndarray, y: np.ndarray, num_outputs: int) -> None:
@@ -108,13 +28,16 @@ def _check(kind: str, x: np.ndarray, y: np.ndarray, num_outputs: int) -> None:
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"features {list(x.shape)} and labels {list(y.shape)} do not match")
     if kind == "multinomial" and (y.ndim != 1 or y.min() < 0 or y.max() >= num_outputs):
-        raise ValueError(f"multinomial probe needs class indices in [0, {num_outputs}), got shape {list(y.shape)}")
+        raise ValueError(
+            f"multinomial probe needs class indices in [0, {num_outputs}), got shape {list(y.shape)}"
+        )
     if kind != "multinomial" and (y.ndim != 2 or y.shape[1] != num_outputs):
         raise ValueError(f"{kind} probe needs labels [N, {num_outputs}], got {list(y.shape)}")
 
 
-def fit_sklearn(kind: str, x, y, class_names: Sequence[str], c: float = 1.0, seed: int = 2022,
-                max_iter: int = 2000) -> ProbeHead:  # fmt: skip
+def fit_sklearn(
+    kind: str, x, y, class_names: Sequence[str], c: float = 1.0, seed: int = 2022, max_iter: int = 2000
+) -> ProbeHead:
     """The release's probe: ``LogisticRegression(solver="sag", C=c, max_iter=2000)`` (one-vs-rest for
     multi-label) or ``Ridge(alpha=c)``."""
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -150,8 +73,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def fit_torch(kind: str, x, y, class_names: Sequence[str], c: float = 1.0, device: str | torch.device | None = None,
-              max_iter: int = 500, tol: float = 1e-5) -> ProbeHead:  # fmt: skip
+def fit_torch(
+    kind: str,
+    x,
+    y,
+    class_names: Sequence[str],
+    c: float = 1.0,
+    device: str | torch.device | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-5,
+) -> ProbeHead:
     """Same objective as :func:`fit_sklearn`, minimised with full-batch float32 L-BFGS; ``tol`` bounds
     the largest gradient entry of the objective divided by ``C * n`` (the mean loss)."""
     device = torch.device(device) if device is not None else default_device()
@@ -167,7 +98,9 @@ def fit_torch(kind: str, x, y, class_names: Sequence[str], c: float = 1.0, devic
         xc = xt - xm
         w = torch.linalg.solve(xc.T @ xc + c * torch.eye(d, dtype=dtype, device=device), xc.T @ (yt - ym)).T
         b = ym - w @ xm
-        return ProbeHead(kind, w.cpu().numpy(), b.cpu().numpy(), class_names, meta={"solver": "torch", "alpha": c})
+        return ProbeHead(
+            kind, w.cpu().numpy(), b.cpu().numpy(), class_names, meta={"solver": "torch", "alpha": c}
+        )
     if kind == "ovr":
         yt = torch.as_tensor(y_np > 0, dtype=dtype, device=device)
 
@@ -181,8 +114,15 @@ def fit_torch(kind: str, x, y, class_names: Sequence[str], c: float = 1.0, devic
 
     w = torch.zeros(k, d, dtype=dtype, device=device, requires_grad=True)
     b = torch.zeros(k, dtype=dtype, device=device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                            tolerance_change=1e-10, line_search_fn="strong_wolfe")  # fmt: skip
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=tol,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
     reg = 1.0 / (2 * c * n)  # scikit-learn's objective divided by C * n
 
     def closure():
@@ -199,8 +139,13 @@ def fit_torch(kind: str, x, y, class_names: Sequence[str], c: float = 1.0, devic
         opt.step(closure)
     finally:
         torch.set_num_threads(threads)
-    return ProbeHead(kind, w.detach().cpu().numpy(), b.detach().cpu().numpy(), class_names,
-                     meta={"solver": "torch", "C": c})  # fmt: skip
+    return ProbeHead(
+        kind,
+        w.detach().cpu().numpy(),
+        b.detach().cpu().numpy(),
+        class_names,
+        meta={"solver": "torch", "C": c},
+    )
 
 
 @dataclass

@@ -12,8 +12,10 @@ from . import metrics as M
 
 def _row(name: str, values: dict[str, float], columns: list[str]) -> str:
     # percentages with 2 decimals; MSE / correlations (below 1) with 4
-    cells = ["–" if c not in values else f"{values[c]:.2f}" if abs(values[c]) >= 1 else f"{values[c]:.4f}"
-             for c in columns]  # fmt: skip
+    cells = [
+        "–" if c not in values else f"{values[c]:.2f}" if abs(values[c]) >= 1 else f"{values[c]:.4f}"
+        for c in columns
+    ]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
@@ -32,8 +34,10 @@ def write_table(path: Path, result: dict) -> str:
     lines += [_row(s, ms, columns) for s, ms in metrics.items()]
     lines += [_row(f"{s} (sklearn)", ms, columns) for s, ms in result.get("metrics_sklearn", {}).items()]
     lines += ["", "| split | samples | used | skipped (loader) | failed (decode) |", "|---|---|---|---|---|"]
-    lines += [f"| {s} | {c['samples']} | {c['used']} | {c['skipped']} | {c['failed']} |"
-              for s, c in result["counts"].items()]  # fmt: skip
+    lines += [
+        f"| {s} | {c['samples']} | {c['used']} | {c['skipped']} | {c['failed']} |"
+        for s, c in result["counts"].items()
+    ]
     if "max_abs_difference" in result:
         lines += ["", f"largest |torch - sklearn| metric difference: {result['max_abs_difference']:.3f}"]
     text = "\n".join(lines) + "\n"

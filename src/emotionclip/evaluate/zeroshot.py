@@ -10,52 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..heads import DEFAULT_TEMPLATES, VOCABULARIES, zero_shot_classifier, zero_shot_scores
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .datasets.common import Sample
-from .datasets.emotic import CATEGORIES as EMOTIC_CATEGORIES
-
-# the 7 classes of the paper's sentiment teacher (emotionclip.SENTIMENT_CLASSES) and Emotic's 26
-VOCABULARIES = {
-    "basic": ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"),
-    "emotic": EMOTIC_CATEGORIES,
-}
-DEFAULT_TEMPLATES = (
-    "a person feeling {}.",
-    "a person expressing {}.",
-    "a video of a person feeling {}.",
-    "a photo of a person showing {}.",
-    "someone who feels {}.",
-    "the emotion of this person is {}.",
-)
-
-
-@torch.no_grad()
-def zero_shot_classifier(
-    model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
-) -> torch.Tensor:
-    """``[K, D]`` unit vectors: per class, the mean of its normalised prompt embeddings, renormalised."""
-    from .. import tokenize
-
-    if not class_names:
-        raise ValueError("zero-shot needs at least one class name")
-    bad = [t for t in templates if "{}" not in t]
-    if not templates or bad:
-        raise ValueError(f"every template needs a '{{}}' for the class name; bad: {bad or 'no templates'}")
-    device = next(model.parameters()).device
-    prompts = [t.format(c) for c in class_names for t in templates]
-    tokens = tokenize(prompts)
-    text = torch.cat([model.encode_text(tokens[i : i + batch_size].to(device)).float()
-                      for i in range(0, len(prompts), batch_size)])  # fmt: skip
-    text = F.normalize(text, dim=-1).view(len(class_names), len(templates), -1).mean(1)
-    return F.normalize(text, dim=-1)
-
-
-def zero_shot_scores(features, classifier: torch.Tensor, logit_scale: float = 100.0) -> np.ndarray:
-    """Class probabilities ``[N, K]`` for visual ``features`` ``[N, D]`` (normalised here)."""
-    f = F.normalize(torch.as_tensor(features).float().cpu(), dim=-1)
-    return torch.softmax(logit_scale * f @ classifier.float().cpu().T, dim=-1).numpy()
 
 
 def input_samples(paths: Sequence[str | Path], detect: bool) -> list[Sample]:
@@ -84,7 +42,7 @@ def zero_shot(
 
     Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``.
     """
-    from .. import load_model
+    from ..factory import load_model
     from .api import _default_protocol
     from .features import extract_features
 
@@ -95,15 +53,25 @@ def zero_shot(
     classifier = zero_shot_classifier(model, class_names, templates)
     det = None
     if detector:
-        from ..prepare.detect import get_detector
+        from ..detect import get_detector
 
         det = get_detector(detector)
     protocol = _default_protocol(model.video_len, model.image_size, det.name if det else None)
-    feats = extract_features(model, input_samples(inputs, det is not None), protocol, detector=det,
-                             batch_size=batch_size, desc="zero-shot")  # fmt: skip
+    feats = extract_features(
+        model,
+        input_samples(inputs, det is not None),
+        protocol,
+        detector=det,
+        batch_size=batch_size,
+        desc="zero-shot",
+    )
     probs = zero_shot_scores(feats.features, classifier, float(model.logit_scale.exp())) if feats.keys else []
     results = [
-        {"path": k, "top": class_names[int(np.argmax(p))], "scores": dict(zip(class_names, map(float, p), strict=True))}
+        {
+            "path": k,
+            "top": class_names[int(np.argmax(p))],
+            "scores": dict(zip(class_names, map(float, p), strict=True)),
+        }
         for k, p in zip(feats.keys, probs, strict=True)
     ]
     return {"classes": class_names, "templates": templates, "results": results, "failed": feats.failed}

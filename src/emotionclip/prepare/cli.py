@@ -19,31 +19,65 @@ def register(subparsers) -> None:
         "then `emotionclip prepare --merge OUT_DIR`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="INPUT OUT_DIR", help="input folder / video / manifest, and the output folder (only OUT_DIR with --merge)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="INPUT OUT_DIR",
+        help="input folder / video / manifest, and the output folder (only OUT_DIR with --merge)",
+    )
     p.add_argument("--merge", action="store_true", help="combine the manifests of a --part run in OUT_DIR")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: in the main process)")
-    p.add_argument("--part", default=None, metavar="I/N", help="process only slice I of N (0-based), e.g. $SLURM_ARRAY_TASK_ID/16")
-    p.add_argument("--detector", default="default", help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory")
-    p.add_argument("--scorer", default="default", help="sentiment scorer: default | HF hub name | local HF model dir | .npz | py:module:factory")
-    p.add_argument("--segmenter", default="default", help="sentence segmenter: default | punctuation | module:factory")
+    p.add_argument(
+        "--part",
+        default=None,
+        metavar="I/N",
+        help="process only slice I of N (0-based), e.g. $SLURM_ARRAY_TASK_ID/16",
+    )
+    p.add_argument(
+        "--detector",
+        default="default",
+        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory",
+    )
+    p.add_argument(
+        "--scorer",
+        default="default",
+        help="sentiment scorer: default | HF hub name | local HF model dir | .npz | py:module:factory",
+    )
+    p.add_argument(
+        "--segmenter", default="default", help="sentence segmenter: default | punctuation | module:factory"
+    )
     p.add_argument("--fps", type=float, default=8.0, help="frames per second stored")
     p.add_argument("--short-side", type=int, default=256, help="frames resized to this short side")
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--min-duration", type=float, default=2.0, help="keep clips longer than this (s)")
     p.add_argument("--max-duration", type=float, default=10.0, help="keep clips shorter than this (s)")
-    p.add_argument("--min-chars", type=int, default=3, help="keep sentences with at least this many characters")
-    p.add_argument("--min-frames", type=int, default=8, help="keep clips with at least this many frames at --fps")
-    p.add_argument("--max-neutral", type=float, default=0.05, help="keep clips whose neutral probability is <= this (1 keeps all)")
-    p.add_argument("--min-person-fraction", type=float, default=0.5, help="keep clips where at least this fraction of frames has a person (0 keeps all)")
+    p.add_argument(
+        "--min-chars", type=int, default=3, help="keep sentences with at least this many characters"
+    )
+    p.add_argument(
+        "--min-frames", type=int, default=8, help="keep clips with at least this many frames at --fps"
+    )
+    p.add_argument(
+        "--max-neutral",
+        type=float,
+        default=0.05,
+        help="keep clips whose neutral probability is <= this (1 keeps all)",
+    )
+    p.add_argument(
+        "--min-person-fraction",
+        type=float,
+        default=0.5,
+        help="keep clips where at least this fraction of frames has a person (0 keeps all)",
+    )
     p.add_argument("--shard-clips", type=int, default=500, help="clips per shard")
     p.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..shards.writer import merge_manifests
     from .clips import ClipFilter
     from .pipeline import PrepareConfig, exit_code, parse_part, prepare
-    from .shards import merge_manifests
 
     if args.merge:
         if len(args.paths) != 1:
@@ -65,10 +99,14 @@ def run(args: argparse.Namespace) -> int:
         scorer=args.scorer,
         segmenter=args.segmenter,
         filter=ClipFilter(
-            min_duration=args.min_duration, max_duration=args.max_duration, min_chars=args.min_chars,
-            min_frames=args.min_frames, fps=args.fps, max_neutral=args.max_neutral,
+            min_duration=args.min_duration,
+            max_duration=args.max_duration,
+            min_chars=args.min_chars,
+            min_frames=args.min_frames,
+            fps=args.fps,
+            max_neutral=args.max_neutral,
             min_person_fraction=args.min_person_fraction,
-        ),  # fmt: skip
+        ),
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,
         shard_clips=args.shard_clips,
@@ -83,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", e)
         return 2
     if summary["inputs"] == 0:
-        logger.error("%s: no videos found (extensions: see emotionclip.video_io.VIDEO_EXTENSIONS)", input_path)
+        logger.error(
+            "%s: no videos found (extensions: see emotionclip.video_io.VIDEO_EXTENSIONS)", input_path
+        )
     elif exit_code(summary):
         logger.error("nothing could be processed: see %s/summary*.json for each video's reason", out_dir)
     return exit_code(summary)

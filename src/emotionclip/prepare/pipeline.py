@@ -8,7 +8,6 @@ The main process packs finished videos into shards and keeps the ledger (see ``s
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -30,10 +29,9 @@ from tqdm import tqdm
 from emotionclip._io import remove_temporaries
 from emotionclip.video_io import VideoError, iter_frames, probe_video
 
-from .clips import ClipFilter, select_candidates
-from .discover import VideoItem, discover, read_embedded_cues
-from .sentiment import neutral_probability
-from .shards import (
+from ..detect import PersonDetector
+from ..sentiment import SentimentScorer, neutral_probability
+from ..shards.writer import (
     AtomicTar,
     Ledger,
     ShardPacker,
@@ -42,15 +40,20 @@ from .shards import (
     sample_members,
     write_json_atomic,
 )
+from .clips import ClipFilter, select_candidates
+from .discovery import VideoItem, discover, read_embedded_cues
 from .subtitles import Segmenter, SubtitleError, cues_to_sentences, get_segmenter, load_subtitles
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class PrepareConfig:
-    detector: object = "default"  # name for get_detector, or a PersonDetector
-    scorer: object = "default"  # name for get_sentiment_scorer, or a SentimentScorer
-    segmenter: object = "default"  # name for get_segmenter, or a callable
+    detector: str | PersonDetector = "default"  # a name for emotionclip.detect.get_detector, or a detector
+    scorer: str | SentimentScorer = (
+        "default"  # a name for emotionclip.sentiment.get_sentiment_scorer, or a scorer
+    )
+    segmenter: str | Segmenter = "default"  # a name for subtitles.get_segmenter, or a callable
     filter: ClipFilter = field(default_factory=ClipFilter)
     short_side: int = 256
     jpeg_quality: int = 90
@@ -63,7 +66,9 @@ class PrepareConfig:
         return {
             "detector": getattr(detector, "name", type(detector).__name__),
             "scorer": getattr(scorer, "name", type(scorer).__name__),
-            "segmenter": self.segmenter if isinstance(self.segmenter, str) else getattr(segmenter, "__name__", type(segmenter).__name__),
+            "segmenter": self.segmenter
+            if isinstance(self.segmenter, str)
+            else getattr(segmenter, "__name__", type(segmenter).__name__),
             "filter": self.filter.to_dict(),
             "fps": self.filter.fps,
             "short_side": self.short_side,
@@ -130,14 +135,26 @@ def _decode_clip(path: Path, start: float, end: float, rules: ClipFilter, short_
     # the container promised frames up to `duration`; far fewer means the data stops early (a
     # stream ending a little before the container's duration, as in many MKVs, is normal)
     if len(frames) < expected / 2 and end <= duration:
-        raise VideoError(path, f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}) s (truncated or corrupt file)")
+        raise VideoError(
+            path,
+            f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}) s (truncated or corrupt file)",
+        )
     return times, frames
 
 
 def process_video(item: VideoItem, ctx: _Context) -> dict:
     """Prepare one video; returns its ledger record (its clips, if any, are in ``pending_dir``)."""
-    record = {"video_id": item.video_id, "video": str(item.video), "subtitle": item.source, "status": "ok",
-              "reason": "", "clips": 0, "seconds": 0.0, "duration": 0.0, "stats": {}}  # fmt: skip
+    record = {
+        "video_id": item.video_id,
+        "video": str(item.video),
+        "subtitle": item.source,
+        "status": "ok",
+        "reason": "",
+        "clips": 0,
+        "seconds": 0.0,
+        "duration": 0.0,
+        "stats": {},
+    }
     stats: Counter = Counter()
     try:
         if item.error:
@@ -155,33 +172,49 @@ def process_video(item: VideoItem, ctx: _Context) -> dict:
             logits = np.asarray(ctx.scorer.score([c.text for c in candidates]), dtype=np.float32)
             neutral = neutral_probability(logits)
         seconds = 0.0
-        with AtomicTar(ctx.pending_dir / f"{item.video_id}.tar") as out:  # streamed: long videos stay small in RAM
+        with AtomicTar(
+            ctx.pending_dir / f"{item.video_id}.tar"
+        ) as out:  # streamed: long videos stay small in RAM
             for k, cand in enumerate(candidates):
                 if rules.max_neutral is not None and neutral[k] > rules.max_neutral:
                     stats["too_neutral"] += 1
                     continue
-                times, frames = _decode_clip(item.video, cand.start, cand.end, rules, ctx.config.short_side, info.duration)
+                times, frames = _decode_clip(
+                    item.video, cand.start, cand.end, rules, ctx.config.short_side, info.duration
+                )
                 if len(frames) < rules.min_frames:
                     stats["too_few_frames"] += 1
                     continue
                 frames = np.stack(frames)
                 boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
-                with_person = [bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes]
+                with_person = [
+                    bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes
+                ]
                 has_person = float(np.mean(with_person))
                 if has_person < rules.min_person_fraction:
                     stats["no_person"] += 1
                     continue
                 h, w = frames.shape[1:3]
                 meta = {
-                    "video_id": item.video_id, "video": str(item.video), "clip": cand.index,
-                    "start": round(cand.start, 3), "end": round(cand.end, 3), "fps": rules.fps,
-                    "frame_times": [round(t, 3) for t in times], "width": int(w), "height": int(h),
-                    "text": cand.text, "sentiment_logits": [round(float(x), 4) for x in logits[k]],
-                    "neutral": round(float(neutral[k]), 5), "has_person": round(has_person, 4),
-                }  # fmt: skip
+                    "video_id": item.video_id,
+                    "video": str(item.video),
+                    "clip": cand.index,
+                    "start": round(cand.start, 3),
+                    "end": round(cand.end, 3),
+                    "fps": rules.fps,
+                    "frame_times": [round(t, 3) for t in times],
+                    "width": int(w),
+                    "height": int(h),
+                    "text": cand.text,
+                    "sentiment_logits": [round(float(x), 4) for x in logits[k]],
+                    "neutral": round(float(neutral[k]), 5),
+                    "has_person": round(has_person, 4),
+                }
                 jpegs = [_encode_jpeg(f, ctx.config.jpeg_quality) for f in frames]
                 box_lists = [np.round(np.asarray(b, np.float32).reshape(-1, 5), 2).tolist() for b in boxes]
-                out.add(sample_members(f"{item.video_id}__c{cand.index:04d}", jpegs, box_lists, cand.text, meta))
+                out.add(
+                    sample_members(f"{item.video_id}__c{cand.index:04d}", jpegs, box_lists, cand.text, meta)
+                )
                 seconds += meta["end"] - meta["start"]
                 stats["kept"] += 1
             record["stats"] = dict(stats)
@@ -197,7 +230,9 @@ def process_video(item: VideoItem, ctx: _Context) -> dict:
     except Exception as e:  # a long job logs, skips and reports whatever went wrong with one video
         logger.debug("%s failed:\n%s", item.video, traceback.format_exc())
         # our own errors already name the file and the problem; anything else keeps its type
-        reason = str(e) if isinstance(e, (VideoError, SubtitleError, ValueError)) else f"{type(e).__name__}: {e}"
+        reason = (
+            str(e) if isinstance(e, (VideoError, SubtitleError, ValueError)) else f"{type(e).__name__}: {e}"
+        )
         record.update(status="failed", reason=reason, stats=dict(stats))
         return record
 
@@ -223,27 +258,26 @@ def _paths(out_dir: Path, part: tuple[int, int] | None) -> tuple[str, Path, Path
         return "shard", out_dir / ".prepare", out_dir / "manifest.json", out_dir / "summary.json"
     i, n = part
     tag = f"part-{i:04d}-of-{n:04d}"
-    return f"p{i:04d}", out_dir / ".prepare" / tag, out_dir / f"manifest.{tag}.json", out_dir / f"summary.{tag}.json"
-
-
-def _plugin(spec: str):
-    """``py:package.module:factory`` → ``factory()``: a user's own detector or scorer."""
-    module_name, _, attr = spec[len("py:") :].partition(":")
-    if not attr:
-        raise ValueError(f"{spec!r}: expected py:package.module:factory")
-    return getattr(importlib.import_module(module_name), attr)()
+    return (
+        f"p{i:04d}",
+        out_dir / ".prepare" / tag,
+        out_dir / f"manifest.{tag}.json",
+        out_dir / f"summary.{tag}.json",
+    )
 
 
 def _build_components(config: PrepareConfig):
-    from .detect import get_detector
-    from .sentiment import get_sentiment_scorer
+    from ..detect import get_detector
+    from ..sentiment import get_sentiment_scorer
 
     def build(spec, getter):
-        if not isinstance(spec, str):
-            return spec
-        return _plugin(spec) if spec.startswith("py:") else getter(spec)
+        return getter(spec) if isinstance(spec, str) else spec
 
-    return build(config.detector, get_detector), build(config.scorer, get_sentiment_scorer), get_segmenter(config.segmenter)
+    return (
+        build(config.detector, get_detector),
+        build(config.scorer, get_sentiment_scorer),
+        get_segmenter(config.segmenter),
+    )
 
 
 def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig | None = None) -> dict:
@@ -271,11 +305,20 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
     records = {k: r for k, r in records.items() if r["status"] != "ok" or (out_dir / r["shard"]).exists()}
     done = {k for k, r in records.items() if r["status"] != "failed" or not config.retry_failed}
     todo = [it for it in items if it.video_id not in done]
-    recovered = [it for it in todo if (pending_dir / f"{it.video_id}.json").exists() and (pending_dir / f"{it.video_id}.tar").exists()]
+    recovered = [
+        it
+        for it in todo
+        if (pending_dir / f"{it.video_id}.json").exists() and (pending_dir / f"{it.video_id}.tar").exists()
+    ]
     recovered_ids = {it.video_id for it in recovered}
     todo = [it for it in todo if it.video_id not in recovered_ids]
-    logger.info("%d videos: %d already done, %d finished but unpacked, %d to process",
-                len(items), len(items) - len(todo) - len(recovered), len(recovered), len(todo))  # fmt: skip
+    logger.info(
+        "%d videos: %d already done, %d finished but unpacked, %d to process",
+        len(items),
+        len(items) - len(todo) - len(recovered),
+        len(recovered),
+        len(todo),
+    )
 
     detector, scorer, segmenter = _build_components(config)
     ctx = _Context(detector, scorer, segmenter, config, pending_dir)
@@ -302,7 +345,9 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
             records[record["video_id"]] = record
             return
         waiting[record["video_id"]] = record
-        shard = packer.add(pending_dir / f"{record['video_id']}.tar", record["video_id"], record["clips"], record["seconds"])
+        shard = packer.add(
+            pending_dir / f"{record['video_id']}.tar", record["video_id"], record["clips"], record["seconds"]
+        )
         if shard is not None:
             publish(shard)
 
@@ -315,7 +360,9 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
         for record in _results(todo, ctx, config.workers):
             accept(record)
             clips += record["clips"]
-            bar.set_postfix(clips=clips, failed=sum(r["status"] == "failed" for r in run_records), refresh=False)
+            bar.set_postfix(
+                clips=clips, failed=sum(r["status"] == "failed" for r in run_records), refresh=False
+            )
             bar.update()
         shard = packer.close_current()
         if shard is not None:
@@ -333,9 +380,16 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
     plot_manifest(manifest, manifest_path.with_suffix(".png"))
     summary = _summary(items, todo, recovered, run_records, manifest, time.time() - t0)
     write_json_atomic(summary_path, summary)
-    logger.info("%d clips (%.2f h) in %d shards; this run: %d ok, %d skipped, %d failed (details in %s)",
-                manifest["clips"], manifest["hours"], len(manifest["shards"]), summary["ok"],
-                summary["skipped"], summary["failed"], summary_path)  # fmt: skip
+    logger.info(
+        "%d clips (%.2f h) in %d shards; this run: %d ok, %d skipped, %d failed (details in %s)",
+        manifest["clips"],
+        manifest["hours"],
+        len(manifest["shards"]),
+        summary["ok"],
+        summary["skipped"],
+        summary["failed"],
+        summary_path,
+    )
     return summary
 
 
@@ -373,7 +427,9 @@ def _results(items: list[VideoItem], ctx: _Context, workers: int):
 
 def _run_pool(queue, ctx: _Context, workers: int, mp):
     """Runs ``queue`` through a pool; returns None when done, or the in-flight items if the pool broke."""
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_init_worker, initargs=(ctx,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp, initializer=_init_worker, initargs=(ctx,)
+    ) as pool:
         running: dict = {}
         while True:
             while len(running) < 2 * workers:  # a bounded window: millions of inputs stay lazy
@@ -389,15 +445,25 @@ def _run_pool(queue, ctx: _Context, workers: int, mp):
                 try:
                     yield f.result()
                 except BrokenProcessPool:
-                    logger.warning("a worker process died while %d videos were in flight; retrying them one by one",
-                                   len(running) + 1)  # fmt: skip
+                    logger.warning(
+                        "a worker process died while %d videos were in flight; retrying them one by one",
+                        len(running) + 1,
+                    )
                     return [it, *running.values()]
 
 
 def _crash_record(item: VideoItem) -> dict:
-    return {"video_id": item.video_id, "video": str(item.video), "subtitle": item.source, "status": "failed",
-            "reason": f"{item.video}: the worker process died while processing it (decoder or detector crash)",
-            "clips": 0, "seconds": 0.0, "duration": 0.0, "stats": {}}  # fmt: skip
+    return {
+        "video_id": item.video_id,
+        "video": str(item.video),
+        "subtitle": item.source,
+        "status": "failed",
+        "reason": f"{item.video}: the worker process died while processing it (decoder or detector crash)",
+        "clips": 0,
+        "seconds": 0.0,
+        "duration": 0.0,
+        "stats": {},
+    }
 
 
 def _summary(items, todo, recovered, run_records, manifest, elapsed) -> dict:
@@ -414,8 +480,12 @@ def _summary(items, todo, recovered, run_records, manifest, elapsed) -> dict:
         "elapsed_s": round(elapsed, 2),
         "corpus_clips": manifest["clips"],
         "corpus_hours": manifest["hours"],
-        "failures": [{"video": r["video"], "reason": r["reason"]} for r in run_records if r["status"] == "failed"],
-        "skipped_videos": [{"video": r["video"], "reason": r["reason"]} for r in run_records if r["status"] == "skipped"],
+        "failures": [
+            {"video": r["video"], "reason": r["reason"]} for r in run_records if r["status"] == "failed"
+        ],
+        "skipped_videos": [
+            {"video": r["video"], "reason": r["reason"]} for r in run_records if r["status"] == "skipped"
+        ],
     }
 
 

@@ -11,13 +11,13 @@ their best boundary).
 from __future__ import annotations
 
 import html
-import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import registry
 from .._io import FileError
 
 SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".json")
@@ -271,7 +271,7 @@ class RuleSegmenter:
 
 
 def get_segmenter(name: str | Segmenter = "default") -> Segmenter:
-    """``"default"`` (RuleSegmenter), ``"punctuation"`` (release rule only), or ``"module:callable"``
+    """``"default"`` (RuleSegmenter), ``"punctuation"`` (release rule only), or ``"py:module:factory"``
     naming a factory that returns a segmenter (e.g. one wrapping a punctuation-restoration model)."""
     if callable(name):
         return name
@@ -279,11 +279,9 @@ def get_segmenter(name: str | Segmenter = "default") -> Segmenter:
         return RuleSegmenter()
     if name == "punctuation":
         return RuleSegmenter(pause=None, max_duration=None)
-    if ":" in name:
-        module_name, attr = name.split(":", 1)
-        factory = getattr(importlib.import_module(module_name), attr)
-        return factory()
-    raise ValueError(f"unknown segmenter {name!r}: use 'default', 'punctuation' or 'module:callable'")
+    if name.startswith(registry.PLUGIN_PREFIX):
+        return registry.load_plugin(name)()
+    raise ValueError(f"unknown segmenter {name!r}: use 'default', 'punctuation' or 'py:module:factory'")
 
 
 def words_to_sentences(groups: Sequence[Sequence[Word]]) -> list[Sentence]:

@@ -1,6 +1,12 @@
 """Pre-training EmotionCLIP: `train(config)` and the `emotionclip train` command."""
 
-from emotionclip.train.config import TrainConfig
-from emotionclip.train.loop import Evaluator, TrainResult, train
+from emotionclip._lazy import lazy_exports
 
-__all__ = ["Evaluator", "TrainConfig", "TrainResult", "train"]
+_EXPORTS = {
+    "TrainConfig": ".config",
+    "Evaluator": ".loop",
+    "TrainResult": ".loop",
+    "train": ".loop",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -46,10 +46,15 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
-    }  # fmt: skip
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -59,7 +64,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -147,23 +154,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # truncated / foreign files raise many types
         raise ResumeError(path, f"cannot be read as a checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        kind = "a model-only checkpoint (weights without optimiser state)" if isinstance(ckpt, dict) and "model" in ckpt else "not a training checkpoint"
+        kind = (
+            "a model-only checkpoint (weights without optimiser state)"
+            if isinstance(ckpt, dict) and "model" in ckpt
+            else "not a training checkpoint"
+        )
         raise ResumeError(
-            path, f"is {kind}; --resume needs a checkpoint written by `emotionclip train` (format {FORMAT}); "
-            "to start from pretrained weights use --pretrained"
+            path,
+            f"is {kind}; --resume needs a checkpoint written by `emotionclip train` (format {FORMAT}); "
+            "to start from pretrained weights use --pretrained",
         )
     return ckpt
 
 
-def check_compatible(ckpt: dict[str, Any], path: str | Path, model_config: dict[str, Any],
-                     train_config: dict[str, Any]) -> list[str]:
+def check_compatible(
+    ckpt: dict[str, Any], path: str | Path, model_config: dict[str, Any], train_config: dict[str, Any]
+) -> list[str]:
     """Raise when the checkpoint's model architecture differs from this run's; return the other
     (allowed) config changes."""
     diffs = _dict_diff(ckpt.get("model_config") or {}, model_config)
     if diffs:
         lines = [f"model_config.{k}: checkpoint {a!r} vs this run {b!r}" for k, a, b in diffs[:8]]
         raise ResumeError(path, "incompatible with this run's model; differences:\n  " + "\n  ".join(lines))
-    ignore = {"resume", "max_steps", "output", "data", "pretrained"}  # pretrained: weights come from the checkpoint
+    ignore = {
+        "resume",
+        "max_steps",
+        "output",
+        "data",
+        "pretrained",
+    }  # pretrained: weights come from the checkpoint
     return [
         f"{k}: {ckpt['config'].get(k)!r} -> {v!r}"
         for k, v in train_config.items()

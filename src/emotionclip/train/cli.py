@@ -67,11 +67,21 @@ def register(subparsers) -> None:
         default = f.default if f.default is not MISSING else None
         help_text = _HELP.get(f.name, f.name.replace("_", " "))
         if field_type(f.name) is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {default})",
+            )
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                default=argparse.SUPPRESS,
+                metavar=f.name.upper(),
+                help=f"{help_text} (default: {default})",
+            )
     parser.set_defaults(func=run)
 
 
@@ -93,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", e)
         return 2
     if result.losses:
-        print(f"trained to step {result.steps[-1]}: loss {result.losses[-1]:.4f}; "
-              f"checkpoint {result.checkpoint}; run folder {result.run_dir}")
+        print(
+            f"trained to step {result.steps[-1]}: loss {result.losses[-1]:.4f}; "
+            f"checkpoint {result.checkpoint}; run folder {result.run_dir}"
+        )
     return 0

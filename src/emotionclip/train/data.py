@@ -33,7 +33,7 @@ def expand_shards(data: str) -> list[str]:
             "no training data: --data is empty; give WebDataset shard URL(s), e.g. "
             "'corpus/shard-{000000..000099}.tar', or a folder written by `emotionclip prepare`"
         )
-    from emotionclip.prepare.dataset import expand_shard_urls
+    from emotionclip.shards.reader import expand_shard_urls
 
     urls = [u for u in expand_shard_urls(data.strip()) if u]
     if not urls:
@@ -49,7 +49,7 @@ def expand_shards(data: str) -> list[str]:
 def shard_batch_source(urls: list[str], config: TrainConfig, env: DistEnv, image_size: int) -> BatchSource:
     """Batches from prepared shards. With ``steps_per_epoch`` the shards are resampled and every rank
     yields exactly that many batches; without it an epoch is one pass over the shards."""
-    from emotionclip.prepare.dataset import make_train_loader
+    from emotionclip.shards.reader import make_train_loader
 
     def source(epoch: int):
         return make_train_loader(

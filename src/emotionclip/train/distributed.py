@@ -87,8 +87,15 @@ def init_distributed(device: str = "auto", timeout_min: int = 30) -> DistEnv:
         timeout=datetime.timedelta(minutes=timeout_min),
         device_id=torch_device if backend == "nccl" else None,
     )
-    logger.info("rank %d/%d (local %d) on %s via %s, backend %s", rank, world_size, local_rank,
-                torch_device, launcher, backend)
+    logger.info(
+        "rank %d/%d (local %d) on %s via %s, backend %s",
+        rank,
+        world_size,
+        local_rank,
+        torch_device,
+        launcher,
+        backend,
+    )
     return DistEnv(rank, local_rank, world_size, torch_device, owns_group=True)
 
 

@@ -63,10 +63,10 @@ def seed_everything(seed: int) -> None:
 
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
     """The EmotionCLIP to train: same initial weights on every rank (seeded), towers locked as asked."""
-    import emotionclip
+    from ..factory import create_model
 
     seed_everything(config.seed)
-    model = emotionclip.create_model(
+    model = create_model(
         backbone=config.backbone,
         pretrained=config.pretrained,
         temporal_fusion=config.temporal_fusion,
@@ -104,8 +104,12 @@ class LossSelector:
     def __init__(self, config: TrainConfig, env: DistEnv):
         from emotionclip.loss import ClipLoss, SentimentGuidedClipLoss
 
-        common = dict(local_loss=config.local_loss, gather_with_grad=config.gather_with_grad,
-                      rank=env.rank, world_size=env.world_size)  # fmt: skip
+        common = dict(
+            local_loss=config.local_loss,
+            gather_with_grad=config.gather_with_grad,
+            rank=env.rank,
+            world_size=env.world_size,
+        )
         self.clip = ClipLoss(**common)
         self.guided = SentimentGuidedClipLoss(sentiment_scale=config.sentiment_scale, **common)
         self.use_sentiment = config.sentiment_scale > 0
@@ -124,11 +128,18 @@ def autocast_context(precision: str, device: torch.device):
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
 
 
-def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], losses: LossSelector, precision: str,
-                 device: torch.device) -> tuple[torch.Tensor, str]:
+def compute_loss(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    losses: LossSelector,
+    precision: str,
+    device: torch.device,
+) -> tuple[torch.Tensor, str]:
     """Forward pass and loss of one batch (already on ``device``)."""
     missing = [k for k in ("video", "tokens") if k not in batch]
     if missing:
@@ -139,7 +150,9 @@ def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], losses: LossS
 
 
 # ---- the run ---------------------------------------------------------------------------------
-def train(config: TrainConfig, evaluator: Evaluator | None = None, batches: BatchSource | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, evaluator: Evaluator | None = None, batches: BatchSource | None = None
+) -> TrainResult:
     """Train EmotionCLIP as ``config`` says; the run folder is ``config.output``.
 
     ``batches``: ``epoch -> iterable of batch dicts`` for this process, instead of the shards in
@@ -154,7 +167,9 @@ def train(config: TrainConfig, evaluator: Evaluator | None = None, batches: Batc
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, env: DistEnv, evaluator: Evaluator | None, batches: BatchSource | None):
+    def __init__(
+        self, config: TrainConfig, env: DistEnv, evaluator: Evaluator | None, batches: BatchSource | None
+    ):
         self.config, self.env, self.evaluator = config, env, evaluator
         if not config.output:
             raise ValueError("no run folder: set --output (config key 'output')")
@@ -173,7 +188,9 @@ class _Run:
         self.schedule = WarmupCosineSchedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(env.device.type) if config.precision == "amp_fp16" else None
         self.losses = LossSelector(config, env)
-        self.source = batches if batches is not None else shard_batch_source(urls, config, env, self.model.image_size)
+        self.source = (
+            batches if batches is not None else shard_batch_source(urls, config, env, self.model.image_size)
+        )
         self.step = self.epoch = self.step_in_epoch = 0
         if ckpt is not None:
             _on_all_ranks(env, lambda: self._restore(ckpt, resume_path))
@@ -219,10 +236,16 @@ class _Run:
         if len(rngs) == self.env.world_size:
             set_rng_state(rngs[self.env.rank])
         else:
-            logger.warning("checkpoint was written by %d processes, this run has %d: data order and random "
-                           "state differ from an uninterrupted run", len(rngs), self.env.world_size)
+            logger.warning(
+                "checkpoint was written by %d processes, this run has %d: data order and random "
+                "state differ from an uninterrupted run",
+                len(rngs),
+                self.env.world_size,
+            )
             seed_everything(self.config.seed + self.env.rank + self.step)
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.step_in_epoch)
+        logger.info(
+            "resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.step_in_epoch
+        )
 
     # ---- main loop ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -310,7 +333,9 @@ class _Run:
     def _train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = to_device(batch, self.env.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, self.loss_kind = compute_loss(self.train_model, batch, self.losses, self.config.precision, self.env.device)
+        loss, self.loss_kind = compute_loss(
+            self.train_model, batch, self.losses, self.config.precision, self.env.device
+        )
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -342,7 +367,9 @@ class _Run:
         }
         log.data_wait = 0.0
         log.scalars(self.step, scalars)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", clips_s=f"{scalars['perf/clips_per_s']:.1f}", epoch=self.epoch)
+        bar.set_postfix(
+            loss=f"{losses[-1]:.4f}", clips_s=f"{scalars['perf/clips_per_s']:.1f}", epoch=self.epoch
+        )
 
     def _evaluate(self, log: _RunLog) -> None:
         if self.env.is_main:
@@ -381,7 +408,10 @@ class _Run:
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         text = self.config.to_yaml()
-        print(f"# emotionclip train: resolved config (saved to {self.run_dir / 'config.yaml'})\n{text}", flush=True)
+        print(
+            f"# emotionclip train: resolved config (saved to {self.run_dir / 'config.yaml'})\n{text}",
+            flush=True,
+        )
         target = self.run_dir / "config.yaml"
         if target.exists() and target.read_text() != text:  # a resume with changed settings: keep both
             target = self.run_dir / f"config-resume-step{self.step}.yaml"
@@ -408,9 +438,10 @@ def _import_wandb():
     try:
         import wandb
     except ImportError:
-        raise ValueError("--wandb was given but Weights & Biases is not installed (pip install wandb)") from None
+        raise ValueError(
+            "--wandb was given but Weights & Biases is not installed (pip install wandb)"
+        ) from None
     return wandb
-
 
 
 class _RunLog:
@@ -430,10 +461,17 @@ class _RunLog:
         self._truncate_csv(start_step)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        self.writer = SummaryWriter(
+            str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None
+        )
         if wandb is not None:
-            self.wandb_run = wandb.init(project=config.wandb_project, name=run_dir.name, dir=str(run_dir),
-                                        config=config.to_dict(), resume="allow")
+            self.wandb_run = wandb.init(
+                project=config.wandb_project,
+                name=run_dir.name,
+                dir=str(run_dir),
+                config=config.to_dict(),
+                resume="allow",
+            )
 
     def _truncate_csv(self, start_step: int) -> None:
         """Drop rows past the resumed step (logged after the checkpoint by a killed run)."""

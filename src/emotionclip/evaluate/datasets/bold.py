@@ -19,16 +19,40 @@ import pandas as pd
 from .common import Sample, SkipList, Split, require_file
 
 CATEGORIES = (
-    "peace", "affection", "esteem", "anticipation", "engagement", "confidence", "happiness",
-    "pleasure", "excitement", "surprise", "sympathy", "doubt/confusion", "disconnection", "fatigue",
-    "embarrassment", "yearning", "disapproval", "aversion", "annoyance", "anger", "sensitivity",
-    "sadness", "disquietment", "fear", "pain", "suffering",
-)  # fmt: skip
-VAD = ("valence", "arousal", "dominance")
-COLUMNS = (
-    ["video_id", "person_id", "start_frame", "end_frame", *CATEGORIES, *VAD]
-    + ["gender", "age", "ethnicity", "annotation_confidence"]
+    "peace",
+    "affection",
+    "esteem",
+    "anticipation",
+    "engagement",
+    "confidence",
+    "happiness",
+    "pleasure",
+    "excitement",
+    "surprise",
+    "sympathy",
+    "doubt/confusion",
+    "disconnection",
+    "fatigue",
+    "embarrassment",
+    "yearning",
+    "disapproval",
+    "aversion",
+    "annoyance",
+    "anger",
+    "sensitivity",
+    "sadness",
+    "disquietment",
+    "fear",
+    "pain",
+    "suffering",
 )
+VAD = ("valence", "arousal", "dominance")
+COLUMNS = ["video_id", "person_id", "start_frame", "end_frame", *CATEGORIES, *VAD] + [
+    "gender",
+    "age",
+    "ethnicity",
+    "annotation_confidence",
+]
 SPLITS = ("train", "val")
 
 
@@ -43,9 +67,15 @@ def person_boxes(joints: np.ndarray, person: int) -> dict[int, np.ndarray]:
     x = np.where(valid, pts[..., 0], np.nan)
     y = np.where(valid, pts[..., 1], np.nan)
     boxes = np.stack(
-        [np.floor(np.nanmin(x, 1)), np.floor(np.nanmin(y, 1)), np.ceil(np.nanmax(x, 1)),
-         np.ceil(np.nanmax(y, 1)), np.ones(len(x))], axis=1,
-    ).astype(np.float32)  # fmt: skip
+        [
+            np.floor(np.nanmin(x, 1)),
+            np.floor(np.nanmin(y, 1)),
+            np.ceil(np.nanmax(x, 1)),
+            np.ceil(np.nanmax(y, 1)),
+            np.ones(len(x)),
+        ],
+        axis=1,
+    ).astype(np.float32)
     return {int(f): b[None] for f, b in zip(frames, boxes, strict=True)}
 
 

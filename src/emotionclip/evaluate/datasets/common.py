@@ -10,6 +10,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Sample:
     """One thing to encode: a video clip (a time range) or an image.

@@ -15,14 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...constants import EMOTIC_CATEGORIES
 from .common import Sample, SkipList, Split, find_first, require_file
 
-CATEGORIES = (
-    "affection", "anger", "annoyance", "anticipation", "aversion", "confidence", "disapproval",
-    "disconnection", "disquietment", "doubt/confusion", "embarrassment", "engagement", "esteem",
-    "excitement", "fatigue", "fear", "happiness", "pain", "peace", "pleasure", "sadness",
-    "sensitivity", "suffering", "surprise", "sympathy", "yearning",
-)  # fmt: skip
+CATEGORIES = EMOTIC_CATEGORIES
 SPLITS = ("train", "val", "test")
 
 
@@ -39,9 +35,10 @@ def load(root: str | Path, split: str) -> Split:
         raise ValueError(f"Emotic has splits {SPLITS}, not {split!r}")
     root = Path(root)
     csv = find_first(
-        root, [f"{split}.csv", f"annot_arrs_{split}.csv", f"annotations_pre/{split}.csv"],
+        root,
+        [f"{split}.csv", f"annot_arrs_{split}.csv", f"annotations_pre/{split}.csv"],
         f"Emotic {split} annotations",
-    )  # fmt: skip
+    )
     table = pd.read_csv(csv)
     missing = {"Folder", "Filename", "Image Size", "BBox"} - set(table.columns)
     if missing:
@@ -49,7 +46,9 @@ def load(root: str | Path, split: str) -> Split:
     cat_path = require_file(csv.parent / f"{split}_cat_arr.npy", "Emotic category labels")
     cats = np.load(cat_path, allow_pickle=False).astype(np.float32)
     if cats.shape != (len(table), len(CATEGORIES)):
-        raise ValueError(f"{cat_path}: expected shape [{len(table)}, {len(CATEGORIES)}], got {list(cats.shape)}")
+        raise ValueError(
+            f"{cat_path}: expected shape [{len(table)}, {len(CATEGORIES)}], got {list(cats.shape)}"
+        )
     cont_path = csv.parent / f"{split}_cont_arr.npy"
     cont = np.load(cont_path, allow_pickle=False).astype(np.float32) if cont_path.is_file() else None
     if cont is not None and len(cont) != len(table):
@@ -73,10 +72,16 @@ def load(root: str | Path, split: str) -> Split:
             labels = {"categories": cats[i]}
             if cont is not None:
                 labels["vad"] = cont[i]
-            samples.append(Sample(
-                key=key, path=str(path), labels=labels, kind="image",
-                box=tuple(box), box_frame_size=(int(wh[0]), int(wh[1])),
-            ))  # fmt: skip
+            samples.append(
+                Sample(
+                    key=key,
+                    path=str(path),
+                    labels=labels,
+                    kind="image",
+                    box=tuple(box),
+                    box_frame_size=(int(wh[0]), int(wh[1])),
+                )
+            )
     names = {"categories": list(CATEGORIES)}
     if cont is not None:
         names["vad"] = ["valence", "arousal", "dominance"]

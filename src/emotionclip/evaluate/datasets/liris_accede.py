@@ -75,8 +75,14 @@ def load(root: str | Path, split: str, window: float = 8.0) -> Split:
                 skips.add(key, video, f"annotated second {t:g} is outside the {duration:.1f} s movie")
                 continue
             start = min(max(t - half, 0.0), duration - 2 * half)
-            samples.append(Sample(
-                key=key, path=str(video), labels={"va": np.array([v, a], np.float32)},
-                start=start, end=start + 2 * half, group=movie,
-            ))  # fmt: skip
+            samples.append(
+                Sample(
+                    key=key,
+                    path=str(video),
+                    labels={"va": np.array([v, a], np.float32)},
+                    start=start,
+                    end=start + 2 * half,
+                    group=movie,
+                )
+            )
     return Split("liris-accede", split, samples, skips.items, {"va": list(DIMENSIONS)})

@@ -29,7 +29,9 @@ def _csv_path(root: Path, split: str) -> Path:
 
 def _video_dir(root: Path, split: str) -> Path:
     d = VIDEO_DIRS[split]
-    return find_first(root, [d, f"MELD.Raw/{d}", f"{split}/{d}", f"MELD.Raw/{split}/{d}"], f"MELD {split} videos")
+    return find_first(
+        root, [d, f"MELD.Raw/{d}", f"{split}/{d}", f"MELD.Raw/{split}/{d}"], f"MELD {split} videos"
+    )
 
 
 def load(root: str | Path, split: str) -> Split:
@@ -47,7 +49,9 @@ def load(root: str | Path, split: str) -> Split:
     samples = []
     emo = {e: i for i, e in enumerate(EMOTIONS)}
     sen = {s: i for i, s in enumerate(SENTIMENTS)}
-    for d, u, e, s in zip(table["Dialogue_ID"], table["Utterance_ID"], table["Emotion"], table["Sentiment"], strict=True):
+    for d, u, e, s in zip(
+        table["Dialogue_ID"], table["Utterance_ID"], table["Emotion"], table["Sentiment"], strict=True
+    ):
         key = f"dia{d}_utt{u}"
         path = videos / f"{key}.mp4"
         e, s = str(e).strip().lower(), str(s).strip().lower()
@@ -62,4 +66,6 @@ def load(root: str | Path, split: str) -> Split:
         else:
             labels = {"emotion": np.int64(emo[e]), "sentiment": np.int64(sen[s])}
             samples.append(Sample(key=key, path=str(path), labels=labels, detect=True))
-    return Split("meld", split, samples, skips.items, {"emotion": list(EMOTIONS), "sentiment": list(SENTIMENTS)})
+    return Split(
+        "meld", split, samples, skips.items, {"emotion": list(EMOTIONS), "sentiment": list(SENTIMENTS)}
+    )

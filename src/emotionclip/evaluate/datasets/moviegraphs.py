@@ -42,10 +42,17 @@ def load(root: str | Path, split: str) -> Split:
         raise ValueError(f"MovieGraphs has splits {SPLITS}, not {split!r}")
     root = Path(root)
     labels_path = find_first(
-        root, ["emotion_labels.json", "mg/py3loader/emotion_labels.json", "official/mg/py3loader/emotion_labels.json"],
+        root,
+        [
+            "emotion_labels.json",
+            "mg/py3loader/emotion_labels.json",
+            "official/mg/py3loader/emotion_labels.json",
+        ],
         "MovieGraphs emotion labels",
-    )  # fmt: skip
-    split_path = find_first(root, ["split.json", "mg/split.json", "official/mg/split.json"], "MovieGraphs split")
+    )
+    split_path = find_first(
+        root, ["split.json", "mg/split.json", "official/mg/split.json"], "MovieGraphs split"
+    )
     raw = json.loads(labels_path.read_text())
     movies = json.loads(split_path.read_text()).get(split)
     if movies is None:
@@ -55,13 +62,22 @@ def load(root: str | Path, split: str) -> Split:
     samples = []
     for movie in movies:
         clips = raw.get(movie, {})
-        video = next((root / "videos" / f"{movie}{e}" for e in VIDEO_EXTENSIONS
-                      if (root / "videos" / f"{movie}{e}").is_file()), None)  # fmt: skip
+        video = next(
+            (
+                root / "videos" / f"{movie}{e}"
+                for e in VIDEO_EXTENSIONS
+                if (root / "videos" / f"{movie}{e}").is_file()
+            ),
+            None,
+        )
         try:
             scenes = pd.read_csv(
                 _info(root, f"mg_videoinfo/scene_boundaries/{movie}.scenes.gt", f"{movie} scene boundaries"),
-                header=None, sep=r"\s+", usecols=[0, 1], names=["start_shot", "end_shot"],
-            )  # fmt: skip
+                header=None,
+                sep=r"\s+",
+                usecols=[0, 1],
+                names=["start_shot", "end_shot"],
+            )
             shots = shot_start_times(
                 _info(root, f"mg_videoinfo/video_boundaries/{movie}.videvents", f"{movie} shot boundaries")
             )
@@ -87,8 +103,15 @@ def load(root: str | Path, split: str) -> Split:
                 end = float(shots[last]) if last < len(shots) else None  # the next shot's start
                 target = np.zeros(len(CATEGORIES), np.float32)
                 target[[index[n] for n in names]] = 1
-                samples.append(Sample(
-                    key=key, path=str(video), labels={"categories": target},
-                    start=float(shots[first - 1]), end=end, detect=True, group=movie,
-                ))  # fmt: skip
+                samples.append(
+                    Sample(
+                        key=key,
+                        path=str(video),
+                        labels={"categories": target},
+                        start=float(shots[first - 1]),
+                        end=end,
+                        detect=True,
+                        group=movie,
+                    )
+                )
     return Split("moviegraphs", split, samples, skips.items, {"categories": list(CATEGORIES)})

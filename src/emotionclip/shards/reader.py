@@ -73,7 +73,9 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
 class ClipDecoder:
     """Raw WebDataset sample (bytes per field) → training tensors."""
 
-    def __init__(self, video_len: int = 8, image_size: int = 224, resize: int = 256, person_score: float = 0.5):
+    def __init__(
+        self, video_len: int = 8, image_size: int = 224, resize: int = 256, person_score: float = 0.5
+    ):
         self.video_len = video_len
         self.person_score = person_score
         self.transform = FrameTransform(image_size=image_size, resize=resize, train=True)
@@ -89,10 +91,17 @@ class ClipDecoder:
         if not frame_keys:
             raise ValueError(f"{sample.get('__url__')}: sample {sample['__key__']} has no frames")
         idx = self.frame_indices(len(frame_keys)).tolist()
-        frames = np.stack([np.asarray(Image.open(io.BytesIO(sample[frame_keys[i]])).convert("RGB")) for i in idx])
+        frames = np.stack(
+            [np.asarray(Image.open(io.BytesIO(sample[frame_keys[i]])).convert("RGB")) for i in idx]
+        )
         h, w = frames.shape[1:3]
         boxes = json.loads(sample["boxes.json"])
-        masks = np.stack([boxes_to_mask(np.asarray(boxes[i], np.float32).reshape(-1, 5), h, w, self.person_score) for i in idx])
+        masks = np.stack(
+            [
+                boxes_to_mask(np.asarray(boxes[i], np.float32).reshape(-1, 5), h, w, self.person_score)
+                for i in idx
+            ]
+        )
         pixels, mask = self.transform(frames, masks)
         text = sample["txt"].decode("utf-8")
         return {
@@ -107,7 +116,9 @@ class ClipDecoder:
 
 
 def collate(samples: list[dict]) -> dict:
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("video", "video_mask", "tokens", "sentiment_logits")}
+    batch = {
+        k: torch.stack([s[k] for s in samples]) for k in ("video", "video_mask", "tokens", "sentiment_logits")
+    }
     batch.update({k: [s[k] for s in samples] for k in META_FIELDS})
     return batch
 
@@ -153,8 +164,12 @@ def make_train_loader(
     rank, world_size = _dist_rank_world(rank, world_size)
     readers = world_size * max(1, num_workers)
     if not resampled and len(shard_urls) < readers:
-        logger.warning("%d shards for %d readers (ranks x workers): some readers get no data; "
-                       "write smaller shards or use resampled=True", len(shard_urls), readers)  # fmt: skip
+        logger.warning(
+            "%d shards for %d readers (ranks x workers): some readers get no data; "
+            "write smaller shards or use resampled=True",
+            len(shard_urls),
+            readers,
+        )
     if resampled:
         stages = [wds.ResampledShards(shard_urls, seed=seed + rank)]
     else:
@@ -165,7 +180,9 @@ def make_train_loader(
     stages.append(wds.tarfile_to_samples(handler=wds.warn_and_continue))
     if shuffle_buffer:
         # seeded so that a resumed run replays the same clip order (seed changes per epoch and rank)
-        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed * 100_003 + rank))
+        stages.append(
+            wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed * 100_003 + rank)
+        )
     if max_neutral is not None or min_has_person is not None:
         stages.append(wds.select(_meta_filter(max_neutral, min_has_person)))
     stages += [
@@ -176,9 +193,13 @@ def make_train_loader(
     if epoch_batches is not None:  # with_epoch counts per worker process
         dataset = dataset.with_epoch(math.ceil(epoch_batches / max(1, num_workers)))
     return wds.WebLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-        persistent_workers=num_workers > 0, pin_memory=pin_memory,
-    )  # fmt: skip
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )
 
 
 class _RankSplit:

@@ -20,11 +20,12 @@ import scipy.sparse as sp
 import torch
 from sklearn.feature_extraction.text import CountVectorizer
 
-from emotionclip import SENTIMENT_CLASSES
+from . import registry
+from .constants import ASSETS, SENTIMENT_CLASSES
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ARTEFACT = Path(__file__).resolve().parent / "assets" / "sentiment_goemotions.npz"
+DEFAULT_ARTEFACT = ASSETS / "sentiment_goemotions.npz"
 NEUTRAL = SENTIMENT_CLASSES.index("neutral")
 ARTEFACT_KEYS = ("config", "word_vocab", "word_idf", "char_vocab", "char_idf", "coef", "intercept")
 
@@ -124,8 +125,12 @@ class TfidfSentimentScorer(SentimentScorer):
         self.coef = arrays["coef"].astype(np.float32)  # [7, V_word + V_char]
         self.intercept = arrays["intercept"].astype(np.float32)
         n_feat = len(self.word.vocabulary) + len(self.char.vocabulary)
-        if self.coef.shape != (len(SENTIMENT_CLASSES), n_feat) or self.intercept.shape != (len(SENTIMENT_CLASSES),):
-            raise ValueError(f"{self.path}: coef {self.coef.shape} does not fit {n_feat} features x 7 classes")
+        if self.coef.shape != (len(SENTIMENT_CLASSES), n_feat) or self.intercept.shape != (
+            len(SENTIMENT_CLASSES),
+        ):
+            raise ValueError(
+                f"{self.path}: coef {self.coef.shape} does not fit {n_feat} features x 7 classes"
+            )
         self.name = f"tfidf-lr:{self.path.name}"
 
     def features(self, texts: list[str]) -> sp.csr_matrix:
@@ -156,8 +161,12 @@ class HFSentimentScorer(SentimentScorer):
                 f"sentiment model {name_or_path!r} needs transformers (pip install 'emotionclip[hf]')"
             ) from e
         local = Path(name_or_path).expanduser()
-        if not local.exists() and (local.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1):
-            raise FileNotFoundError(f"{name_or_path}: no such model directory (and not a hub name 'org/model')")
+        if not local.exists() and (
+            local.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+        ):
+            raise FileNotFoundError(
+                f"{name_or_path}: no such model directory (and not a hub name 'org/model')"
+            )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
@@ -194,7 +203,9 @@ class HFSentimentScorer(SentimentScorer):
 
 def get_sentiment_scorer(name: str = "default", device: str = "cpu", **kw) -> SentimentScorer:
     """``"default"`` (shipped GoEmotions model), a path to a ``.npz`` from ``scripts/train_sentiment.py``,
-    or a transformers model (hub name or local directory)."""
+    ``py:package.module:factory`` (a user's scorer), or a transformers model (hub name or local directory)."""
+    if name.startswith(registry.PLUGIN_PREFIX):
+        return registry.load_plugin(name)(**kw)
     if name == "default":
         return TfidfSentimentScorer(DEFAULT_ARTEFACT)
     if name.endswith(".npz"):

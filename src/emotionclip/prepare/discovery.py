@@ -163,7 +163,9 @@ def read_manifest(path: Path) -> list[VideoItem]:
     if not rows:
         raise ValueError(f"{path}: manifest has no rows")
     if _first(rows[0], "video", "path", "name") is None:
-        raise ValueError(f"{path}: manifest needs a 'video' (or 'path' / 'name') column, got {sorted(rows[0])}")
+        raise ValueError(
+            f"{path}: manifest needs a 'video' (or 'path' / 'name') column, got {sorted(rows[0])}"
+        )
     items = []
     for k, row in enumerate(rows):
         row = {str(key).strip().lower(): v for key, v in row.items()}

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .constants import SAMPLE_MEDIA
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_MEDIA = Path(__file__).resolve().parent / "sample_media"
 TINY_WARNING = (
     "This report comes from a TINY demo model trained from scratch for {steps} steps on {clips} sample clips. "
     "It is NOT a trained EmotionCLIP and its emotion scores mean nothing; the demo only shows the "
@@ -37,14 +38,20 @@ class DemoConfig:
 
 
 def sample_videos() -> list[Path]:
-    return [SAMPLE_MEDIA / "friday.mp4", SAMPLE_MEDIA / "flower.mp4", *sorted((SAMPLE_MEDIA / "cremad").glob("*.flv"))]
+    return [
+        SAMPLE_MEDIA / "friday.mp4",
+        SAMPLE_MEDIA / "flower.mp4",
+        *sorted((SAMPLE_MEDIA / "cremad").glob("*.flv")),
+    ]
 
 
 def write_corpus_manifest(path: Path) -> Path:
     """The prepare manifest: friday with its WebVTT subtitles, each CREMA-D clip with its sentence.
 
     flower.mp4 has no words, so it is analysed but not trained on."""
-    rows = [{"video": str(SAMPLE_MEDIA / "friday.mp4"), "subtitle": str(SAMPLE_MEDIA / "friday.vtt"), "text": ""}]
+    rows = [
+        {"video": str(SAMPLE_MEDIA / "friday.mp4"), "subtitle": str(SAMPLE_MEDIA / "friday.vtt"), "text": ""}
+    ]
     with open(SAMPLE_MEDIA / "cremad" / "transcript.csv", newline="") as f:
         for row in csv.DictReader(f):
             video = SAMPLE_MEDIA / "cremad" / f"{row['name']}.flv"
@@ -80,14 +87,30 @@ def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
     run = cfg.out / "train"
     done = CheckpointDir(run).latest()  # a rerun of the demo continues (or reuses) its training run
     config = TrainConfig(
-        data=str(corpus), output=str(run), backbone="tiny", pretrained=None, head_layers=1,
-        video_len=cfg.video_len, batch_size=cfg.batch_size, workers=0, epochs=1,
-        steps_per_epoch=cfg.train_steps, keep_step_checkpoints=1, neutral_threshold=1.0,
+        data=str(corpus),
+        output=str(run),
+        backbone="tiny",
+        pretrained=None,
+        head_layers=1,
+        video_len=cfg.video_len,
+        batch_size=cfg.batch_size,
+        workers=0,
+        epochs=1,
+        steps_per_epoch=cfg.train_steps,
+        keep_step_checkpoints=1,
+        neutral_threshold=1.0,
         # from scratch, so learning rates far above the release's fine-tuning ones
-        lr_gain_bias=1e-3, lr_weights=1e-3, lr_logit_scale=1e-3, warmup_steps=10,
-        precision="fp32", device=cfg.device, save_every=0, log_every=10, seed=0,
+        lr_gain_bias=1e-3,
+        lr_weights=1e-3,
+        lr_logit_scale=1e-3,
+        warmup_steps=10,
+        precision="fp32",
+        device=cfg.device,
+        save_every=0,
+        log_every=10,
+        seed=0,
         resume="latest" if done is not None else None,
-    )  # fmt: skip
+    )
     result = train(config)
     if result.checkpoint is None:
         raise RuntimeError(f"{run}: training wrote no checkpoint")
@@ -95,7 +118,7 @@ def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
 
 
 def write_index(out: Path, summary: dict, note: str | None) -> Path:
-    from .._io import atomic_write
+    from ._io import atomic_write
 
     items = "".join(
         f'<li><a href="{html.escape(Path(d["html"]).relative_to(out).as_posix())}">'
@@ -117,31 +140,65 @@ def write_index(out: Path, summary: dict, note: str | None) -> Path:
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    import emotionclip
-
-    from .cli import analyze_paths
-    from .embed import resolve_detector
+    from .analyze.batch import analyze_paths
+    from .detect import resolve_detector
+    from .factory import load_model
 
     t0 = time.time()
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.checkpoint:
         print(f"[demo] analysing the sample clips with {cfg.checkpoint}")
-        model, note = emotionclip.load_model(cfg.checkpoint, device=cfg.device), None
+        model, note = load_model(cfg.checkpoint, device=cfg.device), None
     else:
         print("[demo] NOTE: this trains a TINY model on the CPU; it is not a trained EmotionCLIP.")
         print(f"[demo] 1/3 preparing a corpus from the bundled sample clips -> {cfg.out / 'corpus'}")
         corpus, clips = prepare_corpus(cfg)
-        print(f"[demo] 2/3 training a tiny EmotionCLIP for {cfg.train_steps} steps on the CPU -> {cfg.out / 'train'}")
+        print(
+            f"[demo] 2/3 training a tiny EmotionCLIP for {cfg.train_steps} steps on the CPU -> {cfg.out / 'train'}"
+        )
         checkpoint = train_tiny(cfg, corpus)
-        model, note = emotionclip.load_model(checkpoint, device=cfg.device), TINY_WARNING.format(steps=cfg.train_steps, clips=clips)
+        model, note = (
+            load_model(checkpoint, device=cfg.device),
+            TINY_WARNING.format(steps=cfg.train_steps, clips=clips),
+        )
     print(f"[demo] 3/3 analysing {len(sample_videos())} sample videos -> {cfg.out / 'analysis'}")
     summary = analyze_paths(
-        model, sample_videos(), cfg.out / "analysis", note=note, window=cfg.window, stride=cfg.stride,
-        detector=resolve_detector("default"), device=cfg.device, settings={"checkpoint": cfg.checkpoint or "demo"},
+        model,
+        sample_videos(),
+        cfg.out / "analysis",
+        note=note,
+        window=cfg.window,
+        stride=cfg.stride,
+        detector=resolve_detector("default"),
+        device=cfg.device,
+        settings={"checkpoint": cfg.checkpoint or "demo"},
         overwrite=True,  # reports of an earlier demo run may come from another model
-    )  # fmt: skip
+    )
     index = write_index(cfg.out, summary, note)
     print(f"[demo] done in {time.time() - t0:.0f} s. Open {index.resolve()}")
     if note:
         print(f"[demo] {note}")
     return 1 if summary["failed"] else 0
+
+
+def register(subparsers) -> None:
+    d = subparsers.add_parser(
+        "demo",
+        help="the whole pipeline on the bundled sample clips (offline, a few CPU minutes)",
+        description="Prepare a corpus from the bundled sample clips, train a TINY EmotionCLIP on the CPU "
+        "(not a trained model: the scores mean nothing), analyse the samples and write HTML reports. "
+        "With --checkpoint, analyse the samples with those weights instead.",
+    )
+    d.add_argument("--out", type=Path, default=Path("emotionclip-demo"), help="output folder")
+    d.add_argument("--checkpoint", help="real EmotionCLIP weights: skip preparing and training")
+    d.add_argument(
+        "--train-steps", type=int, default=DemoConfig.train_steps, help="training steps of the tiny model"
+    )
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    return run_demo(
+        DemoConfig(out=args.out, checkpoint=args.checkpoint, train_steps=args.train_steps, device=args.device)
+    )

@@ -93,7 +93,9 @@ def iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
                 yield info.name, tar.extractfile(info).read()
 
 
-def sample_members(key: str, jpegs: list[bytes], boxes: list, text: str, meta: dict) -> list[tuple[str, bytes]]:
+def sample_members(
+    key: str, jpegs: list[bytes], boxes: list, text: str, meta: dict
+) -> list[tuple[str, bytes]]:
     """Tar members of one clip (WebDataset naming: ``key.ext``)."""
     if "." in key:
         raise ValueError(f"sample key {key!r} must not contain '.' (WebDataset splits on it)")
@@ -255,7 +257,13 @@ def merge_manifests(out_dir: str | Path) -> dict:
     present = {int(re.search(r"part-(\d+)-of", p.name).group(1)) for p in parts}
     missing = sorted(set(range(n)) - present)
     if missing:
-        logger.warning("%s: parts %s of %d have no manifest yet; merging the %d present", out_dir, missing, n, len(present))
+        logger.warning(
+            "%s: parts %s of %d have no manifest yet; merging the %d present",
+            out_dir,
+            missing,
+            n,
+            len(present),
+        )
     stats: Counter = Counter()
     for m in manifests:
         stats.update(m["filter_stats"])
@@ -267,7 +275,11 @@ def merge_manifests(out_dir: str | Path) -> dict:
         "videos": {k: sum(m["videos"][k] for m in manifests) for k in ("ok", "skipped", "failed")},
         "source_hours": round(sum(m["source_hours"] for m in manifests), 9),
         "filter_stats": dict(sorted(stats.items())),
-        **{k: first[k] for k in ("detector", "scorer", "segmenter", "filter", "fps", "short_side") if k in first},
+        **{
+            k: first[k]
+            for k in ("detector", "scorer", "segmenter", "filter", "fps", "short_side")
+            if k in first
+        },
         "parts": {"total": n, "merged": sorted(present), "missing": missing},
         "shards": sorted((s for m in manifests for s in m["shards"]), key=lambda s: s["name"]),
         "skipped": [e for m in manifests for e in m["skipped"]],
@@ -288,12 +300,16 @@ def plot_manifest(manifest: dict, path: Path) -> None:
     stats = {k: v for k, v in manifest["filter_stats"].items() if k != "sentences"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     names = sorted(stats, key=lambda k: (k != "kept", -stats[k]))
-    ax1.barh(names, [stats[k] for k in names], color=["tab:green" if k == "kept" else "tab:gray" for k in names])
+    ax1.barh(
+        names, [stats[k] for k in names], color=["tab:green" if k == "kept" else "tab:gray" for k in names]
+    )
     ax1.invert_yaxis()
     ax1.set_xlabel("sentences")
     hours = manifest["hours"]
     size = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
-    ax1.set_title(f"{manifest['filter_stats'].get('sentences', 0)} sentences → {manifest['clips']} clips ({size})")
+    ax1.set_title(
+        f"{manifest['filter_stats'].get('sentences', 0)} sentences → {manifest['clips']} clips ({size})"
+    )
     videos = manifest["videos"]
     ax2.bar(list(videos), list(videos.values()), color=["tab:green", "tab:orange", "tab:red"])
     ax2.set_title("videos")
@@ -301,4 +317,3 @@ def plot_manifest(manifest: dict, path: Path) -> None:
     with atomic_path(path, fsync=True) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-

@@ -1,0 +1,203 @@
+"""Batches of videos: analyse or embed each into an output folder; one failure never stops a batch.
+
+Each input gets its own outputs under ``out/``; a failing input is logged, listed in
+``out/summary.json`` with its reason, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._io import atomic_write
+from ..video_io import IMAGE_EXTENSIONS
+
+logger = logging.getLogger(__name__)
+
+
+def expand_inputs(paths: list[Path], extensions: tuple[str, ...]) -> list[Path]:
+    """Files as given (any extension); folders -> their files with ``extensions``, sorted, recursively."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
+            if not inside:
+                logger.warning("%s: folder holds no %s files", path, "/".join(sorted(extensions)))
+            found.extend(inside)
+        else:
+            found.append(path)  # a missing file fails on its own, with its name, during the batch
+    return list(dict.fromkeys(found))
+
+
+def error_text(path: Path, error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def _output_dir(out: Path, source: Path, taken: set[Path], owner) -> Path:
+    """``OUT/<stem>``, or ``OUT/<stem>-2``... when that name went to another input of this batch or
+    holds the results of another file (``owner(candidate)``: the input whose outputs are there, or None)."""
+
+    def foreign(folder: Path) -> bool:
+        other = owner(folder)
+        return other is not None and Path(other).resolve() != source.resolve()
+
+    candidate, n = out / source.stem, 1
+    while candidate in taken or foreign(candidate):
+        n += 1
+        candidate = out / f"{source.stem}-{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _analysis_owner(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "emotions.json").read_text())["video"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _embedding_owner(stem_path: Path) -> str | None:
+    try:
+        with np.load(stem_path.with_suffix(".npz")) as f:
+            return str(f["source"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_summary(out: Path, summary: dict) -> None:
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    failed = summary["failed"]
+    logger.info(
+        "%d done, %d skipped (outputs exist), %d failed; summary: %s",
+        len(summary["done"]),
+        len(summary["skipped"]),
+        len(failed),
+        out / "summary.json",
+    )
+    for item in failed:
+        logger.error("failed: %s", item["error"])
+
+
+def analyze_paths(
+    model,
+    videos: list[Path],
+    out: Path,
+    classes=None,
+    head=None,
+    keyframes=12,
+    overwrite=False,
+    note=None,
+    settings: dict | None = None,
+    **embed_kwargs,
+) -> dict:
+    """Analyse each video into ``out/<stem>/``; a failing video is logged and listed, the rest go on."""
+    from .analyze import probe_scorer, run_analysis, zero_shot_scorer
+    from .report import OUTPUT_NAMES, write_report
+
+    if head is not None and classes:
+        raise ValueError("give either --classes (zero-shot) or --head (linear probe), not both")
+    scorer = (
+        probe_scorer(head)
+        if head is not None
+        else zero_shot_scorer(model, classes, device=embed_kwargs.get("device", "cpu"))
+    )
+    detector = embed_kwargs.get("detector")
+    settings = {
+        **(settings or {}),
+        "window": embed_kwargs.get("window"),
+        "stride": embed_kwargs.get("stride"),
+        "video_len": model.video_len,
+        "detector": getattr(detector, "name", detector),
+        "precision": embed_kwargs.get("precision", "fp32"),
+        "method": scorer.method,
+        "classes": list(scorer.classes),
+    }
+    summary = {"settings": settings, "done": [], "skipped": [], "failed": []}
+    taken: set[Path] = set()
+    for video in tqdm(videos, desc="videos", unit="video"):
+        target = _output_dir(out, video, taken, _analysis_owner)
+        if not overwrite and all((target / name).exists() for name in OUTPUT_NAMES.values()):
+            logger.info("%s: outputs already in %s, skipped (--overwrite to redo)", video, target)
+            summary["skipped"].append({"video": str(video), "out": str(target)})
+            continue
+        try:
+            analysis = run_analysis(model, video, scorer, keyframes=keyframes, progress=True, **embed_kwargs)
+            paths = write_report(analysis, target, note=note, **settings)
+        except Exception as e:  # one bad video never stops the batch
+            logger.error("%s", error_text(video, e), exc_info=logger.isEnabledFor(logging.DEBUG))
+            summary["failed"].append({"video": str(video), "error": error_text(video, e)})
+            continue
+        logger.info("%s: %d windows -> %s", video, len(analysis.table), paths["html"])
+        summary["done"].append(
+            {
+                "video": str(video),
+                "windows": len(analysis.table),
+                **{kind: str(p) for kind, p in paths.items()},
+            }
+        )
+    _write_summary(out, summary)
+    return summary
+
+
+def embed_paths(
+    model,
+    inputs: list[Path],
+    out: Path,
+    overwrite: bool = False,
+    settings: dict | None = None,
+    **embed_kwargs,
+) -> dict:
+    """Embed each video / image into ``out/<stem>.npz``; a failing input is logged and listed, the rest go on."""
+    from .analyze import rounded_boxes
+    from .embed import embed_image, embed_video
+
+    summary = {
+        "settings": dict(
+            settings or {}, window=embed_kwargs.get("window"), stride=embed_kwargs.get("stride")
+        ),
+        "done": [],
+        "skipped": [],
+        "failed": [],
+    }
+    taken: set[Path] = set()
+    for path in tqdm(inputs, desc="inputs", unit="file"):
+        target = _output_dir(out, path, taken, _embedding_owner).with_suffix(".npz")
+        if target.exists() and not overwrite:
+            summary["skipped"].append({"input": str(path), "out": str(target)})
+            continue
+        try:
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                features = embed_image(
+                    model,
+                    path,
+                    detector=embed_kwargs.get("detector"),
+                    device=embed_kwargs.get("device", "cpu"),
+                    precision=embed_kwargs.get("precision", "fp32"),
+                )
+                arrays = {"source": np.array(str(path)), "features": features[None].numpy()}
+            else:
+                e = embed_video(model, path, keyframes=0, progress=True, **embed_kwargs)
+                arrays = {
+                    "source": np.array(str(path)),
+                    "features": e.features.numpy(),
+                    "starts": e.starts,
+                    "ends": e.ends,
+                    "has_person": e.has_person,
+                    "boxes": np.array(json.dumps([[rounded_boxes(b) for b in w] for w in e.boxes])),
+                }
+        except Exception as e:  # one bad input never stops the batch
+            logger.error("%s", error_text(path, e))
+            summary["failed"].append({"input": str(path), "error": error_text(path, e)})
+            continue
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(target, buf.getvalue())
+        summary["done"].append({"input": str(path), "out": str(target), "rows": len(arrays["features"])})
+    _write_summary(out, summary)
+    return summary

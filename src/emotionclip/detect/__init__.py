@@ -1,0 +1,71 @@
+"""Person detection, shared by prepare, evaluate and analyze.
+
+``resolve_detector(spec)`` turns a name into a detector:
+
+* ``"default"`` / ``"faces"`` / ``"blazeface"``: BlazeFace faces widened to subject boxes (:mod:`.faces`);
+* ``"torchvision"`` / ``"torchvision:ARCH"``: a COCO person detector (:mod:`.torchvision_coco`);
+* ``"json:PATH"``: boxes computed elsewhere (:mod:`.json_boxes`);
+* ``"py:package.module:factory"``: a user's detector (anything with ``.detect(frames, video=, times=)``);
+* ``"none"`` / ``None``: no detection (the subject token sees the whole frame).
+
+Built detectors are cached per spec: loading one costs more than running it on a frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import registry
+from .base import PersonDetector
+
+
+def _faces(**kw):
+    from .faces import BlazeFaceSubjectDetector
+
+    return BlazeFaceSubjectDetector(**kw)
+
+
+def _torchvision(arch: str | None = None, **kw):
+    from .torchvision_coco import TORCHVISION_ARCHS, TorchvisionPersonDetector
+
+    return TorchvisionPersonDetector(arch or kw.pop("arch", TORCHVISION_ARCHS[0]), **kw)
+
+
+def _json(path: str, **kw):
+    from .json_boxes import JsonBoxDetector
+
+    return JsonBoxDetector(path, **kw)
+
+
+# name -> factory; "NAME:ARG" passes ARG to the factory
+DETECTORS = {
+    "default": _faces,
+    "faces": _faces,
+    "blazeface": _faces,
+    "torchvision": _torchvision,
+    "json": _json,
+}
+
+_CACHE: dict[str, PersonDetector] = {}
+
+
+def get_detector(spec: str = "default", **kw) -> PersonDetector:
+    """A new detector for ``spec`` (see the module doc); keyword arguments go to its constructor."""
+    return registry.resolve("person detector", spec, DETECTORS, **kw)
+
+
+def resolve_detector(spec: Any) -> PersonDetector | None:
+    """``None``/``"none"`` -> None; a name -> the detector (built once per name); an object with
+    ``.detect`` as it is."""
+    if spec is None or spec == "none":
+        return None
+    if isinstance(spec, str):
+        if spec not in _CACHE:
+            _CACHE[spec] = get_detector(spec)
+        return _CACHE[spec]
+    if not callable(getattr(spec, "detect", None)):
+        raise TypeError(f"detector must be a name or have .detect(frames), got {type(spec).__name__}")
+    return spec
+
+
+__all__ = ["DETECTORS", "PersonDetector", "get_detector", "resolve_detector"]

@@ -1,0 +1,114 @@
+"""Precomputed boxes read from a JSON file (``json:PATH``) and the writer of that format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write
+from .base import PersonDetector, _check_frames, _empty_boxes
+
+JSON_BOXES_FORMAT = "emotionclip-boxes/1"
+
+
+class JsonBoxDetector(PersonDetector):
+    """Boxes read from a JSON file instead of computed. Schema (``format`` = ``emotionclip-boxes/1``)::
+
+        {"format": "emotionclip-boxes/1",
+         "detector": "what made them (free text, optional)",
+         "videos": {
+           "<video key>": {
+             "width": 640, "height": 480,      # frame size the boxes are in pixels of
+             "fps": 25.0,                      # only needed when frames are given by "frame"
+             "frames": [
+               {"t": 0.125, "boxes": [[x1, y1, x2, y2, score], ...]},   # t = seconds in the video
+               {"frame": 7, "boxes": []},                               # or the frame index (t = frame / fps)
+               ...]}}}
+
+    A video key matches the ``video`` passed to :meth:`detect` when it is a trailing part of its path
+    (``clips/a.mp4`` and ``a.mp4`` both match ``/data/clips/a.mp4``) or its stem (``a``). Each requested time takes the listed frame nearest to it within
+    ``tolerance`` seconds (default 0.0625, half a frame at 8 fps); boxes are rescaled to the size of
+    the frames passed in. A listed frame with ``"boxes": []`` means nobody; a video or time that is
+    not listed is an error (the file does not say whether anyone is there).
+    """
+
+    def __init__(self, path: str | Path, tolerance: float = 0.0625):
+        self.path = Path(path)
+        self.tolerance = tolerance
+        self.name = f"json:{self.path}"
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: boxes JSON not found")
+        try:
+            data = json.loads(self.path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{self.path}: not valid JSON ({e})") from e
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != JSON_BOXES_FORMAT
+            or not isinstance(data.get("videos"), dict)
+        ):
+            raise ValueError(f"{self.path}: expected {{'format': '{JSON_BOXES_FORMAT}', 'videos': {{...}}}}")
+        self.videos = {key: self._parse_video(key, v) for key, v in data["videos"].items()}
+
+    def _parse_video(self, key: str, v: dict) -> tuple[np.ndarray, list[np.ndarray], int, int]:
+        where = f"{self.path}: video {key!r}"
+        try:
+            width, height = int(v["width"]), int(v["height"])
+            times, boxes = [], []
+            for f in v["frames"]:
+                t = float(f["t"]) if "t" in f else int(f["frame"]) / float(v["fps"])
+                b = np.asarray(f["boxes"], np.float32).reshape(-1, 5) if f["boxes"] else _empty_boxes()
+                times.append(t)
+                boxes.append(b)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{where}: malformed entry ({type(e).__name__}: {e}); see JsonBoxDetector docs"
+            ) from e
+        order = np.argsort(times)
+        return np.asarray(times)[order], [boxes[i] for i in order], width, height
+
+    def _lookup(self, video: str):
+        parts = Path(video).parts
+        for key in ["/".join(parts[i:]) for i in range(len(parts))] + [video, Path(video).stem]:
+            if key in self.videos:
+                return self.videos[key]
+        raise KeyError(f"{self.path}: no boxes for video {video!r}")
+
+    def detect(self, frames, *, video=None, times=None) -> list[np.ndarray]:
+        frames = _check_frames(frames)
+        if video is None or times is None or len(times) != len(frames):
+            raise ValueError(f"{self.path}: json boxes need video= and one time per frame (times=)")
+        listed, boxes, width, height = self._lookup(str(video))
+        if not len(listed):
+            raise KeyError(f"{self.path}: video {video!r} lists no frames")
+        t = np.asarray(times, np.float64)
+        nearest = np.abs(listed[None, :] - t[:, None]).argmin(1)
+        off = np.abs(listed[nearest] - t)
+        if (off > self.tolerance).any():
+            bad = t[off > self.tolerance][0]
+            raise KeyError(
+                f"{self.path}: video {video!r} has no frame within {self.tolerance} s of t={bad:.3f}"
+            )
+        sx, sy = frames.shape[2] / width, frames.shape[1] / height
+        scale = np.array([sx, sy, sx, sy, 1.0], np.float32)
+        return [boxes[i] * scale for i in nearest]
+
+
+def write_boxes_json(
+    path: str | Path,
+    videos: dict[str, tuple[int, int, Sequence[float], Sequence[np.ndarray]]],
+    detector: str = "",
+) -> None:
+    """Save boxes for :class:`JsonBoxDetector`: ``{video: (width, height, times, boxes_per_frame)}``.
+    Written to a temporary name and renamed."""
+    doc = {"format": JSON_BOXES_FORMAT, "detector": detector, "videos": {}}
+    for key, (width, height, times, boxes) in videos.items():
+        frames = [
+            {"t": float(t), "boxes": np.asarray(b, np.float32).reshape(-1, 5).round(2).tolist()}
+            for t, b in zip(times, boxes)
+        ]
+        doc["videos"][key] = {"width": int(width), "height": int(height), "frames": frames}
+    atomic_write(path, json.dumps(doc))

@@ -1,0 +1,165 @@
+"""Prediction heads on EmotionCLIP features, shared by evaluate (which fits them) and analyze (which
+applies them): the zero-shot classifier built from prompts and the saved linear probe head.
+
+Zero-shot: ``scores = softmax(exp(logit_scale) * normalize(visual) @ classifier.T)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ._io import atomic_dir
+from .constants import EMOTIC_CATEGORIES, SENTIMENT_CLASSES
+from .tokenizer import tokenize
+
+KINDS = ("ovr", "multinomial", "ridge")
+HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
+
+# the 7 classes of the paper's sentiment teacher (emotionclip.SENTIMENT_CLASSES) and Emotic's 26
+VOCABULARIES = {
+    "basic": SENTIMENT_CLASSES,
+    "emotic": EMOTIC_CATEGORIES,
+}
+DEFAULT_TEMPLATES = (
+    "a person feeling {}.",
+    "a person expressing {}.",
+    "a video of a person feeling {}.",
+    "a photo of a person showing {}.",
+    "someone who feels {}.",
+    "the emotion of this person is {}.",
+)
+
+
+@torch.no_grad()
+def zero_shot_classifier(
+    model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
+) -> torch.Tensor:
+    """``[K, D]`` unit vectors: per class, the mean of its normalised prompt embeddings, renormalised."""
+    if not class_names:
+        raise ValueError("zero-shot needs at least one class name")
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ValueError(f"every template needs a '{{}}' for the class name; bad: {bad or 'no templates'}")
+    device = next(model.parameters()).device
+    prompts = [t.format(c) for c in class_names for t in templates]
+    tokens = tokenize(prompts)
+    text = torch.cat(
+        [
+            model.encode_text(tokens[i : i + batch_size].to(device)).float()
+            for i in range(0, len(prompts), batch_size)
+        ]
+    )
+    text = F.normalize(text, dim=-1).view(len(class_names), len(templates), -1).mean(1)
+    return F.normalize(text, dim=-1)
+
+
+def zero_shot_scores(features, classifier: torch.Tensor, logit_scale: float = 100.0) -> np.ndarray:
+    """Class probabilities ``[N, K]`` for visual ``features`` ``[N, D]`` (normalised here)."""
+    f = F.normalize(torch.as_tensor(features).float().cpu(), dim=-1)
+    return torch.softmax(logit_scale * f @ classifier.float().cpu().T, dim=-1).numpy()
+
+
+@dataclass
+class ProbeHead:
+    """``scores = f(features @ weight.T + bias)``; f = sigmoid (ovr), softmax (multinomial), identity (ridge).
+
+    Features are L2-normalised before the linear map when ``normalize`` is set (the protocol's).
+    ``weight`` / ``bias`` are float32 CPU tensors so that other stages can apply them directly.
+    """
+
+    kind: str
+    weight: torch.Tensor  # [K, D]
+    bias: torch.Tensor  # [K]
+    classes: tuple[str, ...]
+    normalize: bool = True
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"probe kind must be one of {KINDS}, not {self.kind!r}")
+        self.weight = (
+            torch.as_tensor(
+                np.asarray(self.weight, np.float32) if not torch.is_tensor(self.weight) else self.weight
+            )
+            .float()
+            .cpu()
+        )
+        self.bias = (
+            torch.as_tensor(
+                np.asarray(self.bias, np.float32) if not torch.is_tensor(self.bias) else self.bias
+            )
+            .float()
+            .cpu()
+        )
+        self.classes = tuple(self.classes)
+        if self.weight.ndim != 2 or tuple(self.bias.shape) != (self.weight.shape[0],):
+            raise ValueError(
+                f"probe weight {list(self.weight.shape)} and bias {list(self.bias.shape)} disagree"
+            )
+        if len(self.classes) != self.weight.shape[0]:
+            raise ValueError(f"{len(self.classes)} class names for {self.weight.shape[0]} outputs")
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[1]
+
+    def decision(self, features) -> torch.Tensor:
+        x = torch.as_tensor(features).detach().cpu().float()
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"probe expects features [N, {self.dim}], got {list(x.shape)}")
+        if self.normalize:
+            x = torch.nn.functional.normalize(x, dim=-1)
+        return x @ self.weight.T + self.bias
+
+    def predict(self, features) -> np.ndarray:
+        """Scores ``[N, K]``: probabilities for the classifiers, values for ridge."""
+        z = self.decision(features).double()
+        if self.kind == "ovr":
+            z = torch.sigmoid(z)
+        elif self.kind == "multinomial":
+            z = torch.softmax(z, dim=-1)
+        return z.numpy()
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write ``head.safetensors`` + ``head.json`` into ``directory`` (atomically, as a whole)."""
+        directory = Path(directory)
+        with atomic_dir(directory, overwrite=overwrite) as tmp:
+            save_file(
+                {"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}, str(tmp / HEAD_WEIGHTS)
+            )
+            config = {
+                "kind": self.kind,
+                "classes": list(self.classes),
+                "normalize": self.normalize,
+                "meta": self.meta,
+            }
+            (tmp / HEAD_CONFIG).write_text(json.dumps(config, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ProbeHead:
+        directory = Path(directory)
+        for name in (HEAD_WEIGHTS, HEAD_CONFIG):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory}: not a probe head (no {name})")
+        try:
+            config = json.loads((directory / HEAD_CONFIG).read_text())
+            tensors = load_file(str(directory / HEAD_WEIGHTS))
+            return cls(
+                config["kind"],
+                tensors["weight"],
+                tensors["bias"],
+                tuple(config["classes"]),
+                bool(config.get("normalize", True)),
+                config.get("meta", {}),
+            )
+        except (KeyError, ValueError, json.JSONDecodeError) as e:
+            raise ValueError(f"{directory}: broken probe head ({e})") from e
