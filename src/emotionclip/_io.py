@@ -28,6 +28,21 @@ class FileError(Exception):
 TEMP_PATTERN = ".*.tmp"  # what atomic_path's temporary files look like
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _honour_umask(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the final file the mode a plain open() would have, so
+    group members on a shared cluster can read checkpoints and manifests."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; on success it replaces ``path``.
@@ -42,6 +57,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _honour_umask(tmp)
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -84,6 +100,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        _honour_umask(tmp, directory=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / path.name)
@@ -94,3 +111,78 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------------
+# output folders: claimed by one tool, locked by one process at a time
+
+OUTPUT_MARKER = ".emotionclip-output.json"  # says which tool made the folder: only those are written into
+LOCK_NAME = ".emotionclip.lock"
+LOCK_OWNER = (
+    ".emotionclip.lock.owner"  # pid + tool of the holder (the lock file itself is truncated by contenders)
+)
+
+
+class OutputDirError(FileError):
+    """An output folder cannot be used: it is a file, holds a user's files, or another process writes it."""
+
+
+def _holder(folder: Path) -> str:
+    try:
+        owner = json.loads((folder / LOCK_OWNER).read_text())
+        return f"pid {owner['pid']} ({owner.get('tool', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def claim_output_dir(
+    path: str | os.PathLike, tool: str, allow: tuple[str, ...] = (), create: bool = True
+) -> Iterator[Path]:
+    """Hold ``path`` as ``tool``'s output folder for the body of the ``with``.
+
+    * a new or empty folder is created and marked as ``tool``'s (``.emotionclip-output.json``);
+    * a folder marked by ``tool`` (or a tool in ``allow``) is re-opened (resume, add more inputs);
+    * a file, a non-empty folder without the marker, or another tool's folder is refused
+      (:class:`OutputDirError` naming it), so nothing of the user's is overwritten;
+    * an exclusive lock (``.emotionclip.lock``, released when the process dies) keeps a second
+      process out: it gets :class:`OutputDirError` naming the holder's pid.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputDirError(folder, "is a file, not a folder; choose a folder for the outputs")
+    marker = folder / OUTPUT_MARKER
+    if folder.is_dir() and not marker.is_file():
+        own = {LOCK_NAME, LOCK_OWNER}
+        if any(p.name not in own for p in folder.iterdir()):
+            raise OutputDirError(
+                folder, f"holds files that `emotionclip {tool}` did not write; choose an empty or new folder"
+            )
+    elif marker.is_file():
+        try:
+            made_by = json.loads(marker.read_text()).get("tool")
+        except (OSError, ValueError, AttributeError):
+            made_by = None
+        if made_by not in (tool, *allow):
+            raise OutputDirError(folder, f"is the output folder of `emotionclip {made_by}`, not of `{tool}`")
+    if not folder.exists():
+        if not create:
+            raise OutputDirError(folder, "does not exist")
+        folder.mkdir(parents=True)
+    lock = FileLock(str(folder / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputDirError(
+            folder, f"is being written by {_holder(folder)}; wait for it or choose another folder"
+        ) from None
+    try:
+        atomic_write_json(folder / LOCK_OWNER, {"pid": os.getpid(), "tool": tool})
+        if not marker.is_file():
+            atomic_write_json(marker, {"tool": tool, "format": 1})
+        yield folder
+    finally:
+        (folder / LOCK_OWNER).unlink(missing_ok=True)
+        lock.release()
