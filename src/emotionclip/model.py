@@ -22,6 +22,10 @@ from emotionclip.tokenizer import check_tokens
 from emotionclip.transform import PreprocessConfig
 
 _LEGACY_KEYS = ("extra",)  # written by 0.1 config files, never read
+# open_clip has no public hook for an extra token, so the frame encoder calls these two private
+# steps of its VisionTransformer; tests/test_model_parity.py checks that they still behave
+_OPEN_CLIP_PRIVATE = ("_embeds", "_pool")
+OPEN_CLIP_TESTED = ">=2.32,<3.4"  # as in pyproject.toml
 
 
 @dataclass
@@ -145,6 +149,12 @@ class EmotionCLIP(nn.Module):
             raise ValueError(
                 f"EmotionCLIP needs a ViT vision tower for its subject token; "
                 f"{config.backbone_name or 'this backbone'} builds {type(self.backbone.visual).__name__}"
+            )
+        missing = [m for m in _OPEN_CLIP_PRIVATE if not hasattr(self.backbone.visual, m)]
+        if missing:
+            raise RuntimeError(
+                f"open_clip {open_clip.__version__} lacks VisionTransformer.{', .'.join(missing)}; "
+                f"EmotionCLIP is tested with open_clip_torch{OPEN_CLIP_TESTED}"
             )
         # the release stores CLIP's temperature but trains its own; a parameter that never gets a
         # gradient would stall DDP's gradient buckets, so the unused one is frozen
