@@ -47,8 +47,14 @@ class EmotionCLIPConfig:
     def __post_init__(self):
         if isinstance(self.preprocess, dict):
             self.preprocess = PreprocessConfig.from_dict(self.preprocess)
-        elif self.preprocess is None:
-            self.preprocess = PreprocessConfig.for_crop(int(self.backbone["vision_cfg"]["image_size"]))
+        elif self.preprocess is None:  # 224 is open_clip's default input size
+            self.preprocess = PreprocessConfig.for_crop(
+                int(self.backbone["vision_cfg"].get("image_size", 224))
+            )
+        elif not isinstance(self.preprocess, PreprocessConfig):
+            raise TypeError(
+                f"preprocess must be a PreprocessConfig or a dict, got {type(self.preprocess).__name__}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "preprocess": self.preprocess.to_dict()}
