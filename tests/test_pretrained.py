@@ -8,6 +8,7 @@ HF_HUB_OFFLINE=1.
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +163,14 @@ def test_hub_model_not_in_the_cache(offline_hub):
 def test_bad_hub_id():
     with pytest.raises(ValueError, match="expected hf-hub:ORG/NAME"):
         emotionclip.load_model("hf-hub:just-a-name")
+
+
+def test_named_weights_resolve_to_the_local_copy(cache):
+    """What load_model reads is what other tools (the evaluation cache key) hash."""
+    from emotionclip.evaluate.features import checkpoint_hash
+
+    (cache / RELEASE.filename).write_bytes(b"not really weights")
+    path, entry = pretrained.resolve_checkpoint("emotionclip-release")
+    assert (path, entry) == (cache / RELEASE.filename, RELEASE)
+    assert checkpoint_hash("emotionclip-release") == checkpoint_hash(path)
+    assert pretrained.resolve_checkpoint("some/file.pt") == (Path("some/file.pt"), None)

@@ -546,13 +546,8 @@ def load_model(
     """
     from emotionclip import pretrained
 
-    entry = None
-    if isinstance(path, str) and path.startswith(pretrained.HF_HUB_PREFIX):
-        path = pretrained.download_from_hub(path)
-    elif isinstance(path, str) and path in pretrained.PRETRAINED and not Path(path).exists():
-        entry = pretrained.PRETRAINED[path]
-        path = pretrained.locate(entry)
-    sd, config, weights = _read_checkpoint(Path(path).expanduser())
+    local, entry = pretrained.resolve_checkpoint(path)
+    sd, config, weights = _read_checkpoint(local)
     if entry is not None:
         pretrained.check_layout(entry, sd, weights)
     return _build(sd, config, weights, strict, overrides).to(device).eval()

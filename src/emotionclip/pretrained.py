@@ -106,6 +106,18 @@ def locate(entry: PretrainedEntry) -> Path:
     return path
 
 
+def resolve_checkpoint(spec: str | os.PathLike) -> tuple[Path, PretrainedEntry | None]:
+    """The local file or folder behind a :func:`emotionclip.load_model` argument, and its entry if
+    it names one: an existing path wins over an entry of the same name; ``hf-hub:`` ids are fetched
+    into (or read from) the Hugging Face cache."""
+    if isinstance(spec, str) and spec.startswith(HF_HUB_PREFIX):
+        return download_from_hub(spec), None
+    if isinstance(spec, str) and spec in PRETRAINED and not Path(spec).exists():
+        entry = PRETRAINED[spec]
+        return locate(entry), entry
+    return Path(spec).expanduser(), None
+
+
 def check_layout(entry: PretrainedEntry, state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Refuse a state dict whose keys or shapes differ from the entry's layout."""
     expected = entry.expected_shapes()
