@@ -73,3 +73,12 @@ def test_pickle_refusal_keeps_torchs_explanation(tmp_path, capsys):
     assert "arbitrary code execution" in msg and "weights_only" in msg and "GLOBAL print" in msg
     assert len(msg) > 400 and "\x1b[" not in msg  # whole, without terminal colour codes
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_config_with_a_fractional_mlp_ratio_still_fits(tmp_path):
+    """open_clip builds int(width * mlp_ratio) units; the check compares that, not the ratio."""
+    cfg, _, _ = emotionclip.get_backbone_config("tiny")
+    cfg["vision_cfg"]["mlp_ratio"] = 4.3637  # as ViT-g-14 has
+    model = emotionclip.create_model(cfg, video_len=2, head_layers=1)
+    loaded = emotionclip.load_model(emotionclip.save_model(model, tmp_path / "m"))
+    assert loaded.config.backbone["vision_cfg"]["mlp_ratio"] == 4.3637

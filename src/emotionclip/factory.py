@@ -478,12 +478,12 @@ def _architecture(cfg: EmotionCLIPConfig) -> dict[str, Any]:
         "vision_cfg.width": vision.width,
         "vision_cfg.patch_size": vision.patch_size,
         "vision_cfg.image_size": image_size // vision.patch_size * vision.patch_size,
-        "vision_cfg.mlp_ratio": float(vision.mlp_ratio),
+        "vision_cfg.mlp_width": int(vision.width * vision.mlp_ratio),  # what open_clip builds
         "text_cfg.layers": text.layers,
         "text_cfg.width": text.width,
         "text_cfg.vocab_size": text.vocab_size,
         "text_cfg.context_length": text.context_length,
-        "text_cfg.mlp_ratio": float(text.mlp_ratio),
+        "text_cfg.mlp_width": int(text.width * text.mlp_ratio),
         "temporal_fusion": cfg.temporal_fusion,
     }
     if cfg.temporal_fusion == "transformer":
