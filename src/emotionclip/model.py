@@ -144,6 +144,13 @@ def _as_float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class EmotionCLIP(nn.Module):
     def __init__(self, config: EmotionCLIPConfig):
         super().__init__()
+        size = config.backbone["vision_cfg"].get("image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        if config.preprocess.crop_size != size:
+            raise ValueError(
+                f"preprocess crop_size {config.preprocess.crop_size} differs from the vision tower's "
+                f"input size {size}"
+            )
         self.config = config
         self.backbone = open_clip.CLIP(
             embed_dim=config.backbone["embed_dim"],
@@ -165,11 +172,6 @@ class EmotionCLIP(nn.Module):
         # the release stores CLIP's temperature but trains its own; a parameter that never gets a
         # gradient would stall DDP's gradient buckets, so the unused one is frozen
         self.backbone.logit_scale.requires_grad_(False)
-        if config.preprocess.crop_size != self.image_size:
-            raise ValueError(
-                f"preprocess crop_size {config.preprocess.crop_size} differs from the vision tower's "
-                f"input size {self.image_size}"
-            )
         self.visual_head = build_temporal_head(config, self.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
