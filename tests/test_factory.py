@@ -302,6 +302,22 @@ def test_training_forward_reads_no_values_off_the_device():
         model.encode_text(tokens)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_step_does_not_sync_on_cuda():
+    """CUDA's sync debug mode raises on any device -> host read (.item(), int(), nonzero, ...)."""
+    model = emotionclip.create_model("tiny", video_len=4, head_layers=1).cuda().train()
+    video = torch.randn(2, 4, 3, 224, 224, device="cuda")
+    mask = torch.ones(2, 4, 224, 224, dtype=torch.uint8, device="cuda")
+    tokens = emotionclip.tokenize(["a", "b"]).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        v, t, scale = model(video, mask, tokens)
+        (v @ t.T * scale).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_out_of_vocabulary_ids_in_a_cpu_forward(tiny):
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 49408\)"):
         tiny(torch.randn(1, 4, 3, 224, 224), None, torch.full((1, 77), -1))
