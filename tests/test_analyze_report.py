@@ -1,8 +1,10 @@
 """`emotionclip analyze` on real media with the parity checkpoint; the report in a real browser (issue #6)."""
 
+import io
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -93,7 +95,9 @@ def test_report_renders_in_headless_chromium(analysed):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     out, _ = analysed
     html = (out / "friday" / "report.html").read_text()
-    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    assert not re.search(
+        r"""(src|href)=["']?(https?:)?//|url\(\s*["']?https?:|fetch\(|XMLHttpRequest""", html
+    )
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
         try:
@@ -139,3 +143,29 @@ def test_embed_cli_videos_and_images(tmp_path, media_dir, parity_dir):
     assert np.load(out / "still.npz")["features"].shape == (1, 64)
     summary = json.loads((out / "summary.json").read_text())
     assert [f["input"] for f in summary["failed"]] == [str(tmp_path / "nope.mp4")]
+
+
+def test_analyze_video_table_plots_and_shows_in_a_notebook(media_dir, parity_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emotionclip.analyze import EmotionTable, analyze_video
+    from emotionclip.factory import load_model
+
+    model = load_model(parity_dir / "official_format_checkpoint.pt")
+    table = analyze_video(model, media_dir / "friday.mp4", detector=None)
+    assert isinstance(table, EmotionTable) and isinstance(table, pd.DataFrame)
+    assert table.classes == list(table.columns[-7:]) and len(table) == 5
+    ax = table.plot()
+    assert [line.get_label() for line in ax.get_lines()] == table.classes
+    assert np.allclose(ax.get_lines()[0].get_ydata(), table[table.classes[0]])
+    pandas_ax = table.plot.line(x="start", y="joy")  # pandas' own plot accessor still works
+    assert pandas_ax.get_lines()[0].get_label() == "joy"
+    plt.close("all")
+    page = table._repr_html_()
+    assert page.count("<rect") == 1 + len(table) and "<table" in page and "surprise" in page
+    # scripts keep working: pandas operations give plain DataFrames, CSV round-trips
+    assert type(table[table["joy"] > 0]) is pd.DataFrame
+    assert pd.read_csv(io.StringIO(table.to_csv(index=False))).shape == table.shape
