@@ -169,3 +169,30 @@ def test_analyze_video_table_plots_and_shows_in_a_notebook(media_dir, parity_dir
     # scripts keep working: pandas operations give plain DataFrames, CSV round-trips
     assert type(table[table["joy"] > 0]) is pd.DataFrame
     assert pd.read_csv(io.StringIO(table.to_csv(index=False))).shape == table.shape
+
+
+def test_spoken_lines_of_the_real_webvtt(media_dir):
+    from emotionclip.analyze.subtitles import spoken_lines
+
+    lines = spoken_lines(media_dir / "friday.mp4")
+    assert lines.path == str(media_dir / "friday.vtt") and lines.skipped == 0 and lines.problem is None
+    assert [c[2] for c in lines.cues][:2] == ["Hildy!", "How are you?"]
+    assert lines.cues[-1] == (4.3, 6.0, "Somebody must've stolen the crown jewels")
+
+
+def test_spoken_lines_decode_utf16_and_skip_broken_cues(tmp_path):
+    from emotionclip.analyze.subtitles import spoken_lines
+
+    srt = (
+        "1\n00:00:01,000 --> 00:00:02,500\n<i>Ça va</i> &amp; toi?\n\n"
+        "2\n00:00:05,000 --> 00:00:04,000\nbackwards\n\n"
+        "3\n00:00:06,000 --> 99:59:59,000\nThis goes on forever\n\n"
+        "4\n00:00:07,000 --> 00:00:08,000\n\n"
+    )
+    (tmp_path / "talk.srt").write_bytes(b"\xff\xfe" + srt.encode("utf-16-le"))  # UTF-16 with its BOM
+    lines = spoken_lines(tmp_path / "talk.mp4")
+    assert lines.cues == [(1.0, 2.5, "Ça va & toi?")] and lines.skipped == 3  # backwards, 100 h, no text
+    (tmp_path / "talk.srt").write_bytes(b"\x00\xff garbage")
+    broken = spoken_lines(tmp_path / "talk.mp4")
+    assert broken.cues == [] and broken.problem == "no usable cue"
+    assert spoken_lines(tmp_path / "silent.mp4").path is None
