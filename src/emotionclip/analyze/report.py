@@ -312,7 +312,7 @@ def index_html(
 ) -> str:
     esc = html.escape
     rows = [_video_row(d, "done", index_dir) for d in summary["done"]]
-    rows += [_video_row(d, "skipped", index_dir) | {"reason": "outputs exist"} for d in summary["skipped"]]
+    rows += [_video_row({"reason": "outputs exist", **d}, "skipped", index_dir) for d in summary["skipped"]]
     rows += [{"video": f["video"], "status": "failed", "reason": f["error"]} for f in summary["failed"]]
     body = []
     for r in sorted(rows, key=lambda r: r["video"]):
