@@ -196,3 +196,19 @@ def test_spoken_lines_decode_utf16_and_skip_broken_cues(tmp_path):
     broken = spoken_lines(tmp_path / "talk.mp4")
     assert broken.cues == [] and broken.problem == "no usable cue"
     assert spoken_lines(tmp_path / "silent.mp4").path is None
+
+
+def test_rerun_resumes_and_the_index_says_what_was_skipped(analysed, parity_dir):
+    out, videos = analysed
+    before = (out / "friday" / "emotions.csv").stat().st_mtime_ns
+    args = ["--checkpoint", str(parity_dir / "official_format_checkpoint.pt"), "--out", str(out)]
+    assert (
+        main(["analyze", *map(str, videos.values()), *args, "--window", str(WINDOW), "--stride", str(STRIDE)])
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["skipped"]) == 2 and not summary["done"]
+    assert (out / "friday" / "emotions.csv").stat().st_mtime_ns == before
+    index = (out / "index.html").read_text()
+    assert index.count('data-status="skipped"') == 2 and index.count("skipped (outputs exist)") == 2
+    assert 'href="friday/report.html"' in index and 'src="friday/thumbnail.jpg"' in index

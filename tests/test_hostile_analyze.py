@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -93,6 +94,10 @@ def test_truncated_video_marks_its_padded_windows(tmp_path, media_dir, checkpoin
     report = (out / "cut" / "report.html").read_text()
     assert "2 window(s) at the end repeat the last decoded frame" in report
     assert "2 padded window(s)" in (out / "index.html").read_text()
+    emb = tmp_path / "emb"
+    assert main(["embed", str(video), "--checkpoint", checkpoint, "--out", str(emb)]) == 0
+    assert np.load(emb / "cut.npz")["padded_frames"].tolist() == [0, 0, 0, 2, 4]
+    assert json.loads((emb / "summary.json").read_text())["done"][0]["padded_windows"] == padded
 
 
 @pytest.mark.parametrize(

@@ -78,8 +78,8 @@ class EmotionTable(pd.DataFrame):
             f'background:{c}"></span> {n}</span>'
             for n, c in zip(classes, colors, strict=True)
         )
-        return (
-            f"<div>{strip}<div style='font-size:11px'>{legend}</div></div>" + pd.DataFrame(self)._repr_html_()
+        return f"<div>{strip}<div style='font-size:11px'>{legend}</div></div>" + (
+            pd.DataFrame(self)._repr_html_() or ""
         )
 
 
