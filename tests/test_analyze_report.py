@@ -196,6 +196,8 @@ def test_spoken_lines_decode_utf16_and_skip_broken_cues(tmp_path):
     broken = spoken_lines(tmp_path / "talk.mp4")
     assert broken.cues == [] and broken.problem == "no usable cue"
     assert spoken_lines(tmp_path / "silent.mp4").path is None
+    (tmp_path / "film.en.vtt").write_text("WEBVTT\n\n00:00.500 --> 00:01.000\nHi\n")
+    assert spoken_lines(tmp_path / "film.mkv").cues == [(0.5, 1.0, "Hi")]  # language-tagged name
 
 
 def test_rerun_resumes_and_the_index_says_what_was_skipped(analysed, parity_dir):
