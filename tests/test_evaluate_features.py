@@ -106,3 +106,16 @@ def test_extraction_leaves_the_callers_model_as_it_was(tmp_path):
     np.testing.assert_allclose(feats.features[0], feats.features[1], atol=1e-6)
     assert model.training  # eval for the extraction, then back
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_zero_shot_classifier_and_the_head_or_classes_rule():
+    from emotionclip.heads import check_head_or_classes, zero_shot_classifier
+
+    model = emotionclip.create_model(backbone="tiny", video_len=4, head_layers=1).train()
+    cls = zero_shot_classifier(model, ["joy", "anger"], ["a {} face."], device="cpu")
+    assert cls.shape[0] == 2 and model.training  # eval for the prompts, then back
+    np.testing.assert_allclose(cls.norm(dim=-1).numpy(), 1, atol=1e-5)
+    check_head_or_classes(None, ["joy"])
+    check_head_or_classes("head_dir", None)
+    with pytest.raises(ValueError, match="not both"):
+        check_head_or_classes("head_dir", ["joy"])

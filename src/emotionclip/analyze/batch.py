@@ -97,11 +97,11 @@ def analyze_paths(
     **embed_kwargs,
 ) -> dict:
     """Analyse each video into ``out/<stem>/``; a failing video is logged and listed, the rest go on."""
+    from ..heads import check_head_or_classes
     from .analyze import probe_scorer, run_analysis, zero_shot_scorer
     from .report import OUTPUT_NAMES, write_report
 
-    if head is not None and classes:
-        raise ValueError("give either --classes (zero-shot) or --head (linear probe), not both")
+    check_head_or_classes(head, classes)
     scorer = (
         probe_scorer(head)
         if head is not None

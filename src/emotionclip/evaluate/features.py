@@ -13,14 +13,12 @@ the model; an interrupted extraction resumes from its last partial save.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
 import logging
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._inference import inference_model
 from .._io import atomic_path, atomic_write
 from .._prefetch import prefetch
 from ..constants import BOX_SCORE_THRESHOLD
@@ -224,24 +223,6 @@ def _detect(sample: Sample, decoded: _Decoded, detector, box_cache: BoxCache) ->
 # step 3: encoding batches, step 4: results and the partial save
 
 
-@contextmanager
-def _inference_model(model: torch.nn.Module, device):
-    """The model in eval mode on ``device``: the caller's model when it is already there (its
-    train/eval mode restored afterwards), else a copy, so the caller's model never moves."""
-    current = next(model.parameters()).device
-    device = torch.device(device) if device is not None else current
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if device != current:
-        yield copy.deepcopy(model).to(device).eval(), device
-        return
-    was_training = model.training
-    try:
-        yield model.eval(), device
-    finally:
-        model.train(was_training)
-
-
 class _Encoder:
     """Collects model inputs into batches of one kind (video or image) and encodes them."""
 
@@ -336,7 +317,7 @@ def extract_features(
     load = functools.partial(
         _load, num_frames=protocol.num_frames, transforms=transforms, box_cache=box_cache
     )
-    with _inference_model(model, device) as (net, dev):
+    with inference_model(model, device) as (net, dev):
         autocast(dev, protocol.precision)  # refuses fp16 on the CPU before any decoding
         encoder = _Encoder(net, dev, protocol.precision, batch_size)
         bar = tqdm(

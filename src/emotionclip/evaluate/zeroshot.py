@@ -69,7 +69,11 @@ def zero_shot(
         batch_size=batch_size,
         desc="zero-shot",
     )
-    probs = zero_shot_scores(feats.features, classifier, float(model.logit_scale.exp())) if feats.keys else []
+    probs = (
+        zero_shot_scores(feats.features, classifier, float(model.logit_scale.detach().exp()))
+        if feats.keys
+        else []
+    )
     results = [
         {
             "path": k,
