@@ -136,7 +136,9 @@ def plan_frames(sample: Sample, num_frames: int, fps: float, video_frames: int) 
         frame = int(math.floor(sample.instant * fps + 1e-6))
         return FramePlan(np.full(num_frames, frame), [float(sample.instant)], np.zeros(num_frames, np.int64))
     first = sample.first_frame
-    last = video_frames - 1 if sample.last_frame is None else sample.last_frame
+    # a clip running past the end of the file stops at its last frame (the release truncated the one
+    # such MovieGraphs clip it met, tt0388795 #207, by hand)
+    last = video_frames - 1 if sample.last_frame is None else min(sample.last_frame, video_frames - 1)
     if first >= video_frames or last < first:
         raise ValueError(
             f"{sample.path}: clip frames {first}-{last} are empty or past the video's {video_frames} frames"
