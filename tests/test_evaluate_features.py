@@ -119,3 +119,21 @@ def test_zero_shot_classifier_and_the_head_or_classes_rule():
     check_head_or_classes("head_dir", None)
     with pytest.raises(ValueError, match="not both"):
         check_head_or_classes("head_dir", ["joy"])
+
+
+def test_evaluate_claims_its_output_folder(tmp_path, caplog):
+    from emotionclip._io import OutputDirError
+    from emotionclip.cli import main
+    from emotionclip.evaluate import evaluate
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    with pytest.raises(OutputDirError, match="did not write"):
+        evaluate(tmp_path / "no.pt", "bold", tmp_path, out_dir=mine)
+    args = ["evaluate", "--checkpoint", str(tmp_path / "no.pt"), "--dataset", "bold", "--root", str(tmp_path)]
+    assert main([*args, "--out", str(mine)]) == 2  # one clear line, no traceback
+    assert "did not write" in caplog.text
+    assert (mine / "notes.txt").read_text() == "a user's file"
+    assert main([*args, "--out", str(tmp_path / "new"), "--precision", "fp16", "--device", "cpu"]) == 2
+    assert "fp16 needs a CUDA device" in caplog.text

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
-from .._io import atomic_write
-from ..precision import check_precision, default_precision
+from .._io import atomic_write, claim_output_dir
+from ..precision import autocast, check_precision, default_precision
 from . import metrics as M
 from .benchmarks import BENCHMARKS, Task
 from .datasets import Split, load_split
@@ -193,95 +193,112 @@ def evaluate(
     of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). Returns the dict that
     is written as JSON.
     """
+    out_dir = Path(out_dir)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = check_precision(precision or default_precision(dev))
+    autocast(dev, precision)  # refuses fp16 on the CPU before any work
+    with claim_output_dir(out_dir, "evaluate"):
+        json_path = out_dir / f"{dataset}_metrics.json"
+        if json_path.exists() and not overwrite:
+            raise FileExistsError(
+                f"{json_path}: already exists (use overwrite=True / --overwrite to replace it)"
+            )
+        splits = _splits(dataset, root)
+        started = time.time()
+        protocol, feats, ckpt_sha = _features(
+            checkpoint,
+            splits,
+            Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache",
+            detector=detector,
+            device=dev,
+            precision=precision,
+            num_frames=num_frames,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
+        extract_s = time.time() - started
+        t0 = time.time()
+        metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=dev)
+        result = {
+            "dataset": dataset,
+            "root": str(root),
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": ckpt_sha,
+            "protocol": asdict(protocol),
+            "solver": solver,
+            "metrics": metrics,
+            "counts": {
+                n: {
+                    "samples": len(sp.samples),
+                    "skipped": len(sp.skipped),
+                    "failed": len(feats[n].failed),
+                    "used": len(feats[n].keys),
+                }
+                for n, sp in splits.items()
+            },
+            "seconds": {"features": round(extract_s, 2), "probe": round(time.time() - t0, 3)},
+        }
+        if compare_sklearn and solver != "sklearn":
+            t0 = time.time()
+            ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
+            result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
+            result["metrics_sklearn"] = ref
+            result["max_abs_difference"] = max(
+                (abs(v - ref[s][m]) for s in metrics for m, v in metrics[s].items()), default=0.0
+            )
+        _write_outputs(out_dir, result, splits, feats, heads, predictions)
+    return result
+
+
+def _features(
+    checkpoint, splits: dict[str, Split], cache_dir: Path, *, detector, device, precision, num_frames, **kw
+) -> tuple[Protocol, dict[str, Features], str]:
+    """Every split's features through the cache; the model is loaded only on a miss."""
     from ..factory import load_model
 
-    out_dir = Path(out_dir)
-    json_path = out_dir / f"{dataset}_metrics.json"
-    if json_path.exists() and not overwrite:
-        raise FileExistsError(f"{json_path}: already exists (use overwrite=True / --overwrite to replace it)")
-    splits = _splits(dataset, root)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache"
-    started = time.time()
     needs_detector = any(x.detect for sp in splits.values() for x in sp.samples)
     det_name = _no_detector(detector) if needs_detector else None
     ckpt_sha = checkpoint_hash(checkpoint)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = check_precision(precision or default_precision(dev))
-
     model_holder: dict[str, torch.nn.Module] = {}
 
     def get_model() -> torch.nn.Module:
         if "m" not in model_holder:
-            model_holder["m"] = load_model(checkpoint, device=dev)
+            model_holder["m"] = load_model(checkpoint, device=device)
         return model_holder["m"]
 
-    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
-    protocol = _default_protocol(num_frames or video_len, size, det_name, precision)
     det = None
     if det_name:
         from ..detect import get_detector
 
         det = get_detector(det_name)
+    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
+    protocol = _default_protocol(num_frames or video_len, size, det_name, precision)
     feats = {
         name: cached_features(
-            sp,
-            protocol,
-            cache_dir,
-            checkpoint,
-            get_model,
-            ckpt_sha=ckpt_sha,
-            detector=det,
-            batch_size=batch_size,
-            num_workers=num_workers,
+            sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, **kw
         )
         for name, sp in splits.items()
     }
-    extract_s = time.time() - started
-    t0 = time.time()
-    metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=dev)
-    probe_s = time.time() - t0
-    result = {
-        "dataset": dataset,
-        "root": str(root),
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": ckpt_sha,
-        "protocol": asdict(protocol),
-        "solver": solver,
-        "metrics": metrics,
-        "counts": {
-            n: {
-                "samples": len(sp.samples),
-                "skipped": len(sp.skipped),
-                "failed": len(feats[n].failed),
-                "used": len(feats[n].keys),
-            }
-            for n, sp in splits.items()
-        },
-        "seconds": {"features": round(extract_s, 2), "probe": round(probe_s, 3)},
-    }
-    if compare_sklearn and solver != "sklearn":
-        t0 = time.time()
-        ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
-        result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
-        result["metrics_sklearn"] = ref
-        result["max_abs_difference"] = max(
-            (abs(v - ref[s][m]) for s in metrics for m, v in metrics[s].items()), default=0.0
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return protocol, feats, ckpt_sha
+
+
+def _write_outputs(out_dir: Path, result: dict, splits, feats, heads, predictions) -> None:
+    """Probe heads, plots, the Markdown table and (last, so that it marks a finished run) the JSON."""
+    from .report import write_plots, write_table
+
+    dataset = result["dataset"]
     for label, head in heads.items():
-        head.meta["checkpoint_sha256"] = ckpt_sha
+        head.meta["checkpoint_sha256"] = result["checkpoint_sha256"]
         result.setdefault("probe_heads", {})[label] = str(
             head.save(out_dir / f"{dataset}_probe_{label}", overwrite=True)
         )
-    from .report import write_plots, write_table
-
     result["plots"] = write_plots(out_dir, dataset, splits, heads, predictions)
     result["skipped"] = {n: sp.skipped for n, sp in splits.items() if sp.skipped}
     result["failed"] = {n: f.failed for n, f in feats.items() if f.failed}
     table = write_table(out_dir / f"{dataset}_metrics.md", result)
+    json_path = out_dir / f"{dataset}_metrics.json"
     atomic_write(json_path, json.dumps(result, indent=2))
     logger.info("wrote %s and %s\n%s", json_path, out_dir / f"{dataset}_metrics.md", table)
-    return result
 
 
 def make_probe_evaluator(

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .._io import atomic_write
+from .._io import FileError, atomic_write
 from ..precision import PRECISIONS
 from .benchmarks import BENCHMARKS
 
@@ -104,7 +104,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             num_frames=args.frames,
             overwrite=args.overwrite,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad input: one clear line, no traceback
+    except (
+        FileError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as e:  # bad input: one line, no traceback
         logger.error("%s", e)
         return 2
     print((args.out / f"{args.dataset}_metrics.md").read_text())
