@@ -76,12 +76,9 @@ def register(subparsers) -> None:
         "--detector", default="none", help="subject boxes: 'none' (default), 'default', 'json:PATH', ..."
     )
     z.add_argument("--device")
+    z.add_argument("--precision", choices=PRECISIONS, help="default: the device's (fp32 on the CPU)")
     z.add_argument("--output", type=Path, help="write the results JSON here (default: print it)")
     z.set_defaults(func=run_zero_shot)
-
-
-def _detector(name: str | None) -> str | None:
-    return None if not name or name.lower() == "none" else name
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -96,7 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             solver=args.solver,
             compare_sklearn=args.compare_sklearn,
-            detector=_detector(args.detector),
+            detector=args.detector,
             device=args.device,
             precision=args.precision,
             batch_size=args.batch_size,
@@ -131,8 +128,9 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         args.inputs,
         classes,
         templates,
-        detector=_detector(args.detector),
+        detector=args.detector,
         device=args.device,
+        precision=args.precision,
     )
     text = json.dumps(result, indent=2)
     if args.output:

@@ -45,7 +45,7 @@ def zero_shot(
     Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``.
     """
     from ..factory import load_model
-    from .api import _default_protocol
+    from .api import _default_protocol, _no_detector
     from .features import extract_features
 
     class_names = list(class_names or VOCABULARIES["basic"])
@@ -54,7 +54,7 @@ def zero_shot(
     model = load_model(checkpoint, device=dev)
     classifier = zero_shot_classifier(model, class_names, templates)
     det = None
-    if detector:
+    if _no_detector(detector):
         from ..detect import get_detector
 
         det = get_detector(detector)
