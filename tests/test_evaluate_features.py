@@ -137,3 +137,16 @@ def test_evaluate_claims_its_output_folder(tmp_path, caplog):
     assert (mine / "notes.txt").read_text() == "a user's file"
     assert main([*args, "--out", str(tmp_path / "new"), "--precision", "fp16", "--device", "cpu"]) == 2
     assert "fp16 needs a CUDA device" in caplog.text
+
+
+def test_inference_on_another_device_uses_a_copy():
+    from emotionclip._inference import inference_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
+    with inference_model(model, "meta") as (net, device):  # "meta": a second device on any machine
+        assert net is not model and device.type == "meta" and not net.training
+        assert next(net.parameters()).device.type == "meta"
+    assert next(model.parameters()).device.type == "cpu" and model.training
+    with inference_model(model) as (net, device):
+        assert net is model and not model.training and device.type == "cpu"
+    assert model.training
