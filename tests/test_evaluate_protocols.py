@@ -195,3 +195,62 @@ def test_precision_keys_the_cache_and_bf16_features_follow_fp32(tmp_path):
         extract_features(model, samples, Protocol(precision="fp8"), num_workers=0)
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         extract_features(model, samples, Protocol(num_frames=4, precision="fp16"), num_workers=0)
+
+
+def test_meld_layout_of_real_clips_gets_person_masks_by_default(parity_dir, media_dir, tmp_path):
+    """Four CREMA-D clips (one actor, four emotions) laid out as MELD: the Python API's default
+    detector finds the speaker in every clip, and the masks change the features."""
+    import json
+
+    from emotionclip.evaluate import evaluate
+    from emotionclip.evaluate.features import _load_features
+
+    clips = sorted((media_dir / "cremad").glob("*.flv"))[:4]
+    emotion = {
+        "ANG": "anger",
+        "DIS": "disgust",
+        "FEA": "fear",
+        "HAP": "joy",
+        "NEU": "neutral",
+        "SAD": "sadness",
+    }
+    root = tmp_path / "meld"
+    for split, folder in (
+        ("train", "train_splits"),
+        ("dev", "dev_splits_complete"),
+        ("test", "output_repeated_splits_test"),
+    ):
+        (root / folder).mkdir(parents=True)
+        rows = []
+        for u, clip in enumerate(clips):
+            (root / folder / f"dia0_utt{u}.mp4").symlink_to(clip)  # FLV inside: PyAV reads the content
+            rows.append(
+                [
+                    u,
+                    "Don't forget a jacket",
+                    "1001",
+                    emotion[clip.stem.split("_")[2]],
+                    "neutral",
+                    0,
+                    u,
+                    1,
+                    1,
+                    "0",
+                    "2",
+                ]
+            )
+        pd.DataFrame(rows, columns=MELD_COLUMNS).to_csv(root / f"{split}_sent_emo.csv", index=False)
+    checkpoint = parity_dir / "official_format_checkpoint.pt"
+    result = evaluate(checkpoint, "meld", root, out_dir=tmp_path / "out", num_workers=0)
+    assert result["protocol"]["detector"] == "default"
+    assert result["counts"]["dev"] == {"samples": 4, "skipped": 0, "failed": 0, "used": 4}
+    cache = tmp_path / "out" / "feature_cache" / "meld"
+    boxes = json.loads(next(cache.glob("boxes-dev-*.json")).read_text())
+    assert len(boxes) == 4 and all(any(len(b) for b in frames) for frames in boxes.values())
+    dev = load_split("meld", root, "dev").samples
+    unmasked = extract_features(
+        emotionclip.load_model(checkpoint), dev, Protocol(num_frames=4), num_workers=0
+    )
+    masked = _load_features(next(cache.glob("dev-*.npz")))
+    assert masked.keys == unmasked.keys
+    assert np.abs(masked.features - unmasked.features).max() > 1e-3
