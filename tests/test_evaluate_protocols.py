@@ -248,9 +248,8 @@ def test_meld_layout_of_real_clips_gets_person_masks_by_default(parity_dir, medi
     boxes = json.loads(next(cache.glob("boxes-dev-*.json")).read_text())
     assert len(boxes) == 4 and all(any(len(b) for b in frames) for frames in boxes.values())
     dev = load_split("meld", root, "dev").samples
-    unmasked = extract_features(
-        emotionclip.load_model(checkpoint), dev, Protocol(num_frames=4), num_workers=0
-    )
+    same_but_no_detector = Protocol(**{**result["protocol"], "detector": None})
+    unmasked = extract_features(emotionclip.load_model(checkpoint), dev, same_but_no_detector, num_workers=0)
     masked = _load_features(next(cache.glob("dev-*.npz")))
     assert masked.keys == unmasked.keys
     assert np.abs(masked.features - unmasked.features).max() > 1e-3
