@@ -2,7 +2,9 @@
 
 BoLD-sized random features (7,000 train x 512, 26 labels, a planted linear structure so the probe
 has something to find), one-vs-rest logistic regression with C = 3.16; metrics on 2,000 held-out
-samples. Usage: ``python benchmarks/probe_speed.py [--n 7000] [--dim 512] [--labels 26] [--device cuda]``
+samples. Both solvers are timed in the same run; on the shared CPU the speed-up is the result, the
+seconds are noisy. Usage: ``python benchmarks/probe_speed.py [--n 7000] [--dim 512] [--labels 26]
+[--device cuda]``
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 import numpy as np
 import torch
+from _cpu import describe  # benchmarks/ is the script's folder
 
 from emotionclip.evaluate import metrics as M
 from emotionclip.evaluate.probe import fit_sklearn, fit_torch
@@ -42,9 +45,8 @@ def main() -> None:
     y = (z > np.quantile(z, 0.85, axis=0)).astype(np.float32)  # ~15 % positives per label, like BoLD
     names = [f"c{i}" for i in range(args.labels)]
     xtr, ytr, xte, yte = x[: args.n], y[: args.n], x[args.n :], y[args.n :]
-    print(
-        f"features {args.n} x {args.dim}, {args.labels} labels, C={args.c}; torch threads {torch.get_num_threads()}"
-    )
+    print(describe())
+    print(f"features {args.n} x {args.dim}, {args.labels} labels, C={args.c}")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     fit_torch("ovr", xtr[:200], ytr[:200], names, c=args.c, device=device)  # warm-up (CUDA context, kernels)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ._inference import inference_model
 from ._io import atomic_dir
 from .constants import EMOTIC_CATEGORIES, SENTIMENT_CLASSES
 from .tokenizer import tokenize
@@ -38,25 +39,38 @@ DEFAULT_TEMPLATES = (
 )
 
 
+def check_head_or_classes(head=None, classes=None) -> None:
+    """Features are scored by a linear-probe head or zero-shot over class names: one, never both."""
+    if head is not None and classes:
+        raise ValueError("give either --classes (zero-shot) or --head (linear probe), not both")
+
+
 @torch.no_grad()
 def zero_shot_classifier(
-    model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
+    model,
+    class_names: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    batch_size: int = 256,
+    device=None,
 ) -> torch.Tensor:
-    """``[K, D]`` unit vectors: per class, the mean of its normalised prompt embeddings, renormalised."""
+    """``[K, D]`` unit vectors: per class, the mean of its normalised prompt embeddings, renormalised.
+
+    Encoded in eval mode on ``device`` (default: the model's; another device encodes with a copy),
+    so the caller's model is neither moved nor left in eval mode."""
     if not class_names:
         raise ValueError("zero-shot needs at least one class name")
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
         raise ValueError(f"every template needs a '{{}}' for the class name; bad: {bad or 'no templates'}")
-    device = next(model.parameters()).device
     prompts = [t.format(c) for c in class_names for t in templates]
     tokens = tokenize(prompts)
-    text = torch.cat(
-        [
-            model.encode_text(tokens[i : i + batch_size].to(device)).float()
-            for i in range(0, len(prompts), batch_size)
-        ]
-    )
+    with inference_model(model, device) as (net, dev):
+        text = torch.cat(
+            [
+                net.encode_text(tokens[i : i + batch_size].to(dev)).float()
+                for i in range(0, len(prompts), batch_size)
+            ]
+        )
     text = F.normalize(text, dim=-1).view(len(class_names), len(templates), -1).mean(1)
     return F.normalize(text, dim=-1)
 

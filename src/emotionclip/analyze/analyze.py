@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..heads import check_head_or_classes
 from .embed import VideoEmbedding, embed_video
 from .table import EmotionTable, emotion_table
 
@@ -43,8 +44,7 @@ def zero_shot_scorer(
 
     classes = SENTIMENT_CLASSES if classes is None else tuple(classes)
     check_classes(classes)
-    model.eval().to(device)
-    classifier = zero_shot_classifier(model, classes).cpu()
+    classifier = zero_shot_classifier(model, classes, device=device).cpu()
     scale = float(model.logit_scale.detach().exp())
     return EmotionScorer(
         classes, "zero-shot", classifier.shape[1], lambda f: zero_shot_scores(f, classifier, scale)
@@ -138,8 +138,7 @@ def analyze_video(
     a saved linear-probe head; other keywords (``detector``, ``batch_size``, ``device``,
     ``precision``) go to :func:`embed_video`.
     """
-    if head is not None and classes is not None:
-        raise ValueError("give either classes (zero-shot) or head (linear probe), not both")
+    check_head_or_classes(head, classes)
     device = embed_kwargs.get("device", "cpu")
     scorer = probe_scorer(head) if head is not None else zero_shot_scorer(model, classes, device=device)
     a = run_analysis(model, path, scorer, window=window, stride=stride, **embed_kwargs)

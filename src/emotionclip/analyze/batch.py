@@ -104,11 +104,11 @@ def analyze_paths(
     Writes ``out/summary.json`` and the overview ``out/index.html``; ``proxy=False`` writes no
     browser copy of videos the browser cannot play (their report then has no player).
     """
+    from ..heads import check_head_or_classes
     from .analyze import probe_scorer, zero_shot_scorer
     from .report import write_index
 
-    if head is not None and classes:
-        raise ValueError("give either --classes (zero-shot) or --head (linear probe), not both")
+    check_head_or_classes(head, classes)
     scorer = (
         probe_scorer(head)
         if head is not None

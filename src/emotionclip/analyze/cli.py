@@ -79,8 +79,12 @@ def _check_args(args) -> str | None:
         return f"--window and --stride must be positive seconds (got {args.window}, {args.stride})"
     if args.batch_size < 1:
         return f"--batch-size must be >= 1 (got {args.batch_size})"
-    if getattr(args, "head", None) is not None and getattr(args, "classes", None):
-        return "give either --classes (zero-shot) or --head (linear probe), not both"
+    from ..heads import check_head_or_classes
+
+    try:
+        check_head_or_classes(getattr(args, "head", None), getattr(args, "classes", None))
+    except ValueError as e:
+        return str(e)
     if args.out.exists() and not args.out.is_dir():
         return f"--out {args.out}: is a file, not a folder; choose a folder for the outputs"
     return None

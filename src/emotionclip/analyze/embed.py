@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..detect import resolve_detector
 from ..precision import autocast
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
-from ..video_io import VideoInfo, probe_video
+from ..video_io import VideoInfo, load_image, probe_video
 from .windows import Window, batched, iter_windows, plan_windows, prefetch
 
 logger = logging.getLogger(__name__)
@@ -164,25 +164,6 @@ def embed_video(
     )
 
 
-def _load_image(image_or_path) -> np.ndarray:
-    if isinstance(image_or_path, (str, Path)):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(image_or_path) as im:
-                return np.array(im.convert("RGB"))
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{image_or_path}: no such file") from e
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{image_or_path}: cannot read as an image ({e})") from e
-    if hasattr(image_or_path, "convert"):  # PIL image
-        return np.array(image_or_path.convert("RGB"))
-    array = np.asarray(image_or_path)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 RGB [H, W, 3], got {array.dtype} {list(array.shape)}")
-    return array
-
-
 def embed_image(
     model,
     image_or_path,
@@ -196,7 +177,7 @@ def embed_image(
     The subject is ``boxes`` (``[K, 4]`` or ``[K, 5]`` in image pixels) when given, else the persons
     the detector finds; ``detector=None`` with no boxes encodes the image with no subject.
     """
-    image = _load_image(image_or_path)
+    image = load_image(image_or_path)
     if boxes is None:
         det = resolve_detector(detector)
         boxes = det.detect(image[None])[0] if det is not None else np.zeros((0, 5), np.float32)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
-from .._io import atomic_write
+from .._io import atomic_write, claim_output_dir
+from ..precision import autocast, check_precision, default_precision
 from ..transform import PreprocessConfig
 from . import metrics as M
 from .benchmarks import BENCHMARKS, Task
@@ -37,16 +38,26 @@ logger = logging.getLogger(__name__)
 SAVGOL_WINDOW, SAVGOL_ORDER = 100, 3  # the release's smoothing of LIRIS-ACCEDE predictions
 
 
+def smooth(pred: np.ndarray) -> np.ndarray:
+    """The release's smoothing: Savitzky-Golay (window 100, order 3) along all ``pred`` rows at once
+    (the test movies concatenated); a shorter split uses a window of its length."""
+    window = min(SAVGOL_WINDOW, len(pred))
+    if window <= SAVGOL_ORDER:
+        return pred.copy()
+    return savgol_filter(pred, window_length=window, polyorder=SAVGOL_ORDER, axis=0)
+
+
 def smooth_per_group(pred: np.ndarray, groups: list[str]) -> np.ndarray:
-    """Savitzky-Golay (window 100, order 3) along each group's samples (in their order)."""
+    """:func:`smooth` along each group's samples (in their order): no filter across a movie boundary."""
     out = pred.copy()
     groups_arr = np.asarray(groups)
     for g in dict.fromkeys(groups):
         idx = np.flatnonzero(groups_arr == g)
-        window = min(SAVGOL_WINDOW, len(idx))
-        if window > SAVGOL_ORDER:
-            out[idx] = savgol_filter(pred[idx], window_length=window, polyorder=SAVGOL_ORDER, axis=0)
+        out[idx] = smooth(pred[idx])
     return out
+
+
+PER_MOVIE = "per-movie smoothing"  # the variant row's suffix
 
 
 def score(task: Task, y: np.ndarray, scores: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -73,11 +84,14 @@ def score(task: Task, y: np.ndarray, scores: np.ndarray, names: list[str]) -> di
 
 
 def _xy(split: Split, feats: Features, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    kept = {s.key for s in split.samples}
-    rows = [i for i, k in enumerate(feats.keys) if k in kept]
-    keys = [feats.keys[i] for i in rows]
-    groups = {s.key: s.group for s in split.samples}
-    return feats.features[rows], split.labels(label, keys), [groups[k] for k in keys]
+    """Features, labels and groups of the split's encoded samples, in the split's order (smoothing
+    runs along it)."""
+    row = {k: i for i, k in enumerate(feats.keys)}
+    used = [s for s in split.samples if s.key in row]
+    if not used:
+        return np.zeros((0, feats.features.shape[-1]), np.float32), np.zeros((0,)), []
+    x = feats.features[[row[s.key] for s in used]]
+    return x, np.stack([np.asarray(s.labels[label]) for s in used]), [s.group for s in used]
 
 
 def run_probes(
@@ -111,20 +125,34 @@ def run_probes(
                 continue
             p = head.predict(xe)
             if task.smooth:
-                p = smooth_per_group(p, groups)
+                variant = f"{s} ({PER_MOVIE})"
+                results.setdefault(variant, {}).update(score(task, ye, smooth_per_group(p, groups), names))
+                p = smooth(p)
             results[s].update(score(task, ye, p, names))
             predictions[task.label][s] = (ye, p)
     return results, heads, predictions
 
 
-def _default_protocol(model_frames: int, image_size: int, detector: str | None) -> Protocol:
+def _default_protocol(model_frames: int, image_size: int, detector: str | None, precision: str) -> Protocol:
     return Protocol(
         num_frames=model_frames,
         image_size=image_size,
         video_resize=PreprocessConfig.for_crop(image_size).resize,
         image_resize=image_size,
         detector=detector,
+        precision=precision,
     )
+
+
+def _no_detector(name: str | None) -> str | None:
+    return None if not name or name.lower() == "none" else name
+
+
+def _splits(dataset: str, root: str | Path) -> dict[str, Split]:
+    if dataset not in BENCHMARKS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
+    bench = BENCHMARKS[dataset]
+    return {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
 
 
 def _model_shape(get_model: Callable[[], torch.nn.Module], ckpt_sha: str, cache_dir: Path) -> tuple[int, int]:
@@ -148,8 +176,9 @@ def evaluate(
     cache_dir: str | Path | None = None,
     solver: str = "torch",
     compare_sklearn: bool = False,
-    detector: str | None = None,
+    detector: str | None = "default",
     device: str | None = None,
+    precision: str | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
     num_frames: int | None = None,
@@ -158,101 +187,119 @@ def evaluate(
     """Run the benchmark's linear-probe protocol and write ``<out_dir>/<dataset>_metrics.{json,md}``.
 
     ``solver``: ``"torch"`` (fast L-BFGS) or ``"sklearn"`` (the release's reference);
-    ``compare_sklearn`` also fits the reference and reports both. ``detector``: person-detector name
-    for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), e.g. ``default`` or
-    ``json:PATH``. Returns the dict that is written as JSON.
+    ``compare_sklearn`` also fits the reference and reports both. ``detector``: the person detector
+    for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), ``"default"`` as the release
+    (which used person masks there), ``"json:PATH"``, ... or ``None`` / ``"none"`` for no subject
+    mask. ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
+    of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). Returns the dict that
+    is written as JSON.
     """
+    out_dir = Path(out_dir)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = check_precision(precision or default_precision(dev))
+    autocast(dev, precision)  # refuses fp16 on the CPU before any work
+    with claim_output_dir(out_dir, "evaluate"):
+        json_path = out_dir / f"{dataset}_metrics.json"
+        if json_path.exists() and not overwrite:
+            raise FileExistsError(
+                f"{json_path}: already exists (use overwrite=True / --overwrite to replace it)"
+            )
+        splits = _splits(dataset, root)
+        started = time.time()
+        protocol, feats, ckpt_sha = _features(
+            checkpoint,
+            splits,
+            Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache",
+            detector=detector,
+            device=dev,
+            precision=precision,
+            num_frames=num_frames,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
+        extract_s = time.time() - started
+        t0 = time.time()
+        metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=dev)
+        result = {
+            "dataset": dataset,
+            "root": str(root),
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": ckpt_sha,
+            "protocol": asdict(protocol),
+            "solver": solver,
+            "metrics": metrics,
+            "counts": {
+                n: {
+                    "samples": len(sp.samples),
+                    "skipped": len(sp.skipped),
+                    "failed": len(feats[n].failed),
+                    "used": len(feats[n].keys),
+                }
+                for n, sp in splits.items()
+            },
+            "seconds": {"features": round(extract_s, 2), "probe": round(time.time() - t0, 3)},
+        }
+        if compare_sklearn and solver != "sklearn":
+            t0 = time.time()
+            ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
+            result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
+            result["metrics_sklearn"] = ref
+            result["max_abs_difference"] = max(
+                (abs(v - ref[s][m]) for s in metrics for m, v in metrics[s].items()), default=0.0
+            )
+        _write_outputs(out_dir, result, splits, feats, heads, predictions)
+    return result
+
+
+def _features(
+    checkpoint, splits: dict[str, Split], cache_dir: Path, *, detector, device, precision, num_frames, **kw
+) -> tuple[Protocol, dict[str, Features], str]:
+    """Every split's features through the cache; the model is loaded only on a miss."""
     from ..factory import load_model
 
-    if dataset not in BENCHMARKS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
-    out_dir = Path(out_dir)
-    json_path = out_dir / f"{dataset}_metrics.json"
-    if json_path.exists() and not overwrite:
-        raise FileExistsError(f"{json_path}: already exists (use overwrite=True / --overwrite to replace it)")
-    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache"
-    bench = BENCHMARKS[dataset]
-    started = time.time()
-    splits = {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
     needs_detector = any(x.detect for sp in splits.values() for x in sp.samples)
-    det_name = detector if needs_detector else None
+    det_name = _no_detector(detector) if needs_detector else None
     ckpt_sha = checkpoint_hash(checkpoint)
-
     model_holder: dict[str, torch.nn.Module] = {}
 
     def get_model() -> torch.nn.Module:
         if "m" not in model_holder:
-            dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model_holder["m"] = load_model(checkpoint, device=dev)
+            model_holder["m"] = load_model(checkpoint, device=device)
         return model_holder["m"]
 
-    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
-    protocol = _default_protocol(num_frames or video_len, size, det_name)
     det = None
     if det_name:
         from ..detect import get_detector
 
         det = get_detector(det_name)
+    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
+    protocol = _default_protocol(num_frames or video_len, size, det_name, precision)
     feats = {
         name: cached_features(
-            sp,
-            protocol,
-            cache_dir,
-            checkpoint,
-            get_model,
-            ckpt_sha=ckpt_sha,
-            detector=det,
-            batch_size=batch_size,
-            num_workers=num_workers,
+            sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, **kw
         )
         for name, sp in splits.items()
     }
-    extract_s = time.time() - started
-    t0 = time.time()
-    metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=device)
-    probe_s = time.time() - t0
-    result = {
-        "dataset": dataset,
-        "root": str(root),
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": ckpt_sha,
-        "protocol": asdict(protocol),
-        "solver": solver,
-        "metrics": metrics,
-        "counts": {
-            n: {
-                "samples": len(sp.samples),
-                "skipped": len(sp.skipped),
-                "failed": len(feats[n].failed),
-                "used": len(feats[n].keys),
-            }
-            for n, sp in splits.items()
-        },
-        "seconds": {"features": round(extract_s, 2), "probe": round(probe_s, 3)},
-    }
-    if compare_sklearn and solver != "sklearn":
-        t0 = time.time()
-        ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
-        result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
-        result["metrics_sklearn"] = ref
-        result["max_abs_difference"] = max(
-            (abs(v - ref[s][m]) for s in metrics for m, v in metrics[s].items()), default=0.0
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return protocol, feats, ckpt_sha
+
+
+def _write_outputs(out_dir: Path, result: dict, splits, feats, heads, predictions) -> None:
+    """Probe heads, plots, the Markdown table and (last, so that it marks a finished run) the JSON."""
+    from .report import write_plots, write_table
+
+    dataset = result["dataset"]
     for label, head in heads.items():
-        head.meta["checkpoint_sha256"] = ckpt_sha
+        head.meta["checkpoint_sha256"] = result["checkpoint_sha256"]
         result.setdefault("probe_heads", {})[label] = str(
             head.save(out_dir / f"{dataset}_probe_{label}", overwrite=True)
         )
-    from .report import write_plots, write_table
-
     result["plots"] = write_plots(out_dir, dataset, splits, heads, predictions)
     result["skipped"] = {n: sp.skipped for n, sp in splits.items() if sp.skipped}
     result["failed"] = {n: f.failed for n, f in feats.items() if f.failed}
     table = write_table(out_dir / f"{dataset}_metrics.md", result)
+    json_path = out_dir / f"{dataset}_metrics.json"
     atomic_write(json_path, json.dumps(result, indent=2))
     logger.info("wrote %s and %s\n%s", json_path, out_dir / f"{dataset}_metrics.md", table)
-    return result
 
 
 def make_probe_evaluator(
@@ -261,8 +308,9 @@ def make_probe_evaluator(
     *,
     max_samples: int | None = None,
     solver: str = "torch",
-    detector: str | None = None,
+    detector: str | None = "default",
     device: str | None = None,
+    precision: str | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
 ) -> Callable[[torch.nn.Module, int], dict[str, float]]:
@@ -270,24 +318,27 @@ def make_probe_evaluator(
 
     Splits are loaded once (the first ``max_samples`` of each, if given); each call extracts
     features from the model as it is now (no cache, the weights change) and fits the probes.
+    ``detector`` and ``precision`` as in :func:`evaluate`; the model is never moved or left in
+    eval mode (another ``device`` encodes with a copy).
     """
-    if dataset not in BENCHMARKS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
-    bench = BENCHMARKS[dataset]
-    splits = {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
+    splits = _splits(dataset, root)
     if max_samples:
         for sp in splits.values():
             sp.samples = sp.samples[:max_samples]
     det = None
-    if detector and any(x.detect for sp in splits.values() for x in sp.samples):
+    name = _no_detector(detector)
+    if name and any(x.detect for sp in splits.values() for x in sp.samples):
         from ..detect import get_detector
 
-        det = get_detector(detector)
+        det = get_detector(name)
+    if precision is not None:
+        check_precision(precision)
 
     def hook(model: torch.nn.Module, step: int) -> dict[str, float]:
-        size = model.image_size
-        protocol = _default_protocol(model.video_len, size, det.name if det else None)
         dev = device or next(model.parameters()).device
+        protocol = _default_protocol(
+            model.video_len, model.image_size, name if det else None, precision or default_precision(dev)
+        )
         feats = {
             n: extract_features(
                 model,

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from .._io import atomic_write
+from .._io import FileError, atomic_write
+from ..precision import PRECISIONS
 from .benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ def register(subparsers) -> None:
         "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'",
     )
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="feature extraction precision (default: bf16 on GPUs of compute capability >= 8, fp16 on "
+        "older GPUs, fp32 on the CPU); part of the feature-cache key",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument(
@@ -69,12 +76,9 @@ def register(subparsers) -> None:
         "--detector", default="none", help="subject boxes: 'none' (default), 'default', 'json:PATH', ..."
     )
     z.add_argument("--device")
+    z.add_argument("--precision", choices=PRECISIONS, help="default: the device's (fp32 on the CPU)")
     z.add_argument("--output", type=Path, help="write the results JSON here (default: print it)")
     z.set_defaults(func=run_zero_shot)
-
-
-def _detector(name: str | None) -> str | None:
-    return None if not name or name.lower() == "none" else name
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -89,14 +93,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             solver=args.solver,
             compare_sklearn=args.compare_sklearn,
-            detector=_detector(args.detector),
+            detector=args.detector,
             device=args.device,
+            precision=args.precision,
             batch_size=args.batch_size,
             num_workers=args.workers,
             num_frames=args.frames,
             overwrite=args.overwrite,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # bad input: one clear line, no traceback
+    except (
+        FileError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as e:  # bad input: one line, no traceback
         logger.error("%s", e)
         return 2
     print((args.out / f"{args.dataset}_metrics.md").read_text())
@@ -118,8 +128,9 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         args.inputs,
         classes,
         templates,
-        detector=_detector(args.detector),
+        detector=args.detector,
         device=args.device,
+        precision=args.precision,
     )
     text = json.dumps(result, indent=2)
     if args.output:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..heads import DEFAULT_TEMPLATES, VOCABULARIES, zero_shot_classifier, zero_shot_scores
+from ..precision import default_precision
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .datasets.common import Sample
 
@@ -36,6 +37,7 @@ def zero_shot(
     *,
     detector: str | None = None,
     device: str | None = None,
+    precision: str | None = None,
     batch_size: int = 8,
 ) -> dict:
     """Zero-shot class probabilities for each video / image.
@@ -43,7 +45,7 @@ def zero_shot(
     Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``.
     """
     from ..factory import load_model
-    from .api import _default_protocol
+    from .api import _default_protocol, _no_detector
     from .features import extract_features
 
     class_names = list(class_names or VOCABULARIES["basic"])
@@ -52,11 +54,13 @@ def zero_shot(
     model = load_model(checkpoint, device=dev)
     classifier = zero_shot_classifier(model, class_names, templates)
     det = None
-    if detector:
+    if _no_detector(detector):
         from ..detect import get_detector
 
         det = get_detector(detector)
-    protocol = _default_protocol(model.video_len, model.image_size, det.name if det else None)
+    protocol = _default_protocol(
+        model.video_len, model.image_size, det.name if det else None, precision or default_precision(dev)
+    )
     feats = extract_features(
         model,
         input_samples(inputs, det is not None),
@@ -65,7 +69,11 @@ def zero_shot(
         batch_size=batch_size,
         desc="zero-shot",
     )
-    probs = zero_shot_scores(feats.features, classifier, float(model.logit_scale.exp())) if feats.keys else []
+    probs = (
+        zero_shot_scores(feats.features, classifier, float(model.logit_scale.detach().exp()))
+        if feats.keys
+        else []
+    )
     results = [
         {
             "path": k,
