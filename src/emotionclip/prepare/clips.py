@@ -1,4 +1,9 @@
-"""Candidate clips: one per sentence, kept by the release's thresholds (all configurable)."""
+"""Candidate clips: one per sentence, kept by the release's thresholds (all configurable).
+
+The release's thresholds are the defaults: clips of more than 2 s and less than 10 s with at least
+8 frames at 8 fps, neutral probability <= 0.05, and every clip kept whatever its share of frames
+with a person (``has_person`` is stored, so training can filter on it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from ..constants import BOX_SCORE_THRESHOLD
 from .subtitles import Sentence
 
 
@@ -18,8 +24,10 @@ class ClipFilter:
     min_frames: int = 8  # T frames at `fps` must exist
     fps: float = 8.0
     max_neutral: float | None = 0.05  # keep clips with neutral probability <= this; None keeps all
-    min_person_fraction: float = 0.5  # fraction of frames with a person box (score > person_score)
-    person_score: float = 0.5
+    min_person_fraction: float = (
+        0.0  # keep clips with at least this share of frames with a person (release: 0)
+    )
+    person_score: float = BOX_SCORE_THRESHOLD  # a box counts as a person above this score
 
     def to_dict(self) -> dict:
         return asdict(self)
