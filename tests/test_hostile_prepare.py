@@ -371,3 +371,20 @@ def test_16_out_is_a_file_and_merge_without_parts_are_clear_errors(tmp_path, cap
     assert f"{out}: no manifest.part-*-of-*.json to merge" in caplog.text
     assert main(["prepare", "--merge", str(tmp_path / "nowhere")]) == 2
     assert "Traceback" not in caplog.text
+
+
+def test_2_temporaries_of_every_atomic_writer_are_recognised_and_nothing_else(tmp_path):
+    from emotionclip._io import atomic_dir, atomic_path, remove_temporaries
+    from emotionclip.shards.writer import AtomicTar
+
+    # what a kill -9 leaves: each writer entered and never left (kept referenced, so none cleans up)
+    writing = [atomic_path(tmp_path / "manifest.json"), atomic_dir(tmp_path / "model")]
+    file_tmp, dir_tmp = (w.__enter__() for w in writing)
+    (dir_tmp / "weights.bin").write_bytes(b"half")
+    tar = AtomicTar(tmp_path / "video.tar")
+    tar.add([("a.txt", b"x")])
+    for name in ("notes.tmp", ".hidden", "shard-000001.tar.tmp"):  # not ours by name: kept
+        (tmp_path / name).write_text("user")
+    removed = remove_temporaries(tmp_path)
+    assert set(removed) == {file_tmp, dir_tmp, tar.tmp}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "notes.tmp", "shard-000001.tar.tmp"]

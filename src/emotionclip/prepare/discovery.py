@@ -60,9 +60,8 @@ class VideoItem:
 
 def make_video_id(rel: str) -> str:
     """Readable, deterministic id: the relative path made key-safe plus a short hash of it."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", str(Path(rel).with_suffix("")))[-60:].strip(
-        "_"
-    )  # USTAR names: 100 characters with the member suffix
+    # 60 characters: USTAR member names hold 100, with the hash and "__cNNNN.fNNN.jpg" after it
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", str(Path(rel).with_suffix("")))[-60:].strip("_")
     return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:6]}"
 
 
