@@ -9,12 +9,19 @@ sub-token. The model is loaded on first use (so a segmenter pickled into worker 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from .subtitles import Segmenter, Word, release_words
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 RELEASE_PUNCTUATION_MODEL = "oliverguhr/fullstop-punctuation-multilang-large"
 _CHUNK, _OVERLAP = 230, 5  # deepmultilingualpunctuation's chunking
+# deepmultilingualpunctuation's preprocess: marks go, except inside numbers (3.5, 10,000)
+RELEASE_MARKS = re.compile(r"(?<!\d)[.,;:!?](?!\d)")
+
+
+def release_words(text: str) -> list[str]:
+    """Words as the release feeds them to the punctuation model (marks removed)."""
+    return RELEASE_MARKS.sub("", text).split()
 
 
 class PunctuationRestorer:
@@ -73,9 +80,9 @@ class PunctuationRestorer:
 
 
 class PunctuatedSegmenter:
-    """A word segmenter run on words whose punctuation was restored by a model first."""
+    """A word segmenter (``subtitles.Segmenter``) run on words whose punctuation a model restored first."""
 
-    def __init__(self, inner: Segmenter, model: str | PunctuationRestorer):
+    def __init__(self, inner: Callable, model: str | PunctuationRestorer):
         self.inner = inner
         self.punctuation = PunctuationRestorer(model) if isinstance(model, str) else model
 
@@ -83,12 +90,8 @@ class PunctuatedSegmenter:
     def name(self) -> str:
         return f"{getattr(self.inner, 'name', type(self.inner).__name__)}+{self.punctuation.model_name}"
 
-    def __call__(self, words: Sequence[Word]) -> list[list[Word]]:
-        bare = [(w, release_words(w.text)) for w in words]
-        bare = [(w, " ".join(t)) for w, t in bare if t]
+    def __call__(self, words: Sequence) -> list[list]:
+        bare = [(w, " ".join(t)) for w in words if (t := release_words(w.text))]
         labels = self.punctuation.labels([t for _, t in bare])
-        marked = [
-            Word(t + (label if label != "0" else ""), w.start, w.end, w.cue_start)
-            for (w, t), label in zip(bare, labels)
-        ]
+        marked = [replace(w, text=t + (label if label != "0" else "")) for (w, t), label in zip(bare, labels)]
         return self.inner(marked)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .. import registry
 from .._io import FileError
+from .punctuation import RELEASE_MARKS, PunctuatedSegmenter, PunctuationRestorer, release_words
 
 SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".json")
 
@@ -351,21 +352,13 @@ class RuleSegmenter:
 
 # ---------------------------------------------------------------- the release's regrouping
 
-# deepmultilingualpunctuation's preprocess: marks go, except inside numbers (3.5, 10,000)
-_RELEASE_MARKS = re.compile(r"(?<!\d)[.,;:!?](?!\d)")
-
-
-def release_words(text: str) -> list[str]:
-    """A cue's words as the release feeds them to the punctuation model (marks removed)."""
-    return _RELEASE_MARKS.sub("", text).split()
-
 
 def _given_labels(text: str) -> list[str]:
     """One punctuation label per :func:`release_words` word, read from the text's own marks: what the
     restoration model would predict if the subtitles' punctuation is right (``"0"``: none)."""
     labels: list[str] = []
     for token in text.split():
-        stripped = _RELEASE_MARKS.sub("", token)
+        stripped = RELEASE_MARKS.sub("", token)
         tail = re.search(r"([.,;:!?])\W*$", token)
         mark = tail.group(1) if tail and not stripped.endswith(tail.group(1)) else "0"
         if not stripped:  # a lone "..." or "?" belongs to the word before
@@ -396,8 +389,6 @@ class ReleaseSegmenter:
 
     def __init__(self, punctuation=None):
         if isinstance(punctuation, str):
-            from .punctuation import PunctuationRestorer
-
             punctuation = PunctuationRestorer(punctuation)
         self.punctuation = punctuation
 
@@ -442,8 +433,6 @@ def get_segmenter(name: str | Segmenter = "default", punctuation: str | None = N
     if punctuation and name in ("release", "default", "rules", "punctuation"):
         if name == "release":
             return ReleaseSegmenter(punctuation)
-        from .punctuation import PunctuatedSegmenter
-
         return PunctuatedSegmenter(get_segmenter(name), punctuation)
     try:
         return registry.resolve("segmenter", name, _SEGMENTERS)
