@@ -74,6 +74,10 @@ def test_1_same_name_other_content_is_a_new_video_and_the_manifest_lists_every_s
     assert manifest["videos"]["ok"] == 2 and len(manifest["shards"]) == 2
     again = prepare(tmp_path / "a", out, cfg)  # the first folder again: already done
     assert again["processed"] == 0 and again["already_done"] == 1
+    (tmp_path / "a" / "clip.flv").unlink()  # the same path, now another file (re-downloaded)
+    os.symlink(FEA, tmp_path / "a" / "clip.flv")
+    replaced = prepare(tmp_path / "a", out, cfg)
+    assert replaced["processed"] == 1 and replaced["corpus_clips"] == 3
     assert_manifest_is_the_disk(out)
 
 

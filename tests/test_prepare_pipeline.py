@@ -355,7 +355,9 @@ def test_cli_end_to_end_and_exit_codes(media_dir, tmp_path, monkeypatch):
     assert main(["prepare", str(tmp_path / "empty"), str(tmp_path / "out3"), *common]) == 2  # no videos
     assert main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
     assert main(["prepare", "a", "b", "--part", "3/2"]) == 2
-    assert main(["prepare", "--merge", str(tmp_path / "out")]) == 2  # no part manifests: an error, no traceback
+    assert (
+        main(["prepare", "--merge", str(tmp_path / "out")]) == 2
+    )  # no part manifests: an error, no traceback
 
 
 def test_discovery_pairs_sidecars_and_reports_missing(tmp_path):

@@ -233,3 +233,6 @@ def test_release_segmenter_keeps_lone_marks_and_format_markup_rules():
     cues = [Cue(0.0, 1.0, "Start ."), Cue(1.0, 3.0, "<i>Hello</i> &amp; bye ..."), Cue(3.0, 4.0, "- Yes.")]
     # a lone "." ends the word before it; tags and entities go; a dialogue dash stays a word (as in the release)
     assert texts(cues_to_sentences(cues, "release")) == ["Hello & bye", "- Yes"]
+    # a number keeps its marks (the release's preprocess), and still ends the sentence
+    cues = [Cue(0.0, 3.0, "Hi. Born in 2020. Then 3.5. What")]
+    assert texts(cues_to_sentences(cues, "release")) == ["Born in 2020.", "Then 3.5."]

@@ -81,13 +81,25 @@ def fingerprint(path: Path) -> str:
     return f"{size}:{h.hexdigest()[:16]}"
 
 
-def identify(items: list[VideoItem]) -> None:
-    """Give each item its id from its content and absolute path (``stem-HASH``), unique in the list."""
+def _cached_fingerprint(path: Path, cache: dict[str, str] | None) -> str:
+    if cache is None:
+        return fingerprint(path)
+    st = path.stat()  # unchanged size and mtime: the file was not rewritten since it was hashed
+    key = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    if key not in cache:
+        cache[key] = fingerprint(path)
+    return cache[key]
+
+
+def identify(items: list[VideoItem], cache: dict[str, str] | None = None) -> None:
+    """Give each item its id from its content and absolute path (``stem-HASH``), unique in the list.
+
+    ``cache`` (path, size, mtime → fingerprint) spares a resumed run re-reading every video."""
     seen: dict[str, int] = {}
     for item in items:
         stem = make_video_id(item.key or item.video.name).rsplit("-", 1)[0]
         try:
-            content = fingerprint(item.video) if item.error is None else "unreadable"
+            content = _cached_fingerprint(item.video, cache) if item.error is None else "unreadable"
         except OSError as e:
             item.error = item.error or f"cannot read ({e.strerror or e})"
             content = "unreadable"

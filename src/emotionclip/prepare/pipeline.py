@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from emotionclip._io import FileError, atomic_write_json, claim_output_dir, remove_temporaries
+from emotionclip._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir, remove_temporaries
 from emotionclip.video_io import VideoError, iter_frames, probe_video
 
 from ..detect import PersonDetector
@@ -377,7 +377,7 @@ def _build_components(config: PrepareConfig):
 
 def _adopt(folder: Path) -> None:
     """A corpus (or a part's state) written before output folders were marked is still ours to resume."""
-    marker = folder / ".emotionclip-output.json"
+    marker = folder / OUTPUT_MARKER
     if (
         folder.is_dir()
         and not marker.exists()
@@ -401,7 +401,6 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
     items = discover(input_path, identify_content=False)
     if config.part is not None:
         items = items[config.part[0] :: config.part[1]]
-    identify(items)  # content hashes: only this part's videos are read
     prefix, state_dir, manifest_path, summary_path = _paths(out_dir, config.part)
     _adopt(out_dir)
     with ExitStack() as held:
@@ -410,6 +409,7 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
             _adopt(state_dir)
             held.enter_context(claim_output_dir(state_dir, TOOL))
         run = _Run(out_dir, state_dir, prefix, config)
+        run.identify(items)  # content hashes: only this part's videos are read
         plan = run.plan(items, excluded_ids)
         run.process(plan)
         return run.finish(plan, manifest_path, summary_path)
@@ -444,6 +444,18 @@ class _Run:
         self.run_records: list[VideoRecord] = []
         self.waiting: dict[str, VideoRecord] = {}  # clips in the open shard
         self.t0 = time.time()
+
+    def identify(self, items: list[VideoItem]) -> None:
+        path = self.ledger.path.with_name("fingerprints.json")
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}  # none yet, or unreadable: hash the videos again
+        cache = cache if isinstance(cache, dict) else {}
+        size = len(cache)
+        identify(items, cache)
+        if len(cache) != size:
+            atomic_write_json(path, cache, indent=None)
 
     def plan(self, items: list[VideoItem], excluded_ids: set[str]) -> _Plan:
         # an "ok" record whose shard never got its final name (kill between ledger and rename) is redone

@@ -360,7 +360,7 @@ def _given_labels(text: str) -> list[str]:
     for token in text.split():
         stripped = RELEASE_MARKS.sub("", token)
         tail = re.search(r"([.,;:!?])\W*$", token)
-        mark = tail.group(1) if tail and not stripped.endswith(tail.group(1)) else "0"
+        mark = tail.group(1) if tail else "0"  # "2020." ends a sentence, though its "." stays (a number)
         if not stripped:  # a lone "..." or "?" belongs to the word before
             if labels and mark != "0":
                 labels[-1] = mark

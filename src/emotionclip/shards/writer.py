@@ -243,13 +243,20 @@ def build_manifest(records: Iterable[dict], out_dir: Path, settings: dict) -> di
     }
 
 
+def _read_part(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable part manifest ({e}); rerun that part to rewrite it") from e
+
+
 def merge_manifests(out_dir: str | Path) -> dict:
     """Combine the ``manifest.part-I-of-N.json`` files of a ``--part`` run into ``manifest.json``."""
     out_dir = Path(out_dir)
     parts = sorted(out_dir.glob("manifest.part-*-of-*.json"))
     if not parts:
         raise FileNotFoundError(f"{out_dir}: no manifest.part-*-of-*.json to merge (run with --part first)")
-    manifests = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    manifests = [_read_part(p) for p in parts]
     total = {int(re.search(r"-of-(\d+)", p.name).group(1)) for p in parts}
     if len(total) != 1:
         raise ValueError(f"{out_dir}: part manifests disagree on the number of parts: {sorted(total)}")
