@@ -100,3 +100,29 @@ def test_restorer_travels_to_workers_without_its_weights(tiny_model):
 def test_a_missing_model_is_named(tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path / 'nope'}: cannot load the punctuation model"):
         PunctuationRestorer(str(tmp_path / "nope")).labels(["hi"])
+
+
+def test_cli_release_segmenter_with_a_punctuation_model(tiny_model, tmp_path, monkeypatch):
+    import json
+    import os
+    import tarfile
+
+    from emotionclip.cli import main
+    from emotionclip.constants import SAMPLE_MEDIA
+    from prepare_support import write_boxes_json
+
+    monkeypatch.syspath_prepend(os.path.dirname(__file__))  # for the py: scorer
+    src = tmp_path / "in"
+    src.mkdir()
+    os.symlink(SAMPLE_MEDIA / "cremad" / "1001_DFA_ANG_XX.flv", src / "clip.flv")
+    (src / "clip.srt").write_text("1\n00:00:00,000 --> 00:00:02,100\nhello there my name is sam hello\n")
+    boxes = write_boxes_json(tmp_path / "b.json", {"clip": (480, 360, 2.5, [150, 40, 330, 300, 0.9])})
+    out = tmp_path / "out"
+    args = ["prepare", str(src), str(out), "--segmenter", "release", "--punctuation", tiny_model]
+    args += ["--detector", f"json:{boxes}", "--scorer", "py:prepare_support:KeywordScorer"]
+    assert main([*args, "--min-duration", "0.5", "--max-neutral", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["segmenter"] == f"release:{tiny_model}" and manifest["clips"] == 1
+    with tarfile.open(out / manifest["shards"][0]["name"]) as tar:
+        (txt,) = [tar.extractfile(n).read() for n in tar.getnames() if n.endswith(".txt")]
+    assert txt == b"my name is sam"  # between the model's two full stops, marks removed
