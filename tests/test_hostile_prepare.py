@@ -17,7 +17,7 @@ import pytest
 from emotionclip._io import LOCK_OWNER, OutputDirError
 from emotionclip.constants import SAMPLE_MEDIA
 from emotionclip.detect.json_boxes import JsonBoxDetector, JsonBoxesError
-from emotionclip.prepare import ClipFilter, PrepareConfig, prepare
+from emotionclip.prepare import ClipFilter, PrepareConfig, discover, prepare
 from emotionclip.prepare.pipeline import merge
 from emotionclip.prepare.subtitles import Cue, SubtitleError, cue_problem, load_subtitles, validate_cues
 from prepare_support import KeywordScorer, SlowDetector, write_boxes_json
@@ -320,7 +320,7 @@ def test_10_huge_boxes_are_clipped_and_counted_and_lookups_fail_as_path_problem(
 # ---------------------------------------------------------------- 11: manifests
 
 
-def test_11_manifest_rows_are_checked_and_named_by_file_and_line(tmp_path):
+def test_11_manifest_rows_are_checked_and_named_by_file_and_line(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     (tmp_path / "elsewhere").mkdir()
@@ -347,6 +347,11 @@ def test_11_manifest_rows_are_checked_and_named_by_file_and_line(tmp_path):
     assert len(notes) == 2 and all("is outside the manifest's folder" in n for n in notes)
     assert "line 4: ../elsewhere/up.flv" in notes[0] and str(tmp_path / "elsewhere" / "up.flv") in notes[0]
     assert "line 5" in notes[1]
+    monkeypatch.chdir(tmp_path)  # a manifest named relative to the working folder resolves the same
+    relative = {it.video.name: it.error for it in discover(Path("data") / "list.csv")}
+    assert (
+        relative["good.flv"] is None and relative["up.flv"] is None and "not found" in relative["missing.flv"]
+    )
 
     jsonl = data / "list.jsonl"
     jsonl.write_text(json.dumps({"video": "good.flv", "text": "Don't forget it is bad"}) + "\n{broken\n")

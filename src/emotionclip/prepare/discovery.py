@@ -291,7 +291,7 @@ def _manifest_item(path: Path, line: int, row: dict | str) -> VideoItem | None:
     item = VideoItem(video=Path(name), video_id=make_video_id(name), key=name)
     item.youtube_id = _first(row, "youtube_id")
     requested = _manifest_path(name, path.parent, where, item.notes)
-    video = _resolve_video(str(requested), path.parent)
+    video = _resolve_video(name, path.parent)
     item.video = video or requested
     if video is None:
         item.error = f"video not found ({where})"

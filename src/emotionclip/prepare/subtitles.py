@@ -383,8 +383,8 @@ class ReleaseSegmenter:
     (a :class:`~emotionclip.prepare.punctuation.PunctuationRestorer`, as the release did with
     ``oliverguhr/fullstop-punctuation-multilang-large``) or, without one, read from the subtitles'
     own marks. A sentence is the words after one ``.`` up to and including the next: the words
-    before the first and after the last ``.`` are dropped. Its text is the words without
-    punctuation; sentences containing ``[`` are dropped.
+    before the first and after the last ``.`` are dropped. Its text is the words without their
+    marks (those inside numbers stay); sentences containing ``[`` are dropped.
     """
 
     def __init__(self, punctuation=None):
