@@ -69,9 +69,11 @@ def test_friday_people_and_flower_nobody(media_dir, tmp_path):
     assert sample["txt"].decode() == "Yes, he's in - in a bad humor Somebody must've stolen the crown jewels"
     assert (meta["start"], meta["end"]) == (3.0, 6.0)
     frames = sorted(k for k in sample if k.endswith(".jpg"))
-    assert len(frames) == 24 == len(meta["frame_times"])  # 3 s at 8 fps
+    # frames 24..48 of the video's 8 fps grid, both ends included (the release's rule)
+    assert len(frames) == 25 == len(meta["frame_times"])
+    assert meta["frame_times"][0] == 3.0 and meta["frame_times"][-1] == 6.0
     boxes = json.loads(sample["boxes.json"])
-    assert len(boxes) == 24 and meta["has_person"] >= 0.5
+    assert len(boxes) == 25 and meta["has_person"] >= 0.5
     assert max(len(b) for b in boxes) >= 2  # several people on screen
     assert meta["width"] == 341 and meta["height"] == 256
     assert np.argmax(meta["sentiment_logits"]) == 0  # "bad", "stolen": anger in the keyword lexicon

@@ -88,6 +88,13 @@ def register(subparsers) -> None:
         help="keep clips where at least this fraction of frames has a person (0: keep all, as the "
         "release; the fraction is stored as has_person and can be filtered at training time)",
     )
+    p.add_argument(
+        "--frame-grid",
+        choices=("video", "clip"),
+        default="video",
+        help="which frames a clip stores: video = the video's fps grid from ceil(start*fps) to "
+        "floor(end*fps), both included (the release); clip = start + k/fps before end",
+    )
     p.add_argument("--shard-clips", type=int, default=500, help="clips per shard")
     p.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
     p.set_defaults(func=run)
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             max_neutral=args.max_neutral,
             min_person_fraction=args.min_person_fraction,
+            frame_grid=args.frame_grid,
         ),
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,

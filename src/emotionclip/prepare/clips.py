@@ -32,9 +32,20 @@ class ClipFilter:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def expected_frames(self, duration: float) -> int:
-        """Sample instants ``start + k / fps`` inside ``[start, start + duration)``."""
-        return max(0, math.ceil(duration * self.fps - 1e-6))
+    # "video": the frames n / fps of the whole video with ceil(start·fps) <= n <= floor(end·fps), as the
+    # release's 8 fps frame store and create_index.py take them; "clip": start + k / fps inside [start, end)
+    frame_grid: str = "video"
+
+    def __post_init__(self):
+        if self.frame_grid not in ("video", "clip"):
+            raise ValueError(f"frame_grid must be 'video' or 'clip', got {self.frame_grid!r}")
+
+    def frame_range(self, start: float, end: float) -> tuple[float, float, int]:
+        """``(first instant, exclusive end, number of frames)`` of a clip's stored frames."""
+        if self.frame_grid == "clip":
+            return start, end, max(0, math.ceil((end - start) * self.fps - 1e-6))
+        first, last = math.ceil(start * self.fps - 1e-6), math.floor(end * self.fps + 1e-6)
+        return first / self.fps, (last + 0.5) / self.fps, max(0, last - first + 1)
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ def select_candidates(
             stats["too_short"] += 1
         elif end - start >= rules.max_duration:
             stats["too_long"] += 1
-        elif rules.expected_frames(end - start) < rules.min_frames:
+        elif rules.frame_range(start, end)[2] < rules.min_frames:
             stats["too_few_frames"] += 1
         else:
             out.append(Candidate(k, start, end, s.text.strip()))

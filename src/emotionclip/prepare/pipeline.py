@@ -237,17 +237,17 @@ def _sentences(item: VideoItem, duration: float, ctx: _Context, record: VideoRec
 
 
 def _decode_clip(path: Path, start: float, end: float, rules: ClipFilter, short_side: int, duration: float):
+    first, stop, expected = rules.frame_range(start, end)
     times, frames = [], []
-    for t, frame in iter_frames(path, start, end, fps=rules.fps, short_side=short_side):
+    for t, frame in iter_frames(path, first, stop, fps=rules.fps, short_side=short_side):
         times.append(t)
         frames.append(frame)
-    expected = rules.expected_frames(end - start)
     # the container promised frames up to `duration`; far fewer means the data stops early (a
     # stream ending a little before the container's duration, as in many MKVs, is normal)
     if len(frames) < expected / 2 and end <= duration:
         raise VideoError(
             path,
-            f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}) s (truncated or corrupt file)",
+            f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}] s (truncated or corrupt file)",
         )
     return times, frames
 
