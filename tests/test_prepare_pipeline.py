@@ -396,3 +396,19 @@ def test_a_worker_crash_fails_only_its_video(media_dir, tmp_path):
     reasons = {Path(f["video"]).stem: f["reason"] for f in summary["failures"]}
     assert "worker process died" in reasons[CREMAD[1]]
     assert summary["ok"] == 2 and summary["failed"] == 6 and summary["corpus_clips"] == 2
+
+
+def test_detector_none_keeps_clips_without_boxes(tmp_path):
+    from emotionclip.constants import SAMPLE_MEDIA
+
+    src = tmp_path / "in"
+    src.mkdir()
+    os.symlink(SAMPLE_MEDIA / "cremad" / f"{CREMAD[0]}.flv", src / "clip.flv")
+    (src / "clip.srt").write_text("1\n00:00:00,000 --> 00:00:02,000\nDon't forget a jacket\n")
+    config = PrepareConfig(detector="none", scorer=KeywordScorer(), filter=ClipFilter(**KEEP_ALL))
+    assert prepare(src, tmp_path / "out", config)["ok"] == 1
+    (sample,) = read_shards(tmp_path / "out").values()
+    assert json.loads(sample["json"])["has_person"] == 0.0 and all(
+        b == [] for b in json.loads(sample["boxes.json"])
+    )
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["detector"] == "none"

@@ -97,9 +97,15 @@ def test_restorer_travels_to_workers_without_its_weights(tiny_model):
     assert PrepareConfig(segmenter="release", punctuation=tiny_model).punctuation == tiny_model
 
 
-def test_a_missing_model_is_named(tmp_path):
+def test_a_missing_model_is_named_before_any_video_is_read(tmp_path):
+    from emotionclip.cli import main
+
     with pytest.raises(ValueError, match=f"{tmp_path / 'nope'}: cannot load the punctuation model"):
         PunctuationRestorer(str(tmp_path / "nope")).labels(["hi"])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_text("never opened")
+    args = ["prepare", str(tmp_path / "in"), str(tmp_path / "out"), "--punctuation", str(tmp_path / "nope")]
+    assert main([*args, "--detector", "none"]) == 2 and not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_cli_release_segmenter_with_a_punctuation_model(tiny_model, tmp_path, monkeypatch):

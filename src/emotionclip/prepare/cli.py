@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--detector",
         default="default",
-        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory",
+        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory | none",
     )
     p.add_argument(
         "--scorer",

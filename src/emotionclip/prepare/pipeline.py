@@ -52,6 +52,7 @@ from ..shards.writer import (
 )
 from .clips import Candidate, ClipFilter, select_candidates
 from .discovery import VideoItem, discover, identify, read_embedded_cues, youtube_ids
+from .punctuation import PunctuationRestorer
 from .subtitles import (
     Segmenter,
     SubtitleError,
@@ -71,7 +72,9 @@ _MAX_WARNINGS = 20  # bad cues listed per video (all are counted)
 
 @dataclass
 class PrepareConfig:
-    detector: str | PersonDetector = "default"  # a name for emotionclip.detect.get_detector, or a detector
+    detector: str | PersonDetector | None = (
+        "default"  # emotionclip.detect.get_detector name, "none", or a detector
+    )
     scorer: str | SentimentScorer = "default"  # a name for emotionclip.sentiment.get_sentiment_scorer
     segmenter: str | Segmenter = "default"  # a name for subtitles.get_segmenter, or a segmenter
     punctuation: str | None = None  # token-classification model restoring punctuation first
@@ -87,7 +90,7 @@ class PrepareConfig:
 
     def settings(self, detector, scorer, segmenter) -> dict:
         return {
-            "detector": getattr(detector, "name", type(detector).__name__),
+            "detector": "none" if detector is None else getattr(detector, "name", type(detector).__name__),
             "scorer": getattr(scorer, "name", type(scorer).__name__),
             "segmenter": getattr(segmenter, "name", None)
             or (self.segmenter if isinstance(self.segmenter, str) else type(segmenter).__name__),
@@ -262,7 +265,10 @@ def _clip_members(
         stats["too_few_frames"] += 1
         return None
     frames = np.stack(frames)
-    boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
+    if ctx.detector is None:  # --detector none: no boxes, has_person 0
+        boxes = [np.zeros((0, 5), np.float32)] * len(frames)
+    else:
+        boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
     with_person = [bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes]
     has_person = float(np.mean(with_person))
     if has_person < rules.min_person_fraction:
@@ -368,11 +374,11 @@ def _build_components(config: PrepareConfig):
     def build(spec, getter):
         return getter(spec) if isinstance(spec, str) else spec
 
-    return (
-        build(config.detector, get_detector),
-        build(config.scorer, get_sentiment_scorer),
-        get_segmenter(config.segmenter, punctuation=config.punctuation),
-    )
+    segmenter = get_segmenter(config.segmenter, punctuation=config.punctuation)
+    if isinstance(getattr(segmenter, "punctuation", None), PunctuationRestorer):
+        segmenter.punctuation.load()  # a wrong model name fails here, not once per video
+    detector = None if config.detector in (None, "none") else build(config.detector, get_detector)
+    return detector, build(config.scorer, get_sentiment_scorer), segmenter
 
 
 def _adopt(folder: Path) -> None:

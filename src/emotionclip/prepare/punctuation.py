@@ -36,7 +36,10 @@ class PunctuationRestorer:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_model": None, "_tokenizer": None}
 
-    def _load(self) -> None:
+    def load(self) -> PunctuationRestorer:
+        """Load the model now (``prepare`` does, so a wrong name fails before any video is read)."""
+        if self._model is not None:
+            return self
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         try:
@@ -47,12 +50,12 @@ class PunctuationRestorer:
         if not self._tokenizer.is_fast:
             raise ValueError(f"{self.model_name}: needs a fast tokenizer (word alignment)")
         self._model.eval().to(self.device)
+        return self
 
     def labels(self, words: Sequence[str]) -> list[str]:
         if not words:
             return []
-        if self._model is None:
-            self._load()
+        self.load()
         out: list[str] = []
         step = _CHUNK - _OVERLAP
         for begin in range(0, len(words), step):
