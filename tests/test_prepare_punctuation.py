@@ -8,6 +8,8 @@ classifier maps to ".", every other token to "0" (no mark) — a model whose out
 import pytest
 import torch
 
+pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
+
 from emotionclip.prepare import PrepareConfig
 from emotionclip.prepare.punctuation import PunctuatedSegmenter, PunctuationRestorer
 from emotionclip.prepare.subtitles import Cue, ReleaseSegmenter, cues_to_sentences, get_segmenter

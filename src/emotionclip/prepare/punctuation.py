@@ -40,7 +40,13 @@ class PunctuationRestorer:
         """Load the model now (``prepare`` does, so a wrong name fails before any video is read)."""
         if self._model is not None:
             return self
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        try:
+            from transformers import AutoModelForTokenClassification, AutoTokenizer
+        except ImportError as e:
+            raise ValueError(
+                f"{self.model_name}: punctuation restoration needs transformers ({e}); "
+                "pip install 'emotionclip[hf]'"
+            ) from e
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
