@@ -67,3 +67,21 @@ class CrashingDetector:
         if self.crash_on in str(video):
             os.kill(os.getpid(), signal.SIGKILL)
         return self.inner.detect(frames, video=video, times=times)
+
+
+class SlowDetector:
+    """The json: detector, taking ``delay`` seconds per clip (a slow real detector, for lock and kill tests)."""
+
+    name = "slow"
+
+    def __init__(self, boxes_json: str, delay: float):
+        from emotionclip.detect.json_boxes import JsonBoxDetector
+
+        self.inner = JsonBoxDetector(boxes_json)
+        self.delay = delay
+
+    def detect(self, frames, *, video=None, times=None):
+        import time
+
+        time.sleep(self.delay)
+        return self.inner.detect(frames, video=video, times=times)

@@ -7,7 +7,7 @@ import torchvision
 
 from emotionclip.detect import PersonDetector, get_detector
 from emotionclip.detect.faces import BlazeFaceSubjectDetector
-from emotionclip.detect.json_boxes import JsonBoxDetector, write_boxes_json
+from emotionclip.detect.json_boxes import JsonBoxDetector, JsonBoxesError, write_boxes_json
 from emotionclip.detect.torchvision_coco import TorchvisionPersonDetector, _load_state_dict
 from emotionclip.video_io import probe_video, read_frames_at, uniform_times
 
@@ -198,9 +198,9 @@ def test_json_boxes_errors(tmp_path):
     good = tmp_path / "good.json"
     write_boxes_json(good, {"a": (10, 10, [0.0], [np.zeros((0, 5))])})
     det = get_detector(f"json:{good}")
-    with pytest.raises(KeyError, match="no boxes for video 'b.mp4'"):
+    with pytest.raises(JsonBoxesError, match="no boxes for video 'b.mp4'"):
         det.detect(frames, video="b.mp4", times=[0.0])
-    with pytest.raises(KeyError, match="no frame within"):
+    with pytest.raises(JsonBoxesError, match="no frame within"):
         det.detect(frames, video="a", times=[3.0])
     with pytest.raises(ValueError, match="need video"):
         det.detect(frames)

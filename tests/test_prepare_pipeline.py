@@ -54,7 +54,9 @@ def test_friday_people_and_flower_nobody(media_dir, tmp_path):
         "1\n00:00:00,500 --> 00:00:04,500\nLook at these flowers, they are lovely.\n"
     )
     out = tmp_path / "out"
-    summary = prepare(src, out, PrepareConfig(scorer=KeywordScorer(), filter=ClipFilter(max_neutral=None)))
+    # the person filter is off by default (the release keeps every clip): turned on here
+    rules = ClipFilter(max_neutral=None, min_person_fraction=0.5)
+    summary = prepare(src, out, PrepareConfig(scorer=KeywordScorer(), filter=rules))
     assert (summary["ok"], summary["skipped"], summary["failed"]) == (1, 1, 0)
     assert (
         "no people" in summary["skipped_videos"][0]["reason"]
@@ -67,9 +69,11 @@ def test_friday_people_and_flower_nobody(media_dir, tmp_path):
     assert sample["txt"].decode() == "Yes, he's in - in a bad humor Somebody must've stolen the crown jewels"
     assert (meta["start"], meta["end"]) == (3.0, 6.0)
     frames = sorted(k for k in sample if k.endswith(".jpg"))
-    assert len(frames) == 24 == len(meta["frame_times"])  # 3 s at 8 fps
+    # frames 24..48 of the video's 8 fps grid, both ends included (the release's rule)
+    assert len(frames) == 25 == len(meta["frame_times"])
+    assert meta["frame_times"][0] == 3.0 and meta["frame_times"][-1] == 6.0
     boxes = json.loads(sample["boxes.json"])
-    assert len(boxes) == 24 and meta["has_person"] >= 0.5
+    assert len(boxes) == 25 and meta["has_person"] >= 0.5
     assert max(len(b) for b in boxes) >= 2  # several people on screen
     assert meta["width"] == 341 and meta["height"] == 256
     assert np.argmax(meta["sentiment_logits"]) == 0  # "bad", "stolen": anger in the keyword lexicon
@@ -252,23 +256,25 @@ def test_interrupted_run_state_is_recovered(media_dir, tmp_path):
     state = out / ".prepare"
     ledger_lines = (state / "progress.jsonl").read_text().splitlines()
     ok = [json.loads(line) for line in ledger_lines if '"status":"ok"' in line]
-    # rebuild an interrupted state: shard-000001 was being written; its video sits finished in pending/
-    (out / "shard-000001.tar").rename(out / "shard-000001.tar.tmp")
+    # rebuild an interrupted state: shard-000001 was being written (in the state folder, where the
+    # packer writes it before the rename); its video sits finished in pending/
+    half = state / ".shard-000001.tar.tmp"
+    (out / "shard-000001.tar").rename(half)
     last = ok[-1]
     assert last["shard"] == "shard-000001.tar"
-    with tarfile.open(state / "pending" / f"{last['video_id']}.tar", "w") as tar:
-        for name in (n for n in tarfile.open(out / "shard-000001.tar.tmp").getnames()):
-            tar.addfile(
-                tarfile.open(out / "shard-000001.tar.tmp").getmember(name),
-                tarfile.open(out / "shard-000001.tar.tmp").extractfile(name),
-            )
+    with (
+        tarfile.open(state / "pending" / f"{last['video_id']}.tar", "w") as tar,
+        tarfile.open(half) as src_tar,
+    ):
+        for member in src_tar.getmembers():
+            tar.addfile(member, src_tar.extractfile(member))
     (state / "pending" / f"{last['video_id']}.json").write_text(
         json.dumps({k: v for k, v in last.items() if k != "shard"})
     )
     (state / "progress.jsonl").write_text("\n".join(ledger_lines) + '\n{"video_id": "cut-mid-wri')
 
     summary = prepare(src, out, damaged_config(tmp_path))
-    assert not list(out.glob("*.tmp")) and not list((state / "pending").iterdir())
+    assert not half.exists() and not list(out.glob("*.tmp")) and not list((state / "pending").iterdir())
     assert summary["processed"] == 1 and summary["ok"] == 1  # the unpacked video, not re-decoded
     assert read_shards(out).keys() == clean.keys()
 
@@ -351,8 +357,9 @@ def test_cli_end_to_end_and_exit_codes(media_dir, tmp_path, monkeypatch):
     assert main(["prepare", str(tmp_path / "empty"), str(tmp_path / "out3"), *common]) == 2  # no videos
     assert main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
     assert main(["prepare", "a", "b", "--part", "3/2"]) == 2
-    with pytest.raises(FileNotFoundError, match="no manifest.part"):
-        main(["prepare", "--merge", str(tmp_path)])
+    assert (
+        main(["prepare", "--merge", str(tmp_path / "out")]) == 2
+    )  # no part manifests: an error, no traceback
 
 
 def test_discovery_pairs_sidecars_and_reports_missing(tmp_path):
@@ -389,3 +396,19 @@ def test_a_worker_crash_fails_only_its_video(media_dir, tmp_path):
     reasons = {Path(f["video"]).stem: f["reason"] for f in summary["failures"]}
     assert "worker process died" in reasons[CREMAD[1]]
     assert summary["ok"] == 2 and summary["failed"] == 6 and summary["corpus_clips"] == 2
+
+
+def test_detector_none_keeps_clips_without_boxes(tmp_path):
+    from emotionclip.constants import SAMPLE_MEDIA
+
+    src = tmp_path / "in"
+    src.mkdir()
+    os.symlink(SAMPLE_MEDIA / "cremad" / f"{CREMAD[0]}.flv", src / "clip.flv")
+    (src / "clip.srt").write_text("1\n00:00:00,000 --> 00:00:02,000\nDon't forget a jacket\n")
+    config = PrepareConfig(detector="none", scorer=KeywordScorer(), filter=ClipFilter(**KEEP_ALL))
+    assert prepare(src, tmp_path / "out", config)["ok"] == 1
+    (sample,) = read_shards(tmp_path / "out").values()
+    assert json.loads(sample["json"])["has_person"] == 0.0 and all(
+        b == [] for b in json.loads(sample["boxes.json"])
+    )
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["detector"] == "none"

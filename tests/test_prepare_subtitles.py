@@ -200,3 +200,39 @@ def test_youtube_auto_caption_vtt(tmp_path):
     cleaned = clean_cues(load_subtitles(path))
     assert [c.text for c in cleaned] == ["so we went", "to the market"]
     assert texts(cues_to_sentences(load_subtitles(path))) == ["so we went to the market"]
+
+
+# ---------------------------------------------------------------- the release's regrouping
+
+RELEASE_TRANSCRIPT = [  # YouTube transcript entries: text, start, duration
+    ("well hello there. my name is", 0.0, 2.5),  # ends at 2.0, where the next one starts
+    ("Sam. I'm glad, really glad, to be here.", 2.0, 2.0),
+    ("[Music] what a day.", 4.5, 1.0),
+    ("Is it? Yes it is! It is 3.5 times better. and then", 5.5, 3.0),
+]
+
+
+def test_release_segmenter_on_a_punctuated_transcript(tmp_path):
+    path = tmp_path / "talk.json"
+    path.write_text(json.dumps([{"text": t, "start": s, "duration": d} for t, s, d in RELEASE_TRANSCRIPT]))
+    sentences = cues_to_sentences(load_subtitles(path), "release")
+    # computed by hand with regroup_transcripts.py's rules: words before the first "." (well hello
+    # there) and after the last (and then) dropped, "[Music] what a day" dropped, only "." splits
+    # ("?" and "!" do not), marks removed except inside numbers
+    assert texts(sentences) == [
+        "my name is Sam",
+        "I'm glad really glad to be here",
+        "Is it Yes it is It is 3.5 times better",
+    ]
+    step = 3.0 / 12  # the last entry's 12 words over its 3 s
+    times = [t for s in sentences for t in (s.start, s.end)]
+    assert times == pytest.approx([1.0, 2.25, 2.25, 4.0, 5.5, 5.5 + 10 * step])
+
+
+def test_release_segmenter_keeps_lone_marks_and_format_markup_rules():
+    cues = [Cue(0.0, 1.0, "Start ."), Cue(1.0, 3.0, "<i>Hello</i> &amp; bye ..."), Cue(3.0, 4.0, "- Yes.")]
+    # a lone "." ends the word before it; tags and entities go; a dialogue dash stays a word (as in the release)
+    assert texts(cues_to_sentences(cues, "release")) == ["Hello & bye", "- Yes"]
+    # a number keeps its marks (the release's preprocess), and still ends the sentence
+    cues = [Cue(0.0, 3.0, "Hi. Born in 2020. Then 3.5. What")]
+    assert texts(cues_to_sentences(cues, "release")) == ["Born in 2020.", "Then 3.5."]

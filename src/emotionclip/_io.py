@@ -25,7 +25,7 @@ class FileError(Exception):
         super().__init__(f"{path}: {problem}")
 
 
-TEMP_PATTERN = ".*.tmp"  # what atomic_path's temporary files look like
+TEMP_PATTERN = ".*.tmp"  # what the temporaries of atomic_path, atomic_dir and AtomicTar look like
 
 
 def _read_umask() -> int:
@@ -68,10 +68,14 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
 
 
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that writers killed mid-write left in ``folder`` (``.NAME.*.tmp``)."""
-    removed = [p for p in Path(folder).glob(TEMP_PATTERN) if p.is_file()]
+    """Delete what writers killed mid-write left in ``folder``: ``.NAME.*.tmp`` files (atomic_path,
+    AtomicTar) and folders (atomic_dir). Only these names, which no user file has by accident."""
+    removed = sorted(Path(folder).glob(TEMP_PATTERN))
     for p in removed:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return removed
 
 
@@ -97,12 +101,12 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _honour_umask(tmp, directory=True)
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -137,7 +141,7 @@ def _holder(folder: Path) -> str:
 
 @contextmanager
 def claim_output_dir(
-    path: str | os.PathLike, tool: str, allow: tuple[str, ...] = (), create: bool = True
+    path: str | os.PathLike, tool: str, allow: tuple[str, ...] = (), create: bool = True, shared: bool = False
 ) -> Iterator[Path]:
     """Hold ``path`` as ``tool``'s output folder for the body of the ``with``.
 
@@ -146,7 +150,9 @@ def claim_output_dir(
     * a file, a non-empty folder without the marker, or another tool's folder is refused
       (:class:`OutputDirError` naming it), so nothing of the user's is overwritten;
     * an exclusive lock (``.emotionclip.lock``, released when the process dies) keeps a second
-      process out: it gets :class:`OutputDirError` naming the holder's pid.
+      process out: it gets :class:`OutputDirError` naming the holder's pid;
+    * ``shared=True`` takes a shared lock instead, for cooperating writers (``prepare --part`` jobs
+      writing one folder): they exclude an exclusive holder, not each other.
     """
     from filelock import FileLock, Timeout
 
@@ -156,7 +162,7 @@ def claim_output_dir(
     marker = folder / OUTPUT_MARKER
     if folder.is_dir() and not marker.is_file():
         own = {LOCK_NAME, LOCK_OWNER}
-        if any(p.name not in own for p in folder.iterdir()):
+        if any(p.name not in own and not p.name.startswith(f".{OUTPUT_MARKER}.") for p in folder.iterdir()):
             raise OutputDirError(
                 folder, f"holds files that `emotionclip {tool}` did not write; choose an empty or new folder"
             )
@@ -170,7 +176,10 @@ def claim_output_dir(
     if not folder.exists():
         if not create:
             raise OutputDirError(folder, "does not exist")
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=shared)  # shared: another part may create it too
+    if shared:
+        yield from _hold_shared(folder, marker, tool)
+        return
     lock = FileLock(str(folder / LOCK_NAME), timeout=0)
     try:
         lock.acquire()
@@ -186,3 +195,21 @@ def claim_output_dir(
     finally:
         (folder / LOCK_OWNER).unlink(missing_ok=True)
         lock.release()
+
+
+def _hold_shared(folder: Path, marker: Path, tool: str) -> Iterator[Path]:
+    import fcntl
+
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputDirError(
+                folder, f"is being written by {_holder(folder)}; wait for it or choose another folder"
+            ) from None
+        if not marker.is_file():
+            atomic_write_json(marker, {"tool": tool, "format": 1})
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write
+from .._io import FileError, atomic_write
 from .base import PersonDetector, _check_frames, _empty_boxes
 
+logger = logging.getLogger(__name__)
+
 JSON_BOXES_FORMAT = "emotionclip-boxes/1"
+
+
+class JsonBoxesError(FileError, ValueError):
+    """A boxes file is malformed or lacks what was asked of it; the message starts with its path."""
 
 
 class JsonBoxDetector(PersonDetector):
@@ -33,64 +41,98 @@ class JsonBoxDetector(PersonDetector):
     ``tolerance`` seconds (default 0.0625, half a frame at 8 fps); boxes are rescaled to the size of
     the frames passed in. A listed frame with ``"boxes": []`` means nobody; a video or time that is
     not listed is an error (the file does not say whether anyone is there).
+
+    Boxes are checked as they are read: a box that is not finite, inverted, empty or wholly outside
+    its frame is an error naming the file, video and time; one reaching past the frame's edge is
+    clipped to it (counted in ``clipped``).
     """
 
     def __init__(self, path: str | Path, tolerance: float = 0.0625):
         self.path = Path(path)
         self.tolerance = tolerance
         self.name = f"json:{self.path}"
+        self.clipped = 0
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: boxes JSON not found")
         try:
             data = json.loads(self.path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{self.path}: not valid JSON ({e})") from e
+            raise JsonBoxesError(self.path, f"not valid JSON ({e})") from e
         if (
             not isinstance(data, dict)
             or data.get("format") != JSON_BOXES_FORMAT
             or not isinstance(data.get("videos"), dict)
         ):
-            raise ValueError(f"{self.path}: expected {{'format': '{JSON_BOXES_FORMAT}', 'videos': {{...}}}}")
+            raise JsonBoxesError(
+                self.path, f"expected {{'format': '{JSON_BOXES_FORMAT}', 'videos': {{...}}}}"
+            )
         self.videos = {key: self._parse_video(key, v) for key, v in data["videos"].items()}
+        if self.clipped:
+            logger.warning(
+                "%s: %d boxes reached past their frame and were clipped to it", self.path, self.clipped
+            )
 
     def _parse_video(self, key: str, v: dict) -> tuple[np.ndarray, list[np.ndarray], int, int]:
-        where = f"{self.path}: video {key!r}"
+        where = f"video {key!r}"
         try:
             width, height = int(v["width"]), int(v["height"])
             times, boxes = [], []
             for f in v["frames"]:
                 t = float(f["t"]) if "t" in f else int(f["frame"]) / float(v["fps"])
-                b = np.asarray(f["boxes"], np.float32).reshape(-1, 5) if f["boxes"] else _empty_boxes()
+                b = np.asarray(f["boxes"], np.float64).reshape(-1, 5) if f["boxes"] else _empty_boxes()
                 times.append(t)
                 boxes.append(b)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"{where}: malformed entry ({type(e).__name__}: {e}); see JsonBoxDetector docs"
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise JsonBoxesError(
+                self.path, f"{where}: malformed entry ({type(e).__name__}: {e}); see JsonBoxDetector docs"
             ) from e
+        if width <= 0 or height <= 0:
+            raise JsonBoxesError(self.path, f"{where}: frame size {width}x{height} must be positive")
+        if not all(map(math.isfinite, times)):
+            raise JsonBoxesError(self.path, f"{where}: a frame time is not finite")
+        boxes = [self._checked(b, width, height, f"{where} t={t:.3f}") for t, b in zip(times, boxes)]
         order = np.argsort(times)
         return np.asarray(times)[order], [boxes[i] for i in order], width, height
+
+    def _checked(self, boxes: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
+        for b in boxes:
+            if not np.isfinite(b).all():
+                raise JsonBoxesError(self.path, f"{where}: box {b.tolist()} is not finite")
+            if b[2] <= b[0] or b[3] <= b[1]:
+                raise JsonBoxesError(
+                    self.path, f"{where}: box {b.tolist()} is inverted or empty (need x2 > x1, y2 > y1)"
+                )
+        clipped = boxes.copy()
+        clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+        clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+        outside = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+        if outside.any():
+            bad = boxes[outside][0].tolist()
+            raise JsonBoxesError(self.path, f"{where}: box {bad} lies outside the {width}x{height} frame")
+        self.clipped += int((clipped != boxes).any(1).sum())
+        return clipped.astype(np.float32)
 
     def _lookup(self, video: str):
         parts = Path(video).parts
         for key in ["/".join(parts[i:]) for i in range(len(parts))] + [video, Path(video).stem]:
             if key in self.videos:
                 return self.videos[key]
-        raise KeyError(f"{self.path}: no boxes for video {video!r}")
+        raise JsonBoxesError(self.path, f"no boxes for video {video!r}")
 
     def detect(self, frames, *, video=None, times=None) -> list[np.ndarray]:
         frames = _check_frames(frames)
         if video is None or times is None or len(times) != len(frames):
-            raise ValueError(f"{self.path}: json boxes need video= and one time per frame (times=)")
+            raise JsonBoxesError(self.path, "json boxes need video= and one time per frame (times=)")
         listed, boxes, width, height = self._lookup(str(video))
         if not len(listed):
-            raise KeyError(f"{self.path}: video {video!r} lists no frames")
+            raise JsonBoxesError(self.path, f"video {video!r} lists no frames")
         t = np.asarray(times, np.float64)
         nearest = np.abs(listed[None, :] - t[:, None]).argmin(1)
         off = np.abs(listed[nearest] - t)
         if (off > self.tolerance).any():
             bad = t[off > self.tolerance][0]
-            raise KeyError(
-                f"{self.path}: video {video!r} has no frame within {self.tolerance} s of t={bad:.3f}"
+            raise JsonBoxesError(
+                self.path, f"video {video!r} has no frame within {self.tolerance} s of t={bad:.3f}"
             )
         sx, sy = frames.shape[2] / width, frames.shape[1] / height
         scale = np.array([sx, sy, sx, sy, 1.0], np.float32)

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--detector",
         default="default",
-        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory",
+        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory | none",
     )
     p.add_argument(
         "--scorer",
@@ -44,7 +44,25 @@ def register(subparsers) -> None:
         help="sentiment scorer: default | HF hub name | local HF model dir | .npz | py:module:factory",
     )
     p.add_argument(
-        "--segmenter", default="default", help="sentence segmenter: default | punctuation | module:factory"
+        "--segmenter",
+        default="default",
+        help="sentence segmenter: default (punctuation, pauses, length) | punctuation | release "
+        "(the release's regroup_transcripts.py: split only at '.', marks removed) | py:module:factory",
+    )
+    p.add_argument(
+        "--punctuation",
+        default=None,
+        metavar="MODEL",
+        help="restore punctuation first with this HF token-classification model (hub name or folder); "
+        "the release used oliverguhr/fullstop-punctuation-multilang-large with --segmenter release",
+    )
+    p.add_argument(
+        "--exclude-ids",
+        default="release-bold",
+        metavar="FILE",
+        help="skip videos whose YouTube id (file name ID, ID&..., 'Title [ID]', or a manifest youtube_id "
+        "column) is listed: release-bold (the release's BoLD-overlap list, shipped), a file with one "
+        "id per line, or none",
     )
     p.add_argument("--fps", type=float, default=8.0, help="frames per second stored")
     p.add_argument("--short-side", type=int, default=256, help="frames resized to this short side")
@@ -66,8 +84,16 @@ def register(subparsers) -> None:
     p.add_argument(
         "--min-person-fraction",
         type=float,
-        default=0.5,
-        help="keep clips where at least this fraction of frames has a person (0 keeps all)",
+        default=0.0,
+        help="keep clips where at least this fraction of frames has a person (0: keep all, as the "
+        "release; the fraction is stored as has_person and can be filtered at training time)",
+    )
+    p.add_argument(
+        "--frame-grid",
+        choices=("video", "clip"),
+        default="video",
+        help="which frames a clip stores: video = the video's fps grid from ceil(start*fps) to "
+        "floor(end*fps), both included (the release); clip = start + k/fps before end",
     )
     p.add_argument("--shard-clips", type=int, default=500, help="clips per shard")
     p.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
@@ -75,15 +101,19 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..shards.writer import merge_manifests
+    from .._io import FileError
     from .clips import ClipFilter
-    from .pipeline import PrepareConfig, exit_code, parse_part, prepare
+    from .pipeline import PrepareConfig, exit_code, merge, parse_part, prepare
 
     if args.merge:
         if len(args.paths) != 1:
             logger.error("--merge takes only OUT_DIR")
             return 2
-        merged = merge_manifests(args.paths[0])
+        try:
+            merged = merge(args.paths[0])
+        except (FileError, OSError, ValueError) as e:
+            logger.error("%s", e)
+            return 2
         print(json.dumps({k: merged[k] for k in ("clips", "hours", "videos", "parts")}, indent=2))
         return 0
     if len(args.paths) != 2:
@@ -98,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         detector=args.detector,
         scorer=args.scorer,
         segmenter=args.segmenter,
+        punctuation=args.punctuation,
+        exclude_ids=None if args.exclude_ids == "none" else args.exclude_ids,
         filter=ClipFilter(
             min_duration=args.min_duration,
             max_duration=args.max_duration,
@@ -106,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             max_neutral=args.max_neutral,
             min_person_fraction=args.min_person_fraction,
+            frame_grid=args.frame_grid,
         ),
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,
@@ -117,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     input_path, out_dir = args.paths
     try:
         summary = prepare(input_path, out_dir, config)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileError, OSError, ValueError) as e:  # bad input, output folder refused or locked
         logger.error("%s", e)
         return 2
     if summary["inputs"] == 0:

@@ -1,4 +1,9 @@
-"""Candidate clips: one per sentence, kept by the release's thresholds (all configurable)."""
+"""Candidate clips: one per sentence, kept by the release's thresholds (all configurable).
+
+The release's thresholds are the defaults: clips of more than 2 s and less than 10 s with at least
+8 frames at 8 fps, neutral probability <= 0.05, and every clip kept whatever its share of frames
+with a person (``has_person`` is stored, so training can filter on it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from ..constants import BOX_SCORE_THRESHOLD
 from .subtitles import Sentence
 
 
@@ -18,15 +24,28 @@ class ClipFilter:
     min_frames: int = 8  # T frames at `fps` must exist
     fps: float = 8.0
     max_neutral: float | None = 0.05  # keep clips with neutral probability <= this; None keeps all
-    min_person_fraction: float = 0.5  # fraction of frames with a person box (score > person_score)
-    person_score: float = 0.5
+    min_person_fraction: float = (
+        0.0  # keep clips with at least this share of frames with a person (release: 0)
+    )
+    person_score: float = BOX_SCORE_THRESHOLD  # a box counts as a person above this score
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def expected_frames(self, duration: float) -> int:
-        """Sample instants ``start + k / fps`` inside ``[start, start + duration)``."""
-        return max(0, math.ceil(duration * self.fps - 1e-6))
+    # "video": the frames n / fps of the whole video with ceil(start·fps) <= n <= floor(end·fps), as the
+    # release's 8 fps frame store and create_index.py take them; "clip": start + k / fps inside [start, end)
+    frame_grid: str = "video"
+
+    def __post_init__(self):
+        if self.frame_grid not in ("video", "clip"):
+            raise ValueError(f"frame_grid must be 'video' or 'clip', got {self.frame_grid!r}")
+
+    def frame_range(self, start: float, end: float) -> tuple[float, float, int]:
+        """``(first instant, exclusive end, number of frames)`` of a clip's stored frames."""
+        if self.frame_grid == "clip":
+            return start, end, max(0, math.ceil((end - start) * self.fps - 1e-6))
+        first, last = math.ceil(start * self.fps - 1e-6), math.floor(end * self.fps + 1e-6)
+        return first / self.fps, (last + 0.5) / self.fps, max(0, last - first + 1)
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,7 @@ def select_candidates(
             stats["too_short"] += 1
         elif end - start >= rules.max_duration:
             stats["too_long"] += 1
-        elif rules.expected_frames(end - start) < rules.min_frames:
+        elif rules.frame_range(start, end)[2] < rules.min_frames:
             stats["too_few_frames"] += 1
         else:
             out.append(Candidate(k, start, end, s.text.strip()))

@@ -1,32 +1,41 @@
 """`prepare()`: videos + subtitles → WebDataset shards, resumable and parallel.
 
-Per video (in a worker process when ``workers > 0``): subtitles → sentences → candidate clips
-(timing/text filters) → sentiment (neutral filter) → frames at ``fps``, short side ``short_side``
-(only the clip ranges are decoded) → person boxes (person filter) → one small per-video tar.
-The main process packs finished videos into shards and keeps the ledger (see ``shards.py``).
+Per video (:func:`process_video`, in a worker process when ``workers > 0``): subtitles → validated
+cues → sentences → candidate clips (timing/text filters) → sentiment (neutral filter) → frames at
+``fps``, short side ``short_side`` (only the clip ranges are decoded) → person boxes (``has_person``;
+the person filter) → one small per-video tar. The main process (:func:`prepare`) claims the output
+folder, plans the work against the ledger, packs finished videos into shards and writes the
+manifest and summary (see :mod:`emotionclip.shards.writer`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import logging
 import math
 import multiprocessing
+import os
 import pickle
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from emotionclip._io import remove_temporaries
+from emotionclip._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir, remove_temporaries
 from emotionclip.video_io import VideoError, iter_frames, probe_video
 
 from ..detect import PersonDetector
@@ -36,24 +45,39 @@ from ..shards.writer import (
     Ledger,
     ShardPacker,
     build_manifest,
+    merge_manifests,
     plot_manifest,
     sample_members,
     write_json_atomic,
 )
-from .clips import ClipFilter, select_candidates
-from .discovery import VideoItem, discover, read_embedded_cues
-from .subtitles import Segmenter, SubtitleError, cues_to_sentences, get_segmenter, load_subtitles
+from .clips import Candidate, ClipFilter, select_candidates
+from .discovery import VideoItem, discover, identify, read_embedded_cues, youtube_ids
+from .punctuation import PunctuationRestorer
+from .subtitles import (
+    Segmenter,
+    SubtitleError,
+    cues_to_sentences,
+    get_segmenter,
+    load_subtitles,
+    validate_cues,
+)
 
 logger = logging.getLogger(__name__)
+
+TOOL = "prepare"  # the output-folder marker's tool name
+# the YouTube ids the release keeps out of pre-training because BoLD's clips come from them
+RELEASE_EXCLUDED_IDS = "release-bold"
+_MAX_WARNINGS = 20  # bad cues listed per video (all are counted)
 
 
 @dataclass
 class PrepareConfig:
-    detector: str | PersonDetector = "default"  # a name for emotionclip.detect.get_detector, or a detector
-    scorer: str | SentimentScorer = (
-        "default"  # a name for emotionclip.sentiment.get_sentiment_scorer, or a scorer
+    detector: str | PersonDetector | None = (
+        "default"  # emotionclip.detect.get_detector name, "none", or a detector
     )
-    segmenter: str | Segmenter = "default"  # a name for subtitles.get_segmenter, or a callable
+    scorer: str | SentimentScorer = "default"  # a name for emotionclip.sentiment.get_sentiment_scorer
+    segmenter: str | Segmenter = "default"  # a name for subtitles.get_segmenter, or a segmenter
+    punctuation: str | None = None  # token-classification model restoring punctuation first
     filter: ClipFilter = field(default_factory=ClipFilter)
     short_side: int = 256
     jpeg_quality: int = 90
@@ -61,18 +85,20 @@ class PrepareConfig:
     workers: int = 0  # 0: in this process; N: a pool of N processes
     part: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint slices (0-based)
     retry_failed: bool = False
+    # YouTube ids to leave out: the release's BoLD-overlap list, a file of ids, or None
+    exclude_ids: str | Path | None = RELEASE_EXCLUDED_IDS
 
     def settings(self, detector, scorer, segmenter) -> dict:
         return {
-            "detector": getattr(detector, "name", type(detector).__name__),
+            "detector": "none" if detector is None else getattr(detector, "name", type(detector).__name__),
             "scorer": getattr(scorer, "name", type(scorer).__name__),
-            "segmenter": self.segmenter
-            if isinstance(self.segmenter, str)
-            else getattr(segmenter, "__name__", type(segmenter).__name__),
+            "segmenter": getattr(segmenter, "name", None)
+            or (self.segmenter if isinstance(self.segmenter, str) else type(segmenter).__name__),
             "filter": self.filter.to_dict(),
             "fps": self.filter.fps,
             "short_side": self.short_side,
             "jpeg_quality": self.jpeg_quality,
+            "exclude_ids": None if self.exclude_ids is None else str(self.exclude_ids),
         }
 
 
@@ -85,6 +111,59 @@ def parse_part(text: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"--part {text}: need 0 <= I < N")
     return i, n
+
+
+def load_excluded_ids(spec: str | Path | None) -> set[str]:
+    """``release-bold`` (the shipped list), a file with one id per line (``#`` comments), or None."""
+    if spec is None or str(spec) == "none":
+        return set()
+    if str(spec) == RELEASE_EXCLUDED_IDS:
+        text = resources.files(__package__).joinpath("data/release_bold_overlap_ids.txt").read_text()
+    else:
+        try:
+            text = Path(spec).read_text(encoding="utf-8-sig")
+        except OSError as e:
+            raise FileError(spec, f"cannot read the list of ids to exclude ({e.strerror or e})") from e
+    return {line.split("#")[0].strip() for line in text.splitlines()} - {""}
+
+
+# ------------------------------------------------------------------ the per-video record
+
+
+@dataclass
+class VideoRecord:
+    """What happened to one video: a ledger line, and a row of the manifest and summary."""
+
+    video_id: str
+    video: str
+    subtitle: str
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""
+    clips: int = 0
+    seconds: float = 0.0  # of clips kept
+    duration: float = 0.0  # of the video
+    stats: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # bad cues (the first few), paths outside a manifest
+    shard: str | None = None  # set when its clips are published
+
+    @classmethod
+    def of(cls, item: VideoItem) -> VideoRecord:
+        return cls(item.video_id, str(item.video), item.source, warnings=list(item.notes))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VideoRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["shard"] is None:
+            del d["shard"]
+        return d
+
+    def fail(self, reason: str) -> VideoRecord:
+        self.status, self.reason = "failed", reason
+        return self
 
 
 # ------------------------------------------------------------------ per video (runs in workers)
@@ -102,8 +181,28 @@ class _Context:
 _CTX: _Context | None = None
 
 
-def _init_worker(ctx: _Context) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive a killed ``prepare``: the kernel kills it when its parent dies
+    (Linux prctl PR_SET_PDEATHSIG), elsewhere a watchdog thread notices the parent is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _init_worker(ctx: _Context, parent: int) -> None:
     global _CTX
+    _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(1)  # N worker processes share the cores
@@ -126,115 +225,117 @@ def _load_cues(item: VideoItem):
     return read_embedded_cues(item.video, item.subtitle_stream)
 
 
+def _sentences(item: VideoItem, duration: float, ctx: _Context, record: VideoRecord, stats: Counter):
+    """Step 1: validated cues → sentences. Bad cues are counted and listed, the rest go on."""
+    # a manifest's one-cue text without an end time spans the whole video
+    cues = [c if c.end != math.inf else replace(c, end=duration) for c in _load_cues(item)]
+    good, problems = validate_cues(cues, duration, stats, where=item.source)
+    record.warnings += problems[:_MAX_WARNINGS]
+    if not good:
+        raise SubtitleError(item.source, f"no usable cues: all {len(problems)} are bad ({problems[0]})")
+    sentences = cues_to_sentences(good, ctx.segmenter)
+    if not sentences:
+        raise SubtitleError(item.source, "no spoken text left after removing markup and non-speech cues")
+    return sentences
+
+
 def _decode_clip(path: Path, start: float, end: float, rules: ClipFilter, short_side: int, duration: float):
+    first, stop, expected = rules.frame_range(start, end)
     times, frames = [], []
-    for t, frame in iter_frames(path, start, end, fps=rules.fps, short_side=short_side):
+    for t, frame in iter_frames(path, first, stop, fps=rules.fps, short_side=short_side):
         times.append(t)
         frames.append(frame)
-    expected = rules.expected_frames(end - start)
     # the container promised frames up to `duration`; far fewer means the data stops early (a
     # stream ending a little before the container's duration, as in many MKVs, is normal)
     if len(frames) < expected / 2 and end <= duration:
         raise VideoError(
             path,
-            f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}) s (truncated or corrupt file)",
+            f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}] s (truncated or corrupt file)",
         )
     return times, frames
 
 
-def process_video(item: VideoItem, ctx: _Context) -> dict:
-    """Prepare one video; returns its ledger record (its clips, if any, are in ``pending_dir``)."""
-    record = {
+def _clip_members(
+    item: VideoItem, cand: Candidate, duration: float, ctx: _Context, logits, neutral, stats: Counter
+):
+    """Step 2, one candidate: decode, detect people, filter; its tar members and seconds, or None."""
+    rules = ctx.config.filter
+    times, frames = _decode_clip(item.video, cand.start, cand.end, rules, ctx.config.short_side, duration)
+    if len(frames) < rules.min_frames:
+        stats["too_few_frames"] += 1
+        return None
+    frames = np.stack(frames)
+    if ctx.detector is None:  # --detector none: no boxes, has_person 0
+        boxes = [np.zeros((0, 5), np.float32)] * len(frames)
+    else:
+        boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
+    with_person = [bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes]
+    has_person = float(np.mean(with_person))
+    if has_person < rules.min_person_fraction:
+        stats["no_person"] += 1
+        return None
+    h, w = frames.shape[1:3]
+    meta = {
         "video_id": item.video_id,
         "video": str(item.video),
-        "subtitle": item.source,
-        "status": "ok",
-        "reason": "",
-        "clips": 0,
-        "seconds": 0.0,
-        "duration": 0.0,
-        "stats": {},
+        "clip": cand.index,
+        "start": round(cand.start, 3),
+        "end": round(cand.end, 3),
+        "fps": rules.fps,
+        "frame_times": [round(t, 3) for t in times],
+        "width": int(w),
+        "height": int(h),
+        "text": cand.text,
+        "sentiment_logits": [round(float(x), 4) for x in logits],
+        "neutral": round(float(neutral), 5),
+        "has_person": round(has_person, 4),
     }
+    jpegs = [_encode_jpeg(f, ctx.config.jpeg_quality) for f in frames]
+    box_lists = [np.round(np.asarray(b, np.float32).reshape(-1, 5), 2).tolist() for b in boxes]
+    members = sample_members(f"{item.video_id}__c{cand.index:04d}", jpegs, box_lists, cand.text, meta)
+    return members, meta["end"] - meta["start"]
+
+
+def process_video(item: VideoItem, ctx: _Context) -> dict:
+    """Prepare one video; returns its ledger record as a dict (its clips, if any, are in ``pending_dir``)."""
+    record = VideoRecord.of(item)
     stats: Counter = Counter()
     try:
         if item.error:
             raise ValueError(f"{item.video}: {item.error}")
         info = probe_video(item.video)
-        record["duration"] = info.duration
-        # a manifest's one-cue text without an end time spans the whole video
-        cues = [c if math.isfinite(c.end) else replace(c, end=info.duration) for c in _load_cues(item)]
-        sentences = cues_to_sentences(cues, ctx.segmenter)
-        if not sentences:
-            raise SubtitleError(item.source, "no spoken text left after removing markup and non-speech cues")
+        record.duration = info.duration
+        sentences = _sentences(item, info.duration, ctx, record, stats)
         rules = ctx.config.filter
         candidates = select_candidates(sentences, info.duration, rules, stats)
         if candidates:
             logits = np.asarray(ctx.scorer.score([c.text for c in candidates]), dtype=np.float32)
             neutral = neutral_probability(logits)
-        seconds = 0.0
-        with AtomicTar(
-            ctx.pending_dir / f"{item.video_id}.tar"
-        ) as out:  # streamed: long videos stay small in RAM
+        with AtomicTar(ctx.pending_dir / f"{item.video_id}.tar") as out:  # streamed: RAM stays small
             for k, cand in enumerate(candidates):
                 if rules.max_neutral is not None and neutral[k] > rules.max_neutral:
                     stats["too_neutral"] += 1
                     continue
-                times, frames = _decode_clip(
-                    item.video, cand.start, cand.end, rules, ctx.config.short_side, info.duration
-                )
-                if len(frames) < rules.min_frames:
-                    stats["too_few_frames"] += 1
+                clip = _clip_members(item, cand, info.duration, ctx, logits[k], neutral[k], stats)
+                if clip is None:
                     continue
-                frames = np.stack(frames)
-                boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
-                with_person = [
-                    bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes
-                ]
-                has_person = float(np.mean(with_person))
-                if has_person < rules.min_person_fraction:
-                    stats["no_person"] += 1
-                    continue
-                h, w = frames.shape[1:3]
-                meta = {
-                    "video_id": item.video_id,
-                    "video": str(item.video),
-                    "clip": cand.index,
-                    "start": round(cand.start, 3),
-                    "end": round(cand.end, 3),
-                    "fps": rules.fps,
-                    "frame_times": [round(t, 3) for t in times],
-                    "width": int(w),
-                    "height": int(h),
-                    "text": cand.text,
-                    "sentiment_logits": [round(float(x), 4) for x in logits[k]],
-                    "neutral": round(float(neutral[k]), 5),
-                    "has_person": round(has_person, 4),
-                }
-                jpegs = [_encode_jpeg(f, ctx.config.jpeg_quality) for f in frames]
-                box_lists = [np.round(np.asarray(b, np.float32).reshape(-1, 5), 2).tolist() for b in boxes]
-                out.add(
-                    sample_members(f"{item.video_id}__c{cand.index:04d}", jpegs, box_lists, cand.text, meta)
-                )
-                seconds += meta["end"] - meta["start"]
+                out.add(clip[0])
+                record.seconds += clip[1]
                 stats["kept"] += 1
-            record["stats"] = dict(stats)
+            record.stats = dict(stats)
             if not out.count:
-                record["status"] = "skipped"
-                record["reason"] = _no_clip_reason(stats)
-                return record
+                record.status, record.reason = "skipped", _no_clip_reason(stats)
+                return record.to_dict()
             out.commit()
-        record["clips"] = out.count
-        record["seconds"] = round(seconds, 3)
-        write_json_atomic(ctx.pending_dir / f"{item.video_id}.json", record)
-        return record
+        record.clips, record.seconds = out.count, round(record.seconds, 3)
+        write_json_atomic(ctx.pending_dir / f"{item.video_id}.json", record.to_dict())
+        return record.to_dict()
     except Exception as e:  # a long job logs, skips and reports whatever went wrong with one video
         logger.debug("%s failed:\n%s", item.video, traceback.format_exc())
         # our own errors already name the file and the problem; anything else keeps its type
-        reason = (
-            str(e) if isinstance(e, (VideoError, SubtitleError, ValueError)) else f"{type(e).__name__}: {e}"
-        )
-        record.update(status="failed", reason=reason, stats=dict(stats))
-        return record
+        ours = isinstance(e, (VideoError, FileError, ValueError))
+        record.stats = dict(stats)
+        return record.fail(str(e) if ours else f"{item.video}: {type(e).__name__}: {e}").to_dict()
 
 
 def _no_clip_reason(stats: Counter) -> str:
@@ -273,124 +374,201 @@ def _build_components(config: PrepareConfig):
     def build(spec, getter):
         return getter(spec) if isinstance(spec, str) else spec
 
-    return (
-        build(config.detector, get_detector),
-        build(config.scorer, get_sentiment_scorer),
-        get_segmenter(config.segmenter),
-    )
+    segmenter = get_segmenter(config.segmenter, punctuation=config.punctuation)
+    if isinstance(getattr(segmenter, "punctuation", None), PunctuationRestorer):
+        segmenter.punctuation.load()  # a wrong model name fails here, not once per video
+    detector = None if config.detector in (None, "none") else build(config.detector, get_detector)
+    return detector, build(config.scorer, get_sentiment_scorer), segmenter
+
+
+def _adopt(folder: Path) -> None:
+    """A corpus (or a part's state) written before output folders were marked is still ours to resume."""
+    marker = folder / OUTPUT_MARKER
+    if (
+        folder.is_dir()
+        and not marker.exists()
+        and ((folder / ".prepare").is_dir() or (folder / "pending").is_dir())
+    ):
+        atomic_write_json(marker, {"tool": TOOL, "format": 1})
 
 
 def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig | None = None) -> dict:
     """Prepare every video under ``input_path`` into shards in ``out_dir``; returns the run summary.
 
-    A rerun skips videos the ledger marks done (failed ones too, unless ``retry_failed``) and
-    packs videos a killed run had finished but not yet packed. Writes ``manifest.json`` (corpus)
-    and ``summary.json`` (this run's failures), or their ``.part-I-of-N`` variants with ``part``.
+    ``out_dir`` must be new, empty or an earlier ``prepare`` output (:func:`claim_output_dir`); one
+    process writes it at a time, except ``part`` jobs, which share it and each lock their own state.
+    A rerun skips videos the ledger marks done (failed ones too, unless ``retry_failed``) and packs
+    videos a killed run had finished but not yet packed. Writes ``manifest.json`` (every shard of the
+    corpus) and ``summary.json`` (this run), or their ``.part-I-of-N`` variants with ``part``.
     """
     config = config or PrepareConfig()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prefix, state_dir, manifest_path, summary_path = _paths(out_dir, config.part)
-    pending_dir = state_dir / "pending"
-    pending_dir.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(pending_dir)  # this part's own state: what a killed run was writing
-    ledger = Ledger(state_dir / "progress.jsonl")
-    t0 = time.time()
-
-    items = discover(input_path)
+    excluded_ids = load_excluded_ids(config.exclude_ids)
+    items = discover(input_path, identify_content=False)
     if config.part is not None:
         items = items[config.part[0] :: config.part[1]]
-    records = ledger.load()
-    # an "ok" record whose shard never got its final name (kill between ledger and rename) is redone
-    records = {k: r for k, r in records.items() if r["status"] != "ok" or (out_dir / r["shard"]).exists()}
-    done = {k for k, r in records.items() if r["status"] != "failed" or not config.retry_failed}
-    todo = [it for it in items if it.video_id not in done]
-    recovered = [
-        it
-        for it in todo
-        if (pending_dir / f"{it.video_id}.json").exists() and (pending_dir / f"{it.video_id}.tar").exists()
-    ]
-    recovered_ids = {it.video_id for it in recovered}
-    todo = [it for it in todo if it.video_id not in recovered_ids]
-    logger.info(
-        "%d videos: %d already done, %d finished but unpacked, %d to process",
-        len(items),
-        len(items) - len(todo) - len(recovered),
-        len(recovered),
-        len(todo),
-    )
+    prefix, state_dir, manifest_path, summary_path = _paths(out_dir, config.part)
+    _adopt(out_dir)
+    with ExitStack() as held:
+        held.enter_context(claim_output_dir(out_dir, TOOL, shared=config.part is not None))
+        if config.part is not None:
+            _adopt(state_dir)
+            held.enter_context(claim_output_dir(state_dir, TOOL))
+        run = _Run(out_dir, state_dir, prefix, config)
+        run.identify(items)  # content hashes: only this part's videos are read
+        plan = run.plan(items, excluded_ids)
+        run.process(plan)
+        return run.finish(plan, manifest_path, summary_path)
 
-    detector, scorer, segmenter = _build_components(config)
-    ctx = _Context(detector, scorer, segmenter, config, pending_dir)
-    packer = ShardPacker(out_dir, prefix, max_clips=config.shard_clips)
-    run_records: list[dict] = []
-    waiting: dict[str, dict] = {}  # video_id -> record, clips in the open shard
 
-    def publish(shard) -> None:
-        recs = [dict(waiting.pop(v), shard=shard.name) for v in shard.video_ids]
-        ledger.append(recs)  # ledger first: a kill before the rename makes the rerun redo them
-        packer.publish(shard)
+def merge(out_dir: str | Path) -> dict:
+    """``prepare --merge``: combine the part manifests into ``manifest.json``, holding the folder alone."""
+    with claim_output_dir(out_dir, TOOL, create=False):
+        return merge_manifests(out_dir)
+
+
+@dataclass
+class _Plan:
+    items: list[VideoItem]
+    todo: list[VideoItem]
+    recovered: list[VideoItem]  # finished by a killed run, not yet packed
+    excluded: list[tuple[VideoItem, str]]  # (item, its excluded YouTube id)
+
+
+class _Run:
+    """The main process's steps: plan against the ledger, process and pack, write manifest and summary."""
+
+    def __init__(self, out_dir: Path, state_dir: Path, prefix: str, config: PrepareConfig):
+        self.out_dir, self.config = out_dir, config
+        self.pending_dir = state_dir / "pending"
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        for d in (state_dir, self.pending_dir):  # this run's own state: what a killed run was writing
+            remove_temporaries(d)
+        self.ledger = Ledger(state_dir / "progress.jsonl")
+        self.packer = ShardPacker(out_dir, prefix, state_dir, max_clips=config.shard_clips)
+        self.records = {k: VideoRecord.from_dict(r) for k, r in self.ledger.load().items()}
+        self.run_records: list[VideoRecord] = []
+        self.waiting: dict[str, VideoRecord] = {}  # clips in the open shard
+        self.t0 = time.time()
+
+    def identify(self, items: list[VideoItem]) -> None:
+        path = self.ledger.path.with_name("fingerprints.json")
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}  # none yet, or unreadable: hash the videos again
+        cache = cache if isinstance(cache, dict) else {}
+        size = len(cache)
+        identify(items, cache)
+        if len(cache) != size:
+            atomic_write_json(path, cache, indent=None)
+
+    def plan(self, items: list[VideoItem], excluded_ids: set[str]) -> _Plan:
+        # an "ok" record whose shard never got its final name (kill between ledger and rename) is redone
+        self.records = {
+            k: r
+            for k, r in self.records.items()
+            if r.status != "ok" or (self.out_dir / str(r.shard)).exists()
+        }
+        done = {k for k, r in self.records.items() if r.status != "failed" or not self.config.retry_failed}
+        excluded = [
+            (it, (youtube_ids(it) & excluded_ids).pop()) for it in items if youtube_ids(it) & excluded_ids
+        ]
+        skip = done | {it.video_id for it, _ in excluded}
+        todo = [it for it in items if it.video_id not in skip]
+        recovered = [
+            it
+            for it in todo
+            if self._pending(it.video_id, ".json").exists() and self._pending(it.video_id, ".tar").exists()
+        ]
+        todo = [it for it in todo if it not in recovered]
+        logger.info(
+            "%d videos: %d already done, %d excluded, %d finished but unpacked, %d to process",
+            len(items),
+            len(items) - len(todo) - len(recovered) - len(excluded),
+            len(excluded),
+            len(recovered),
+            len(todo),
+        )
+        for it, yid in excluded:
+            logger.info("excluded %s: YouTube id %s is in the exclusion list", it.video, yid)
+        return _Plan(items, todo, recovered, excluded)
+
+    def _pending(self, video_id: str, ext: str) -> Path:
+        return self.pending_dir / f"{video_id}{ext}"
+
+    def process(self, plan: _Plan) -> None:
+        self.detector, self.scorer, self.segmenter = _build_components(self.config)
+        ctx = _Context(self.detector, self.scorer, self.segmenter, self.config, self.pending_dir)
+        bar = tqdm(
+            total=len(plan.todo) + len(plan.recovered), desc="videos", unit="video", dynamic_ncols=True
+        )
+        clips = failed = 0
+        try:
+            for it in plan.recovered:
+                self._accept(json.loads(self._pending(it.video_id, ".json").read_text()))
+                bar.update()
+            for record in _results(plan.todo, ctx, self.config.workers):
+                self._accept(record)
+                clips += record["clips"]
+                failed += record["status"] == "failed"
+                bar.set_postfix(clips=clips, failed=failed, refresh=False)
+                bar.update()
+            shard = self.packer.close_current()
+            if shard is not None:
+                self._publish(shard)
+        finally:
+            bar.close()
+            self.packer.abort()  # only does something if we are leaving on an exception
+
+    def _accept(self, record: dict) -> None:
+        rec = VideoRecord.from_dict(record)
+        self.run_records.append(rec)
+        if rec.status != "ok":
+            level = logging.WARNING if rec.status == "failed" else logging.INFO
+            logger.log(level, "%s %s: %s", rec.status, rec.video, rec.reason)
+            self.ledger.append([rec.to_dict()])
+            self.records[rec.video_id] = rec
+            return
+        self.waiting[rec.video_id] = rec
+        shard = self.packer.add(self._pending(rec.video_id, ".tar"), rec.video_id, rec.clips, rec.seconds)
+        if shard is not None:
+            self._publish(shard)
+
+    def _publish(self, shard) -> None:
+        recs = [replace(self.waiting.pop(v), shard=shard.name) for v in shard.video_ids]
+        self.ledger.append([r.to_dict() for r in recs])  # ledger first: a kill before the rename redoes them
+        self.packer.publish(shard)
         for r in recs:
-            records[r["video_id"]] = r
+            self.records[r.video_id] = r
             for ext in (".tar", ".json"):
-                (pending_dir / f"{r['video_id']}{ext}").unlink(missing_ok=True)
+                self._pending(r.video_id, ext).unlink(missing_ok=True)
         logger.info("wrote %s (%d clips, %.1f min)", shard.name, shard.clips, shard.seconds / 60)
 
-    def accept(record: dict) -> None:
-        run_records.append(record)
-        if record["status"] != "ok":
-            level = logging.WARNING if record["status"] == "failed" else logging.INFO
-            logger.log(level, "%s %s: %s", record["status"], record["video"], record["reason"])
-            ledger.append([record])
-            records[record["video_id"]] = record
-            return
-        waiting[record["video_id"]] = record
-        shard = packer.add(
-            pending_dir / f"{record['video_id']}.tar", record["video_id"], record["clips"], record["seconds"]
+    def finish(self, plan: _Plan, manifest_path: Path, summary_path: Path) -> dict:
+        settings = self.config.settings(self.detector, self.scorer, self.segmenter)
+        # every video of this ledger, not only this run's input: the manifest lists every shard on disk
+        manifest = build_manifest(
+            (r.to_dict() for _, r in sorted(self.records.items())), self.out_dir, settings
         )
-        if shard is not None:
-            publish(shard)
-
-    bar = tqdm(total=len(todo) + len(recovered), desc="videos", unit="video", dynamic_ncols=True)
-    clips = 0
-    try:
-        for it in recovered:
-            accept(json.loads((pending_dir / f"{it.video_id}.json").read_text()))
-            bar.update()
-        for record in _results(todo, ctx, config.workers):
-            accept(record)
-            clips += record["clips"]
-            bar.set_postfix(
-                clips=clips, failed=sum(r["status"] == "failed" for r in run_records), refresh=False
-            )
-            bar.update()
-        shard = packer.close_current()
-        if shard is not None:
-            publish(shard)
-    finally:
-        bar.close()
-        packer.abort()  # only does something if we are leaving on an exception
-
-    settings = config.settings(detector, scorer, segmenter)
-    in_part = {it.video_id for it in items}
-    manifest = build_manifest((r for k, r in sorted(records.items()) if k in in_part), out_dir, settings)
-    if config.part is not None:
-        manifest["part"] = {"index": config.part[0], "total": config.part[1]}
-    write_json_atomic(manifest_path, manifest)
-    plot_manifest(manifest, manifest_path.with_suffix(".png"))
-    summary = _summary(items, todo, recovered, run_records, manifest, time.time() - t0)
-    write_json_atomic(summary_path, summary)
-    logger.info(
-        "%d clips (%.2f h) in %d shards; this run: %d ok, %d skipped, %d failed (details in %s)",
-        manifest["clips"],
-        manifest["hours"],
-        len(manifest["shards"]),
-        summary["ok"],
-        summary["skipped"],
-        summary["failed"],
-        summary_path,
-    )
-    return summary
+        if self.config.part is not None:
+            manifest["part"] = {"index": self.config.part[0], "total": self.config.part[1]}
+        write_json_atomic(manifest_path, manifest)
+        plot_manifest(manifest, manifest_path.with_suffix(".png"))
+        summary = _summary(plan, self.run_records, manifest, time.time() - self.t0)
+        write_json_atomic(summary_path, summary)
+        logger.info(
+            "%d clips (%.2f h) in %d shards; this run: %d ok, %d skipped, %d failed, %d excluded (details in %s)",
+            manifest["clips"],
+            manifest["hours"],
+            len(manifest["shards"]),
+            summary["ok"],
+            summary["skipped"],
+            summary["failed"],
+            len(summary["excluded"]),
+            summary_path,
+        )
+        return summary
 
 
 def _start_method() -> str:
@@ -428,7 +606,7 @@ def _results(items: list[VideoItem], ctx: _Context, workers: int):
 def _run_pool(queue, ctx: _Context, workers: int, mp):
     """Runs ``queue`` through a pool; returns None when done, or the in-flight items if the pool broke."""
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp, initializer=_init_worker, initargs=(ctx,)
+        max_workers=workers, mp_context=mp, initializer=_init_worker, initargs=(ctx, os.getpid())
     ) as pool:
         running: dict = {}
         while True:
@@ -453,44 +631,38 @@ def _run_pool(queue, ctx: _Context, workers: int, mp):
 
 
 def _crash_record(item: VideoItem) -> dict:
-    return {
-        "video_id": item.video_id,
-        "video": str(item.video),
-        "subtitle": item.source,
-        "status": "failed",
-        "reason": f"{item.video}: the worker process died while processing it (decoder or detector crash)",
-        "clips": 0,
-        "seconds": 0.0,
-        "duration": 0.0,
-        "stats": {},
-    }
+    reason = f"{item.video}: the worker process died while processing it (decoder or detector crash)"
+    return VideoRecord.of(item).fail(reason).to_dict()
 
 
-def _summary(items, todo, recovered, run_records, manifest, elapsed) -> dict:
-    by_status = Counter(r["status"] for r in run_records)
+def _summary(plan: _Plan, run_records: list[VideoRecord], manifest: dict, elapsed: float) -> dict:
+    by_status = Counter(r.status for r in run_records)
+    bad_cues = sum(v for r in run_records for k, v in r.stats.items() if k.startswith("bad_cue_"))
     return {
-        "inputs": len(items),
-        "already_done": len(items) - len(todo) - len(recovered),
+        "inputs": len(plan.items),
+        "already_done": len(plan.items) - len(plan.todo) - len(plan.recovered) - len(plan.excluded),
         "processed": len(run_records),
         "ok": by_status["ok"],
         "skipped": by_status["skipped"],
         "failed": by_status["failed"],
-        "clips_written": sum(r["clips"] for r in run_records),
-        "video_seconds": round(sum(r["duration"] for r in run_records), 3),
+        "clips_written": sum(r.clips for r in run_records),
+        "video_seconds": round(sum(r.duration for r in run_records), 3),
         "elapsed_s": round(elapsed, 2),
         "corpus_clips": manifest["clips"],
         "corpus_hours": manifest["hours"],
-        "failures": [
-            {"video": r["video"], "reason": r["reason"]} for r in run_records if r["status"] == "failed"
-        ],
+        "bad_cues": bad_cues,
+        "failures": [{"video": r.video, "reason": r.reason} for r in run_records if r.status == "failed"],
         "skipped_videos": [
-            {"video": r["video"], "reason": r["reason"]} for r in run_records if r["status"] == "skipped"
+            {"video": r.video, "reason": r.reason} for r in run_records if r.status == "skipped"
         ],
+        "excluded": [{"video": str(it.video), "youtube_id": yid} for it, yid in plan.excluded],
+        "warnings": [{"video": r.video, "warnings": r.warnings} for r in run_records if r.warnings],
     }
 
 
 def exit_code(summary: dict) -> int:
-    """0 if anything is in the corpus or nothing was left to do; 1 if nothing could be processed."""
+    """2: no inputs found; 1: videos were processed, none gave a clip and the corpus is empty;
+    0 otherwise (something is in the corpus, or nothing was left to do)."""
     if summary["inputs"] == 0:
         return 2
     if summary["processed"] and summary["ok"] == 0 and summary["corpus_clips"] == 0:

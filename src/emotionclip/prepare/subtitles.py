@@ -1,24 +1,31 @@
 """Subtitles → timed sentences.
 
-Parsing (SRT, WebVTT, YouTube transcript JSON), markup stripping, non-speech cue removal, and the
-release's regrouping: each cue's duration is spread evenly over its words, words are regrouped into
-sentences by a pluggable segmenter, and a sentence spans its first word's start to its last word's
-end. The default segmenter splits at sentence-ending punctuation like the release, and also handles
-unpunctuated auto-captions (split at long pauses, then cut runs longer than a maximum duration at
-their best boundary).
+Parsing (SRT, WebVTT, YouTube transcript JSON, BOM-marked UTF-8/16/32), cue validation, markup
+stripping, non-speech cue removal, and regrouping: each cue's duration is spread evenly over its
+words (the release's word timing), words are regrouped into sentences by a pluggable segmenter, and
+a sentence spans its first word's start to its last word's end.
+
+Segmenters (``get_segmenter``): ``release`` reproduces the release's
+``preprocessing/regroup_transcripts.py`` (split only at ``.``, punctuation removed, optionally with a
+punctuation-restoration model, see :mod:`.punctuation`); the default ``rules`` also splits at
+``!?…`` and long pauses and cuts long runs, so unpunctuated auto-captions still give sentences.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import re
+import unicodedata
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import registry
 from .._io import FileError
+from .punctuation import RELEASE_MARKS, PunctuatedSegmenter, PunctuationRestorer, release_words
 
 SUBTITLE_EXTENSIONS = (".srt", ".vtt", ".json")
 
@@ -120,6 +127,34 @@ def parse_subtitles(text: str, fmt: str) -> list[Cue]:
     return parsers[fmt](text)
 
 
+_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def decode_subtitle_bytes(raw: bytes) -> str:
+    """Text of a subtitle file: the encoding its BOM names, else UTF-8, else Windows-1252 (old SRTs)."""
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            return raw.decode(codec, errors="replace")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _unreadable(ch: str) -> bool:
+    return ch == "\ufffd" or (unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
+
+
+def _unreadable_share(text: str) -> float:
+    return sum(map(_unreadable, text)) / max(1, len(text))
+
+
 def load_subtitles(path: str | Path) -> list[Cue]:
     """Raw cues of a ``.srt`` / ``.vtt`` / YouTube ``.json`` file; :class:`SubtitleError` if unusable."""
     path = Path(path)
@@ -128,19 +163,64 @@ def load_subtitles(path: str | Path) -> list[Cue]:
         raw = path.read_bytes()
     except OSError as e:
         raise SubtitleError(path, f"cannot read ({e.strerror or e})") from e
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")  # old SRTs are often Windows-1252
+    text = decode_subtitle_bytes(raw)
     if not text.strip():
         raise SubtitleError(path, "empty subtitle file")
     try:
         cues = parse_subtitles(text, fmt)
     except (ValueError, json.JSONDecodeError) as e:
         raise SubtitleError(path, str(e)) from e
+    if _unreadable_share(text) > 0.01:  # random bytes after a valid header, a binary file renamed
+        raise SubtitleError(path, "binary data, not subtitle text (control or undecodable characters)")
     if not cues:
         raise SubtitleError(path, f"no timed cues found (not a valid {fmt.upper()} file?)")
     return cues
+
+
+# ---------------------------------------------------------------- validation
+
+MAX_CUE_SECONDS = 60.0  # longer is a broken timestamp (99:59:59), not a subtitle
+MAX_WORDS_PER_SECOND = 10.0  # faster than anyone speaks: a pasted text, not a timed cue
+_RATE_MIN_WORDS = 20  # short cues (a flash of "Yes no yes") may be fast
+
+
+def cue_problem(cue: Cue, video_duration: float | None = None) -> tuple[str, str] | None:
+    """``(kind, message)`` saying why a cue cannot be timed or read, or None if it is usable."""
+    if math.isnan(cue.start) or math.isnan(cue.end) or math.isinf(cue.start):
+        return "not_a_number", f"time is not a number (start {cue.start}, end {cue.end})"
+    if cue.start < 0:
+        return "negative_time", f"negative start time ({cue.start:g} s)"
+    if cue.end < cue.start:
+        return "end_before_start", f"ends before it starts ({cue.start:g} s -> {cue.end:g} s)"
+    seconds = cue.end - cue.start
+    if math.isfinite(seconds) and seconds > MAX_CUE_SECONDS:
+        return "too_long", f"lasts {seconds:g} s (over {MAX_CUE_SECONDS:g} s: a broken timestamp?)"
+    if any(map(_unreadable, cue.text)):
+        return "unreadable", "unreadable characters (binary data?)"
+    if video_duration is not None:
+        seconds = min(cue.end, video_duration) - cue.start
+    words = len(cue.text.split())
+    if seconds > 0 and words >= _RATE_MIN_WORDS and words > MAX_WORDS_PER_SECOND * max(seconds, 1.0):
+        return "too_many_words", f"{words} words in {seconds:.1f} s (faster than speech: not a timed cue)"
+    return None
+
+
+def validate_cues(
+    cues: Sequence[Cue], video_duration: float | None, stats: Counter, where: str = "subtitles"
+) -> tuple[list[Cue], list[str]]:
+    """The usable cues, and one message per bad cue (``WHERE: cue K at T s: problem``).
+
+    ``stats`` counts bad cues by kind (``bad_cue_<kind>``), so the manifest and summary show them.
+    """
+    good, problems = [], []
+    for k, c in enumerate(cues):
+        found = cue_problem(c, video_duration)
+        if found is None:
+            good.append(c)
+            continue
+        stats[f"bad_cue_{found[0]}"] += 1
+        problems.append(f"{where}: cue {k + 1} at {c.start:g} s: {found[1]}")
+    return good, problems
 
 
 # ---------------------------------------------------------------- cleaning
@@ -270,18 +350,94 @@ class RuleSegmenter:
         return self._fit(group[:cut]) + self._fit(group[cut:])
 
 
-def get_segmenter(name: str | Segmenter = "default") -> Segmenter:
-    """``"default"`` (RuleSegmenter), ``"punctuation"`` (release rule only), or ``"py:module:factory"``
-    naming a factory that returns a segmenter (e.g. one wrapping a punctuation-restoration model)."""
-    if callable(name):
+# ---------------------------------------------------------------- the release's regrouping
+
+
+def _given_labels(text: str) -> list[str]:
+    """One punctuation label per :func:`release_words` word, read from the text's own marks: what the
+    restoration model would predict if the subtitles' punctuation is right (``"0"``: none)."""
+    labels: list[str] = []
+    for token in text.split():
+        stripped = RELEASE_MARKS.sub("", token)
+        tail = re.search(r"([.,;:!?])\W*$", token)
+        mark = tail.group(1) if tail else "0"  # "2020." ends a sentence, though its "." stays (a number)
+        if not stripped:  # a lone "..." or "?" belongs to the word before
+            if labels and mark != "0":
+                labels[-1] = mark
+            continue
+        labels.append(mark)
+    return labels
+
+
+def format_markup_free(text: str) -> str:
+    """Only what a subtitle *format* adds (tags, ASS overrides, entities, ``\\N``); the release read
+    YouTube transcripts, which have none, and kept everything else (``[Music]``, dashes) as words."""
+    return html.unescape(_ASS_OVERRIDE.sub("", _TAG.sub("", text.replace("\\N", "\n"))))
+
+
+class ReleaseSegmenter:
+    """The release's ``preprocessing/regroup_transcripts.py`` regrouping.
+
+    Each cue ends at ``min(start + duration, next cue's start)`` (cues in file order); its duration
+    is spread evenly over its words; every word gets a punctuation label: predicted by ``punctuation``
+    (a :class:`~emotionclip.prepare.punctuation.PunctuationRestorer`, as the release did with
+    ``oliverguhr/fullstop-punctuation-multilang-large``) or, without one, read from the subtitles'
+    own marks. A sentence is the words after one ``.`` up to and including the next: the words
+    before the first and after the last ``.`` are dropped. Its text is the words without their
+    marks (those inside numbers stay); sentences containing ``[`` are dropped.
+    """
+
+    def __init__(self, punctuation=None):
+        if isinstance(punctuation, str):
+            punctuation = PunctuationRestorer(punctuation)
+        self.punctuation = punctuation
+
+    @property
+    def name(self) -> str:
+        model = getattr(self.punctuation, "model_name", None)
+        return f"release:{model}" if model else "release"
+
+    def sentences(self, cues: Sequence[Cue]) -> list[Sentence]:
+        words, labels = [], []
+        for k, c in enumerate(cues):
+            end = c.end if k == len(cues) - 1 else min(c.end, cues[k + 1].start)
+            text = format_markup_free(c.text)
+            tokens = release_words(text)
+            if not tokens:
+                continue
+            step = (end - c.start) / len(tokens)
+            words += [Word(t, c.start + i * step, c.start + (i + 1) * step) for i, t in enumerate(tokens)]
+            labels += _given_labels(text)
+        if self.punctuation is not None:
+            labels = self.punctuation.labels([w.text for w in words])
+        ends = [i for i, label in enumerate(labels) if label == "."]
+        groups = [words[a + 1 : b + 1] for a, b in zip(ends, ends[1:])]
+        return [s for s in words_to_sentences(groups) if "[" not in s.text]
+
+
+_SEGMENTERS: dict[str, Callable[..., object]] = {
+    "default": RuleSegmenter,
+    "rules": RuleSegmenter,
+    "punctuation": lambda: RuleSegmenter(pause=None, max_duration=None),
+    "release": ReleaseSegmenter,  # release:MODEL restores punctuation with MODEL first
+}
+
+
+def get_segmenter(name: str | Segmenter = "default", punctuation: str | None = None) -> Segmenter:
+    """A segmenter by name: ``default`` / ``rules`` (:class:`RuleSegmenter`), ``punctuation`` (split at
+    sentence marks only), ``release`` or ``release:MODEL`` (:class:`ReleaseSegmenter`), or
+    ``py:module:factory``. ``punctuation`` names a token-classification model (HF hub name or local
+    folder) that restores punctuation before segmenting."""
+    if not isinstance(name, str):  # a segmenter already
         return name
-    if name in ("default", "rules"):
-        return RuleSegmenter()
-    if name == "punctuation":
-        return RuleSegmenter(pause=None, max_duration=None)
-    if name.startswith(registry.PLUGIN_PREFIX):
-        return registry.load_plugin(name)()
-    raise ValueError(f"unknown segmenter {name!r}: use 'default', 'punctuation' or 'py:module:factory'")
+    if punctuation and name in ("release", "default", "rules", "punctuation"):
+        if name == "release":
+            return ReleaseSegmenter(punctuation)
+        return PunctuatedSegmenter(get_segmenter(name), punctuation)
+    try:
+        return registry.resolve("segmenter", name, _SEGMENTERS)
+    except ValueError as e:
+        raise ValueError(f"{e} (e.g. default, punctuation, release, release:MODEL)") from None
 
 
 def words_to_sentences(groups: Sequence[Sequence[Word]]) -> list[Sentence]:
@@ -289,6 +445,10 @@ def words_to_sentences(groups: Sequence[Sequence[Word]]) -> list[Sentence]:
 
 
 def cues_to_sentences(cues: Sequence[Cue], segmenter: str | Segmenter = "default") -> list[Sentence]:
-    """Clean cues, time their words, regroup into sentences."""
+    """Regroup cues into sentences: a segmenter with a ``sentences(cues)`` method (the release's)
+    takes the cues as they are; a word segmenter gets cleaned cues' evenly timed words."""
+    segmenter = get_segmenter(segmenter)
+    if hasattr(segmenter, "sentences"):
+        return segmenter.sentences(cues)
     words = cues_to_words(clean_cues(cues))
-    return words_to_sentences(get_segmenter(segmenter)(words))
+    return words_to_sentences(segmenter(words))

@@ -5,8 +5,8 @@ A clip is one WebDataset sample with key ``<video_id>__c<NNNN>`` holding ``fNNN.
 and ``json`` (everything else: times, sentiment logits, neutral probability, has_person, source).
 
 Each processed video is first written to its own small tar under the state folder; the main process
-then packs whole videos into shards (``<prefix>-NNNNNN.tar``, written as ``.tar.tmp`` then renamed)
-and records them in ``progress.jsonl``. The ledger line is written before the rename and the
+then packs whole videos into shards (``<prefix>-NNNNNN.tar``, written under a temporary name in the
+state folder, then renamed into the output folder) and records them in ``progress.jsonl``. The ledger line is written before the rename and the
 per-video tar deleted after it, so a kill at any moment loses no finished video and leaves no
 partial shard under a final name.
 """
@@ -50,12 +50,12 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 class AtomicTar:
-    """A tar written member by member under ``path.tmp``; :meth:`commit` renames it to ``path``,
-    leaving the context without committing deletes it."""
+    """A tar written member by member under ``.NAME.tmp`` (what ``remove_temporaries`` cleans up);
+    :meth:`commit` renames it to ``path``, leaving the context without committing deletes it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
         self._tar: tarfile.TarFile | None = None
         self.count = 0
 
@@ -115,29 +115,29 @@ class ShardInfo:
 
 
 class ShardPacker:
-    """Packs per-video tars into shards of about ``max_clips`` clips (a video is never split)."""
+    """Packs per-video tars into shards of about ``max_clips`` clips (a video is never split).
 
-    def __init__(self, out_dir: Path, prefix: str, max_clips: int = 500, max_bytes: int = 2**30):
+    The open shard is written in ``work_dir`` (the run's own state folder, so a restart cleans up only
+    what this tool wrote) and renamed into ``out_dir`` when published.
+    """
+
+    def __init__(
+        self, out_dir: Path, prefix: str, work_dir: Path, max_clips: int = 500, max_bytes: int = 2**30
+    ):
         self.out_dir = Path(out_dir)
+        self.work_dir = Path(work_dir)
         self.prefix = prefix
         self.max_clips = max_clips
         self.max_bytes = max_bytes
-        pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{6}})\.tar(\.tmp)?$")
-        indices = [-1]
-        for p in self.out_dir.iterdir():
-            m = pattern.match(p.name)
-            if m and m.group(2):
-                logger.info("removing unfinished shard %s from an interrupted run", p)
-                p.unlink()
-            elif m:
-                indices.append(int(m.group(1)))
-        self.next_index = max(indices) + 1
+        pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{6}})\.tar$")
+        indices = [int(m.group(1)) for p in self.out_dir.iterdir() if (m := pattern.match(p.name))]
+        self.next_index = max(indices, default=-1) + 1
         self._tar: tarfile.TarFile | None = None
         self._info: ShardInfo | None = None
         self._bytes = 0
 
     def _tmp(self, info: ShardInfo) -> Path:
-        return self.out_dir / (info.name + ".tmp")
+        return self.work_dir / f".{info.name}.tmp"
 
     def add(self, video_tar: Path, video_id: str, clips: int, seconds: float) -> ShardInfo | None:
         """Append one video's clips; returns the shard if it is now full (to be finalised)."""
@@ -243,13 +243,20 @@ def build_manifest(records: Iterable[dict], out_dir: Path, settings: dict) -> di
     }
 
 
+def _read_part(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable part manifest ({e}); rerun that part to rewrite it") from e
+
+
 def merge_manifests(out_dir: str | Path) -> dict:
     """Combine the ``manifest.part-I-of-N.json`` files of a ``--part`` run into ``manifest.json``."""
     out_dir = Path(out_dir)
     parts = sorted(out_dir.glob("manifest.part-*-of-*.json"))
     if not parts:
         raise FileNotFoundError(f"{out_dir}: no manifest.part-*-of-*.json to merge (run with --part first)")
-    manifests = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    manifests = [_read_part(p) for p in parts]
     total = {int(re.search(r"-of-(\d+)", p.name).group(1)) for p in parts}
     if len(total) != 1:
         raise ValueError(f"{out_dir}: part manifests disagree on the number of parts: {sorted(total)}")
