@@ -156,8 +156,13 @@ def compute_loss(
     missing = [k for k in ("video", "tokens") if k not in batch]
     if missing:
         raise KeyError(f"training batch lacks {missing}; it has {sorted(batch)}")
+    video = batch["video"]
+    if not video.is_floating_point():  # the shard loader ships uint8: normalise here, on the device
+        from ..transform import normalize_frames
+
+        video = normalize_frames(video)
     with autocast_context(precision, device):
-        video_feats, text_feats, logit_scale = model(batch["video"], batch.get("video_mask"), batch["tokens"])
+        video_feats, text_feats, logit_scale = model(video, batch.get("video_mask"), batch["tokens"])
     return losses(video_feats, text_feats, logit_scale, batch.get("sentiment_logits"))
 
 
@@ -441,10 +446,11 @@ def _steps_per_epoch(source: BatchSource, config: TrainConfig) -> int | None:
         return None
     steps = getattr(source, "steps_per_epoch", None)
     if callable(steps):
-        return steps()
-    epoch0 = source(0)
-    if hasattr(epoch0, "__len__"):
-        return len(epoch0)
+        steps = steps()
+    elif hasattr(epoch0 := source(0), "__len__"):
+        steps = len(epoch0)
+    if steps is not None:
+        return max(1, steps)  # an empty epoch stops the run later, with its own message
     raise ValueError(
         "the warm-up needs the number of steps per epoch and the batch source does not say it: "
         "set steps_per_epoch, or warmup_steps 0"
