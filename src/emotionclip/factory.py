@@ -455,7 +455,8 @@ def save_model(model: EmotionCLIP, path: str | os.PathLike, overwrite: bool = Fa
     if not isinstance(model, EmotionCLIP):
         raise TypeError(f"save_model expects an EmotionCLIP, got {type(model).__name__}")
     config_json = json.dumps(model.config.to_dict(), indent=2)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # the shared temperature is stored under both keys, as the release; safetensors wants distinct memory
+    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_dir(path, overwrite=overwrite) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={_CONFIG_META_KEY: config_json, "format": "pt"})
         (tmp / CONFIG_NAME).write_text(config_json + "\n")
