@@ -419,12 +419,20 @@ class IndexedClips(torch.utils.data.Dataset):
 
 
 def uniform_batches(
-    n: int, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, epoch_batches: int | None
+    n: int,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    epoch_batches: int | None,
+    drop_last: bool = True,
 ) -> list[list[int]]:
     """Per-rank batches of positions ``0..n-1``, as the release's shuffled DataLoader / DistributedSampler.
 
     Without ``epoch_batches``: one permutation per epoch, padded to a multiple of the ranks by
-    repeating its start, every ``world_size``-th element from ``rank``, cut into full batches.
+    repeating its start, every ``world_size``-th element from ``rank``, cut into full batches
+    (and the partial last one unless ``drop_last``).
     With it: the epoch is the next ``epoch_batches * batch_size * world_size`` draws of an endless
     sequence of permutations, so every clip is seen once before any is seen twice.
     """
@@ -438,7 +446,7 @@ def uniform_batches(
         order = perm(epoch)
         per_rank = math.ceil(n / world_size)
         order = np.concatenate([order, order[: per_rank * world_size - n]])[rank::world_size]
-        count = per_rank // batch_size
+        count = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
     else:
         need = epoch_batches * batch_size * world_size
         first, last = epoch * need, (epoch + 1) * need  # positions in the endless sequence
@@ -544,11 +552,9 @@ def make_train_loader(
     if order == "uniform":
         index = index if index is not None else build_index(shard_urls, index_cache)
         positions = index.select(max_neutral, min_has_person)
-        batches = uniform_batches(len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches)
-        if not drop_last and epoch_batches is None:
-            rest = len(positions) - len(batches) * batch_size * world_size
-            if rest > 0:
-                logger.info("order='uniform' drops the last partial batch (as the release)")
+        batches = uniform_batches(
+            len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches, drop_last
+        )
         return UniformLoader(IndexedClips(index, positions, decoder), batches, num_workers, pin_memory)
     return _stream_loader(
         shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
