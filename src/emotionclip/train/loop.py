@@ -160,7 +160,8 @@ def compute_loss(
     if not video.is_floating_point():  # the shard loader ships uint8: normalise here, on the device
         from ..transform import normalize_frames
 
-        video = normalize_frames(video)
+        pre = unwrap(model).config.preprocess
+        video = normalize_frames(video, pre.mean, pre.std)
     with autocast_context(precision, device):
         video_feats, text_feats, logit_scale = model(video, batch.get("video_mask"), batch["tokens"])
     return losses(video_feats, text_feats, logit_scale, batch.get("sentiment_logits"))
@@ -205,7 +206,7 @@ class _Run:
         self.source = (
             batches
             if batches is not None
-            else shard_batch_source(urls, config, env, self.model.image_size, self.model.video_len)
+            else shard_batch_source(urls, config, env, self.model.config.preprocess, self.model.video_len)
         )
         self.schedule = WarmupCosineSchedule(self.optimizer, config, _steps_per_epoch(self.source, config))
         self.scaler = torch.amp.GradScaler(env.device.type) if config.precision == "amp_fp16" else None
