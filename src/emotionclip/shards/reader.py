@@ -34,8 +34,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from emotionclip.constants import BOX_SCORE_THRESHOLD
 from emotionclip.tokenizer import tokenize
-from emotionclip.transform import FrameTransform, boxes_to_mask
+from emotionclip.transform import FrameTransform, PreprocessConfig, boxes_to_mask
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +112,21 @@ class ClipDecoder:
         video_len: int = 8,
         image_size: int = 224,
         resize: int = 256,
-        person_score: float = 0.5,
+        person_score: float = BOX_SCORE_THRESHOLD,
         crop: str = "frame",
         decode: bool = True,
+        preprocess: PreprocessConfig | None = None,
     ):
         self.video_len = video_len
-        self.person_score = person_score
         self.decode = decode
-        self.transform = FrameTransform(
-            image_size=image_size, resize=resize, train=True, crop=crop, normalize=False
-        )
+        if preprocess is not None:  # the model's own sizes, interpolation and box-score threshold
+            self.transform = FrameTransform.from_config(preprocess, train=True, crop=crop, normalize=False)
+            person_score = preprocess.box_score_threshold
+        else:
+            self.transform = FrameTransform(
+                image_size=image_size, resize=resize, train=True, crop=crop, normalize=False
+            )
+        self.person_score = person_score
 
     def frame_indices(self, n: int) -> torch.Tensor:
         if n >= self.video_len:
@@ -527,6 +533,7 @@ def make_train_loader(
     index: ShardIndex | None = None,
     index_cache: str | Path | None = None,
     decode: bool = True,
+    preprocess: PreprocessConfig | None = None,
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
 
@@ -539,13 +546,14 @@ def make_train_loader(
     shards at random (seeded, the same on every run) and ``epoch_batches`` sets the batches per rank
     (rounded up to a multiple of the workers).
     ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores. ``decode=False``
-    yields metadata only.
+    yields metadata only. ``preprocess`` (a model's `PreprocessConfig`) replaces ``image_size`` /
+    ``resize`` and brings its interpolation and box-score threshold.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     shard_urls = expand_shard_urls(urls)
     rank, world_size = _dist_rank_world(rank, world_size)
-    decoder = ClipDecoder(video_len, image_size, resize, crop=crop, decode=decode)
+    decoder = ClipDecoder(video_len, image_size, resize, crop=crop, decode=decode, preprocess=preprocess)
     if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
         logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
         order = "stream"

@@ -120,6 +120,7 @@ class _ShardSource:
             world_size=self.env.world_size,
             pin_memory=self.env.device.type == "cuda",
             index=self.index,
+            preprocess=self.preprocess,
         )
 
 
