@@ -585,7 +585,7 @@ def _save(model: EmotionCLIP, path: str | os.PathLike, overwrite: bool, card: st
         raise TypeError(f"expected an EmotionCLIP, got {type(model).__name__}")
     config = model.config.to_dict()
     config_json = json.dumps(config, indent=2)
-    # distinct memory per key: safetensors refuses tensors shared between keys
+    # the shared temperature is stored under both keys, as the release; safetensors wants distinct memory
     tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_dir(path, overwrite=overwrite) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={_CONFIG_META_KEY: config_json, "format": "pt"})

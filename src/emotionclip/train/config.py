@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
+CROPS = ("frame", "clip")
+DATA_ORDERS = ("uniform", "stream")
 
 
 @dataclass
@@ -28,6 +30,9 @@ class TrainConfig:
     batch_size: int = 128  # per process (the release: 128 per GPU)
     workers: int = 8  # data-loader worker processes per training process
     neutral_threshold: float = 0.05  # clips whose neutral sentiment score is below are kept
+    min_person_fraction: float = 0.0  # keep clips with a person in >= this fraction of frames (release: all)
+    crop: str = "frame"  # random 224 crop per frame (the release) or one per clip ("clip")
+    data_order: str = "uniform"  # uniform shuffle over every clip (the release) or "stream" (shard order)
     epochs: int = 25
     steps_per_epoch: int | None = None  # None: one pass over the shards is an epoch
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke runs)
@@ -35,8 +40,11 @@ class TrainConfig:
     # ---- model -----------------------------------------------------------------------------
     backbone: str = "ViT-B-32"
     pretrained: str | None = "laion2b_e16"  # open_clip tag or local file; None = random init
+    init: str | None = None  # EmotionCLIP checkpoint to fine-tune (architecture from the file)
     temporal_fusion: str = "transformer"
     head_layers: int = 6
+    head_dropout: float = 0.1  # temporal transformer dropout (torch's default, as the release)
+    reset_logit_scale: bool = False  # start the temperature at 1/0.07 instead of the init weights'
 
     # ---- loss ------------------------------------------------------------------------------
     sentiment_scale: float = 10.0  # alpha of the sentiment-guided loss
@@ -46,13 +54,18 @@ class TrainConfig:
     # ---- optimiser and schedule (the release's values) --------------------------------------
     lr_gain_bias: float = 5e-5  # gains (norm weights, 1-d params) and biases, weight decay 0
     lr_weights: float = 1e-8  # every other weight, with `weight_decay`
-    lr_logit_scale: float = 1e-8  # weight decay 0
+    lr_logit_scale: float | None = None  # weight decay 0; None: lr_weights (the release)
     weight_decay: float = 0.1
+    # the temporal head's own settings (the release's lr_head_gb / lr_head_rest / weight_decay_head);
+    # None: the same as the CLIP towers'
+    lr_head_gain_bias: float | None = None
+    lr_head_weights: float | None = None
+    weight_decay_head: float | None = None
     beta1: float = 0.98
     beta2: float = 0.9
     eps: float = 1e-6
-    warmup_steps: int = 10_000
-    warmup_start_factor: float = 1e-5  # lr starts at this fraction of its scheduled value
+    warmup_steps: int = 10_000  # linear from lr * warmup_start_factor to the cosine value of
+    warmup_start_factor: float = 1e-5  # epoch warmup_steps // steps-per-epoch (the release's 'auto')
     min_lr: float = 1e-10  # cosine (per epoch) end point
     logit_scale_max: float = math.log(100.0)  # clamp after each step to [0, this]
 
@@ -88,6 +101,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.data_order not in DATA_ORDERS:
+            raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {self.data_order!r}")
         if self.workers < 0 or self.warmup_steps < 0 or self.save_every < 0 or self.eval_every < 0:
             raise ValueError("workers, warmup_steps, save_every and eval_every must be >= 0")
 

@@ -1,4 +1,4 @@
-"""Where training batches come from: WebDataset shards via the prepare stage's loader.
+"""Where training batches come from: prepared WebDataset shards via `emotionclip.shards.reader`.
 
 A *batch source* is ``source(epoch) -> iterable of batch dicts`` for this process
 (``video [B,T,3,H,W]``, ``video_mask [B,T,H,W]``, ``tokens [B,77]``, optionally
@@ -13,6 +13,8 @@ not disturb the training RNG (dropout).
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,6 +23,8 @@ import torch
 from ..transform import PreprocessConfig
 from .config import TrainConfig
 from .distributed import DistEnv
+
+logger = logging.getLogger(__name__)
 
 BatchSource = Callable[[int], Iterable[dict[str, torch.Tensor]]]
 _REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "pipe:", "hf://")
@@ -48,30 +52,76 @@ def expand_shards(data: str) -> list[str]:
 
 
 def shard_batch_source(
-    urls: list[str], config: TrainConfig, env: DistEnv, preprocess: PreprocessConfig
+    urls: list[str],
+    config: TrainConfig,
+    env: DistEnv,
+    preprocess: PreprocessConfig,
+    video_len: int | None = None,
 ) -> BatchSource:
-    """Batches from prepared shards. With ``steps_per_epoch`` the shards are resampled and every rank
-    yields exactly that many batches; without it an epoch is one pass over the shards."""
-    from emotionclip.shards.reader import make_train_loader
+    """Batches from prepared shards, in the order ``config.data_order`` names (see
+    `emotionclip.shards.reader`). With ``steps_per_epoch`` every rank yields exactly that many
+    batches per epoch; without it an epoch is one pass over the corpus."""
+    return _ShardSource(urls, config, env, preprocess, video_len or config.video_len)
 
-    def source(epoch: int):
+
+class _ShardSource:
+    def __init__(
+        self, urls: list[str], config: TrainConfig, env: DistEnv, preprocess: PreprocessConfig, video_len: int
+    ):
+        from emotionclip.shards.reader import build_index
+
+        self.urls, self.config, self.env = urls, config, env
+        self.preprocess, self.video_len = preprocess, video_len
+        local = not any(u.startswith(_REMOTE_PREFIXES) for u in urls)
+        self.index = None
+        if config.data_order == "uniform" and local:
+            # every rank reads the tar headers once; the index is cached in the run folder for resumes
+            cache = Path(config.output).expanduser() / "data-index.npz" if config.output else None
+            self.index = build_index(urls, cache)
+            kept = len(self.index.select(config.neutral_threshold, config.min_person_fraction))
+            logger.info(
+                "%d clips in %d shards, %d kept by the neutral/person filters, %d skipped as unreadable",
+                len(self.index),
+                len(urls),
+                kept,
+                len(self.index.skipped),
+            )
+
+    def steps_per_epoch(self) -> int | None:
+        """Batches per rank and epoch when known before the epoch (the warm-up target needs it)."""
+        cfg = self.config
+        if cfg.steps_per_epoch:
+            return cfg.steps_per_epoch
+        if self.index is None:
+            return None
+        kept = len(self.index.select(cfg.neutral_threshold, cfg.min_person_fraction))
+        return math.ceil(kept / self.env.world_size) // cfg.batch_size
+
+    def __call__(self, epoch: int):
+        from emotionclip.shards.reader import make_train_loader
+
+        cfg = self.config
         return make_train_loader(
-            urls,
-            batch_size=config.batch_size,
-            num_workers=config.workers,
-            video_len=config.video_len,
-            image_size=preprocess.crop_size,
-            resize=preprocess.resize,
-            resampled=config.steps_per_epoch is not None,
-            epoch_batches=config.steps_per_epoch,
-            max_neutral=config.neutral_threshold,
-            seed=config.seed + epoch,  # a new shard order each epoch
-            rank=env.rank,
-            world_size=env.world_size,
-            pin_memory=env.device.type == "cuda",
+            self.urls,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.workers,
+            video_len=self.video_len,
+            image_size=self.preprocess.crop_size,
+            resize=self.preprocess.resize,
+            order="uniform" if self.index is not None else "stream",
+            crop=cfg.crop,
+            resampled=cfg.steps_per_epoch is not None,
+            epoch_batches=cfg.steps_per_epoch,
+            max_neutral=cfg.neutral_threshold,
+            min_has_person=cfg.min_person_fraction,
+            seed=cfg.seed,
+            epoch=epoch,  # a new order each epoch
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            pin_memory=self.env.device.type == "cuda",
+            index=self.index,
+            preprocess=self.preprocess,
         )
-
-    return source
 
 
 class EpochBatches:

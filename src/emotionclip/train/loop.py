@@ -52,6 +52,9 @@ class TrainResult:
     losses: list[float]
     loss_kind: str  # "sentiment_guided" or "clip": the loss of the last step
     checkpoint: Path | None  # the last checkpoint written
+    # one dict per optimiser step of this process since it started (or resumed): step (1-based),
+    # epoch, loss, lr (per parameter group, the rates used in that step), logit_scale (after the clamp)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 # ---- building blocks (also used by tests and the benchmark) ----------------------------------
@@ -62,20 +65,29 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
-    """The EmotionCLIP to train: same initial weights on every rank (seeded), towers locked as asked."""
-    from ..factory import create_model
+    """The EmotionCLIP to train: same initial weights on every rank (seeded), towers locked as asked.
+
+    ``config.init`` fine-tunes an EmotionCLIP checkpoint (its architecture comes from the file);
+    otherwise a new model from ``backbone`` with CLIP weights from ``pretrained``.
+    """
+    from ..factory import create_model, load_model
 
     seed_everything(config.seed)
-    model = create_model(
-        backbone=config.backbone,
-        pretrained=config.pretrained,
-        temporal_fusion=config.temporal_fusion,
-        video_len=config.video_len,
-        head_layers=config.head_layers,
-    )
-    # CLIP's own temperature is kept for the release's key set but never used by the loss;
-    # frozen, so DDP does not wait for a gradient that never comes
-    model.backbone.logit_scale.requires_grad_(False)
+    if config.init:
+        model = load_model(config.init, head_dropout=config.head_dropout)
+        logger.info("fine-tuning %s (architecture from the file)", config.init)
+    else:
+        model = create_model(
+            backbone=config.backbone,
+            pretrained=config.pretrained,
+            temporal_fusion=config.temporal_fusion,
+            video_len=config.video_len,
+            head_layers=config.head_layers,
+            head_dropout=config.head_dropout,
+        )
+    if config.reset_logit_scale:  # the release's reset_logit_scale
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1 / 0.07))
     model.lock_towers(image=config.lock_image, text=config.lock_text)
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -144,8 +156,14 @@ def compute_loss(
     missing = [k for k in ("video", "tokens") if k not in batch]
     if missing:
         raise KeyError(f"training batch lacks {missing}; it has {sorted(batch)}")
+    video = batch["video"]
+    if not video.is_floating_point():  # the shard loader ships uint8: normalise here, on the device
+        from ..transform import normalize_frames
+
+        pre = unwrap(model).config.preprocess
+        video = normalize_frames(video, pre.mean, pre.std)
     with autocast_context(precision, device):
-        video_feats, text_feats, logit_scale = model(batch["video"], batch.get("video_mask"), batch["tokens"])
+        video_feats, text_feats, logit_scale = model(video, batch.get("video_mask"), batch["tokens"])
     return losses(video_feats, text_feats, logit_scale, batch.get("sentiment_logits"))
 
 
@@ -185,14 +203,14 @@ class _Run:
         # on resume the weights come from the checkpoint: no need to fetch the pretrained CLIP
         self.model = build_model(dataclasses.replace(config, pretrained=None) if ckpt else config, env.device)
         self.optimizer = build_optimizer(self.model, config, env.device)
-        self.schedule = WarmupCosineSchedule(self.optimizer, config)
-        self.scaler = torch.amp.GradScaler(env.device.type) if config.precision == "amp_fp16" else None
-        self.losses = LossSelector(config, env)
         self.source = (
             batches
             if batches is not None
-            else shard_batch_source(urls, config, env, self.model.config.preprocess)
+            else shard_batch_source(urls, config, env, self.model.config.preprocess, self.model.video_len)
         )
+        self.schedule = WarmupCosineSchedule(self.optimizer, config, _steps_per_epoch(self.source, config))
+        self.scaler = torch.amp.GradScaler(env.device.type) if config.precision == "amp_fp16" else None
+        self.losses = LossSelector(config, env)
         self.step = self.epoch = self.step_in_epoch = 0
         if ckpt is not None:
             _on_all_ranks(env, lambda: self._restore(ckpt, resume_path))
@@ -270,7 +288,7 @@ class _Run:
             bar.close()
             log.close()
         steps, losses = log.history() if main else (log.own_steps, log.own_losses)
-        return TrainResult(self.run_dir, steps, losses, self.loss_kind, self.last_checkpoint)
+        return TrainResult(self.run_dir, steps, losses, self.loss_kind, self.last_checkpoint, log.records)
 
     def _run_epoch(self, log: _RunLog, bar: tqdm) -> bool:
         """One epoch from ``self.step_in_epoch``; True when ``max_steps`` stopped it."""
@@ -290,11 +308,12 @@ class _Run:
             log.data_wait += time.perf_counter() - wait_start
             if not self._every_rank_has_batch(batch is not None):
                 break
+            lrs = self.schedule.current_lrs()  # the rates this step uses
             loss = self._train_step(batch)
             self.step += 1
             self.step_in_epoch += 1
             self.schedule.step()
-            log.add(self.step, self.epoch, loss)
+            log.add(self.step, self.epoch, loss, lrs, self.model.logit_scale.detach().clone())
             bar.update(1)
             if self.step % cfg.log_every == 0:
                 self._log(log, bar, time.perf_counter() - window_start)
@@ -420,6 +439,25 @@ class _Run:
         atomic_write(target, text)
 
 
+def _steps_per_epoch(source: BatchSource, config: TrainConfig) -> int | None:
+    """Optimiser steps per epoch, which the release's warm-up target depends on (its len(loader))."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if not config.warmup_steps:
+        return None
+    steps = getattr(source, "steps_per_epoch", None)
+    if callable(steps):
+        steps = steps()
+    elif hasattr(epoch0 := source(0), "__len__"):
+        steps = len(epoch0)
+    if steps is not None:
+        return max(1, steps)  # an empty epoch stops the run later, with its own message
+    raise ValueError(
+        "the warm-up needs the number of steps per epoch and the batch source does not say it: "
+        "set steps_per_epoch, or warmup_steps 0"
+    )
+
+
 def _on_all_ranks(env: DistEnv, check: Callable[[], Any]) -> Any:
     """Run an input check on every rank; when it fails anywhere, every rank raises (none is left
     waiting in a collective for a rank that quit)."""
@@ -452,7 +490,8 @@ class _RunLog:
     def __init__(self, run_dir: Path, start_step: int, main: bool, wandb, config: TrainConfig):
         self.run_dir, self.main = run_dir, main
         self.csv_path = run_dir / "loss.csv"
-        self.pending: list[tuple[int, int, torch.Tensor]] = []
+        self.pending: list[tuple[int, int, torch.Tensor, dict[str, float], torch.Tensor]] = []
+        self.records: list[dict[str, Any]] = []  # TrainResult.history
         self.own_steps: list[int] = []
         self.own_losses: list[float] = []
         self.window: list[float] = []  # losses since the last scalar log (clips/s, NaN check)
@@ -486,14 +525,19 @@ class _RunLog:
         with open(self.csv_path, newline="") as f:
             return [(int(r["step"]), int(r["epoch"]), float(r["loss"])) for r in csv.DictReader(f)]
 
-    def add(self, step: int, epoch: int, loss: torch.Tensor) -> None:
-        self.pending.append((step, epoch, loss))
+    def add(self, step: int, epoch: int, loss: torch.Tensor, lrs: dict, logit_scale: torch.Tensor) -> None:
+        self.pending.append((step, epoch, loss, lrs, logit_scale))  # tensors: no host sync per step
 
     def flush(self) -> None:
         if not self.pending:
             return
-        values = torch.stack([loss for _, _, loss in self.pending]).float().cpu().tolist()
-        rows = [(s, e, v) for (s, e, _), v in zip(self.pending, values, strict=True)]
+        pairs = torch.stack([torch.stack([p[2].float(), p[4].float()]) for p in self.pending]).cpu().tolist()
+        values = [v for v, _ in pairs]
+        rows = [(s, e, v) for (s, e, *_), v in zip(self.pending, values, strict=True)]
+        self.records += [
+            {"step": s, "epoch": e, "loss": v, "lr": lrs, "logit_scale": scale}
+            for (s, e, _, lrs, _), (v, scale) in zip(self.pending, pairs, strict=True)
+        ]
         self.pending.clear()
         self.own_steps += [s for s, _, _ in rows]
         self.own_losses += values
