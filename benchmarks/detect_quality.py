@@ -145,13 +145,18 @@ def main() -> None:
     print(f"{len(items)} labelled frames at short side 256")
     for spec in args.detectors.split(","):
         if spec == "torchvision" and not torchvision_weights_present():
-            print(f"{spec:10s} absent (no COCO weights in the torch hub cache; they are downloaded on first use)")
+            print(
+                f"{spec:10s} absent (no COCO weights in the torch hub cache; they are downloaded on first use)"
+            )
             continue
         kw = {"num_threads": 1} if spec in ("default", "nanodet", "faces") else {}
         det = get_detector(spec, **kw)
-        threshold = det.score_threshold
-        if args.sweep:
+        threshold = raw_threshold = det.score_threshold
+        if args.sweep:  # raw scores from a low threshold up; scores() then applies each threshold
             det.score_threshold = 0.1
+            det.rescale = False
+        elif getattr(det, "rescale", False):
+            threshold = 0.5  # rescaled scores: the calibrated threshold reads 0.5
         boxes, wall, cpu = run(det, items)
         r = scores(items, boxes, threshold)
         print(
@@ -159,7 +164,7 @@ def main() -> None:
             f"from behind, Intel clip {r['recall_intel']:.3f}), count exact {r['count_exact']:.2f}, "
             f"false-alarm frames: empty scenes {r['false_alarm_empty']}/{r['n_empty']}, "
             f"cartoon {r['false_alarm_cartoon']}/{r['n_cartoon']}; {wall:.1f} ms/frame wall, {cpu:.1f} ms CPU "
-            f"(threshold {threshold})"
+            f"(threshold {raw_threshold})"
         )
         print(f"{'':10s} found per group: {r['groups']}")
         if args.sweep:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from ..constants import ASSETS
+from ..constants import ASSETS, BOX_SCORE_THRESHOLD
 from .base import PersonDetector, _check_frames
 
 logger = logging.getLogger(__name__)
@@ -31,13 +31,28 @@ STRIDES = (8, 16, 32)
 REG_BINS = 11  # generalized focal loss: each side is a distribution over 0..10 strides
 
 
+def rescale_scores(raw: np.ndarray, threshold: float) -> np.ndarray:
+    """Raw scores -> the release's scale: piecewise linear, 0 -> 0, ``threshold`` -> 0.5, 1 -> 1.
+
+    Every consumer of boxes (``boxes_to_mask``, has-person, analyze) keeps scores above
+    ``BOX_SCORE_THRESHOLD`` = 0.5, as the release does with YOLOv7; on this scale the calibrated
+    threshold of this detector is that same 0.5, and the order of the scores is unchanged.
+    """
+    raw = np.asarray(raw, np.float32)
+    low = raw / threshold * BOX_SCORE_THRESHOLD
+    high = BOX_SCORE_THRESHOLD + (raw - threshold) / (1 - threshold) * (1 - BOX_SCORE_THRESHOLD)
+    return np.where(raw <= threshold, low, high).astype(np.float32)
+
+
 class NanoDetPersonDetector(PersonDetector):
     """COCO person boxes from NanoDet (ONNX Runtime, CPU).
 
     Each frame is resized, keeping its aspect ratio, so that its long side is ``size`` pixels, then
     padded to a multiple of 32 (the network is fully convolutional). Boxes are decoded from the
     per-stride distance distributions (their expectation, as NanoDet's own post-processing does),
-    kept above ``score_threshold`` and merged by NMS at ``nms_iou``.
+    kept above ``score_threshold`` (NanoDet's raw person score) and merged by NMS at ``nms_iou``.
+    Reported scores are rescaled so that ``score_threshold`` reads 0.5 (:func:`rescale_scores`),
+    the threshold downstream code applies; ``rescale=False`` reports the raw scores.
     """
 
     def __init__(
@@ -47,6 +62,7 @@ class NanoDetPersonDetector(PersonDetector):
         nms_iou: float = 0.5,
         size: int = 352,
         num_threads: int | None = None,
+        rescale: bool = True,
     ):
         self.model_path = Path(model_path) if model_path is not None else NANODET_MODEL
         if not self.model_path.is_file():
@@ -56,6 +72,7 @@ class NanoDetPersonDetector(PersonDetector):
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.size = size
+        self.rescale = rescale
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.name = f"nanodet-coco-person@{size}"
         self._session = None
@@ -69,7 +86,9 @@ class NanoDetPersonDetector(PersonDetector):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise ImportError("the NanoDet person detector needs onnxruntime (pip install onnxruntime)") from e
+            raise ImportError(
+                "the NanoDet person detector needs onnxruntime (pip install onnxruntime)"
+            ) from e
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.num_threads
         opts.inter_op_num_threads = 1
@@ -80,7 +99,9 @@ class NanoDetPersonDetector(PersonDetector):
             raise ValueError(f"{self.model_path}: not a loadable ONNX model ({e})") from e
         shapes = [o.shape for o in session.get_outputs()]
         if len(shapes) != 6 or sorted(s[-1] for s in shapes) != [44] * 3 + [80] * 3:
-            raise ValueError(f"{self.model_path}: outputs {shapes} are not NanoDet's (3 x 80 scores, 3 x 44 boxes)")
+            raise ValueError(
+                f"{self.model_path}: outputs {shapes} are not NanoDet's (3 x 80 scores, 3 x 44 boxes)"
+            )
         self._input = session.get_inputs()[0].name
         self._session = session
 
@@ -140,6 +161,8 @@ class NanoDetPersonDetector(PersonDetector):
             b = boxes[kept].numpy() / scale
             b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
             b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
-            found = np.concatenate([b, scores[kept].numpy()[:, None]], 1).astype(np.float32)
+            s = scores[kept].numpy()
+            s = rescale_scores(s, self.score_threshold) if self.rescale else s
+            found = np.concatenate([b, s[:, None]], 1).astype(np.float32)
             result.append(found[(found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])])
         return result
