@@ -116,7 +116,8 @@ def _tiny_hf_model(path, labels):
         n_layers=2,
         n_heads=2,
         hidden_dim=32,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
+        initializer_range=0.5,  # large random weights: every token moves the logits visibly
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
@@ -141,6 +142,25 @@ def test_hf_scorer_reorders_labels(tmp_path):
     order = [[label.lower() for label in labels].index(c) for c in SENTIMENT_CLASSES]
     np.testing.assert_allclose(logits, raw[:, order], atol=1e-5)
     assert scorer.score([]).shape == (0, 7)
+
+
+def test_hf_scorer_pads_and_truncates_to_77_tokens_like_the_release(tmp_path):
+    pytest.importorskip("transformers")
+    labels = list(SENTIMENT_CLASSES)
+    tok, model = _tiny_hf_model(tmp_path / "tiny", labels)
+    scorer = get_sentiment_scorer(str(tmp_path / "tiny"), batch_size=4)
+    assert scorer.max_length == 77
+    words = (WORDS[4:] * 5)[:100]  # 100 tokens, one per word
+    long = " ".join(words)
+    with torch.inference_mode():
+        enc = tok([long, "i am so happy"], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        release = model(**enc).logits.numpy()  # the release's tokenizer call
+    assert enc["input_ids"].shape == (2, 77)
+    np.testing.assert_allclose(scorer.score([long, "i am so happy"]), release, atol=1e-5)
+    np.testing.assert_allclose(scorer.score([" ".join(words[:77])]), release[:1], atol=1e-5)
+    assert np.abs(scorer.score([" ".join(words[:76])]) - release[:1]).max() > 1e-3
+    # padding is masked: a short sentence scores the same alone and beside a long one
+    np.testing.assert_allclose(scorer.score(["i am so happy"]), release[1:], atol=1e-5)
 
 
 def test_hf_scorer_rejects_other_labels(tmp_path):

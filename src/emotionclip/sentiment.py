@@ -151,9 +151,13 @@ class TfidfSentimentScorer(SentimentScorer):
 
 
 class HFSentimentScorer(SentimentScorer):
-    """A ``transformers`` sequence-classification model whose labels are our seven classes."""
+    """A ``transformers`` sequence-classification model whose labels are our seven classes.
 
-    def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 32, max_length: int = 128):
+    Sentences are padded and truncated to ``max_length`` = 77 tokens, as the release computes its
+    sentiment logits (``preprocessing/get_sentiment_logits.py``); the attention mask hides the padding.
+    """
+
+    def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 32, max_length: int = 77):
         try:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
         except ImportError as e:
@@ -191,7 +195,7 @@ class HFSentimentScorer(SentimentScorer):
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
                 texts[i : i + self.batch_size],
-                padding=True,
+                padding="max_length",
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
