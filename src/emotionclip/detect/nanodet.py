@@ -126,21 +126,23 @@ class NanoDetPersonDetector(PersonDetector):
         return out.numpy(), scale
 
     def _decode(self, outs: list[np.ndarray], hp: int, wp: int) -> tuple[np.ndarray, np.ndarray]:
-        """One frame's outputs -> (boxes [A, 4] in input pixels, person scores [A])."""
+        """One frame's outputs -> (boxes [K, 4] in input pixels, person scores [K]) above the threshold."""
         by_count: dict[int, dict[str, np.ndarray]] = {}
         for o in outs:
             by_count.setdefault(o.shape[1], {})["cls" if o.shape[2] == 80 else "reg"] = o[0]
-        boxes, scores = [], []
+        boxes, scores = [np.zeros((0, 4), np.float32)], [np.zeros(0, np.float32)]
         for stride in STRIDES:
             gh, gw = -(-hp // stride), -(-wp // stride)
             level = by_count[gh * gw]
-            reg = level["reg"].reshape(-1, 4, REG_BINS)
+            score = level["cls"][:, COCO_PERSON]
+            (idx,) = np.nonzero(score > self.score_threshold)  # decode only the candidates
+            reg = level["reg"][idx].reshape(-1, 4, REG_BINS)
             p = np.exp(reg - reg.max(-1, keepdims=True))
             dist = (p / p.sum(-1, keepdims=True)) @ np.arange(REG_BINS, dtype=np.float32) * stride
-            gy, gx = np.divmod(np.arange(gh * gw), gw)  # anchors row-major, x fastest
+            gy, gx = np.divmod(idx, gw)  # anchors row-major, x fastest
             cx, cy = (gx + 0.5) * stride, (gy + 0.5) * stride
             boxes.append(np.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], 1))
-            scores.append(level["cls"][:, COCO_PERSON])
+            scores.append(score[idx])
         return np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32)
 
     def detect(self, frames, *, video=None, times=None) -> list[np.ndarray]:
@@ -155,8 +157,7 @@ class NanoDetPersonDetector(PersonDetector):
         result = []
         for image in images:  # batch 1: the converted graph folds the batch into its anchor axis
             boxes, scores = self._decode(self._session.run(None, {self._input: image[None]}), hp, wp)
-            keep = scores > self.score_threshold
-            boxes, scores = torch.from_numpy(boxes[keep]), torch.from_numpy(scores[keep])
+            boxes, scores = torch.from_numpy(boxes), torch.from_numpy(scores)
             kept = torchvision.ops.nms(boxes, scores, self.nms_iou)
             b = boxes[kept].numpy() / scale
             b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
