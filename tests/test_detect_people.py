@@ -69,7 +69,7 @@ def test_friday_standing_woman_and_the_woman_seen_from_behind(det, media_dir):
 def test_intel_walkers_seen_from_behind_and_empty_frames(det, shared_dir):
     doc = json.loads(LABELS.read_text())
     (group,) = [g for g in doc["groups"] if g["name"] == "intel"]
-    labelled = [f for f in group["frames"] if f["people"] is not None]
+    labelled = [f for f in group["frames"] if f["people"] is not None][::2]  # 20 frames, 5 empty
     frames = read_frames_at(shared_dir / group["file"], [f["t"] for f in labelled], short_side=256)
     found = [len(b) for b in det.detect(frames)]
     people = [f["people"] for f in labelled]

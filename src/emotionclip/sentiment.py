@@ -1,8 +1,9 @@
 """Sentence sentiment as 7-class logits in ``emotionclip.SENTIMENT_CLASSES`` order.
 
 * ``"default"``: a TF-IDF (word 1-2-grams + character 2-5-grams) logistic regression trained on
-  GoEmotions by ``scripts/train_sentiment.py`` and shipped as plain arrays in
-  ``assets/sentiment_goemotions.npz`` (no pickle; accuracy in ``notes/sentiment_README.md``).
+  GoEmotions by ``scripts/train_sentiment.py``, temperature-scaled on its dev split (the temperature
+  is folded into the weights), shipped as plain arrays in ``assets/sentiment_goemotions.npz`` (no
+  pickle; accuracy and calibration in the README and in the artefact's ``config``).
   Any other ``.npz`` written by that script loads the same way (pass its path).
 * any other name: a Hugging Face ``transformers`` text-classification model, by hub name or local
   directory (the paper used ``j-hartmann/emotion-english-distilroberta-base``); its labels must be
