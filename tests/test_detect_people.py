@@ -168,3 +168,39 @@ def test_boxes_reach_the_analysis_report(media_dir, det):
     frame = _frames(media_dir / "friday.mp4", 1)
     found = det.detect(frame)[0]
     assert boxes_to_mask(found, 256, 341).mean() > 0.3
+
+
+def test_conversion_stores_float16_weights_losslessly(tmp_path):
+    """scripts/convert_detector.py's weight step: float16-exact weights shrink, outputs stay identical."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import sys
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import convert_detector
+    finally:
+        sys.path.pop(0)
+
+    def model(w):
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+            [numpy_helper.from_array(w, "w")],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float16).astype(np.float32)
+    x = np.random.default_rng(1).random((1, 3, 8, 8), np.float32)
+    plain, half = model(w), model(w)
+    convert_detector._store_float16(half)
+    onnx.checker.check_model(half)
+    assert half.graph.initializer[0].data_type == TensorProto.FLOAT16
+    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
+    np.testing.assert_array_equal(run(half), run(plain))
+    with pytest.raises(ValueError, match="not exactly float16"):
+        convert_detector._store_float16(model(w + 1e-4))
