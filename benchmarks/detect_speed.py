@@ -1,4 +1,4 @@
-"""Speed and per-frame counts of the default person detector on the shared sample media.
+"""Speed and per-frame counts of the face detector (`faces`, BlazeFace) on the shared sample media.
 
     python benchmarks/detect_speed.py [--media ../shared/media] [--frames 48] [--threads 1] [--png boxes.png]
 
@@ -61,7 +61,7 @@ def main() -> None:
         for p in videos
     }
     for tiles in (True, False):
-        det = get_detector("default", tiles=tiles, num_threads=args.threads)
+        det = get_detector("faces", tiles=tiles, num_threads=args.threads)
         det.detect(clips["friday.mp4"][:4])  # warm-up: interpreter creation
         wall = cpu = total_n = 0
         for name, frames in clips.items():

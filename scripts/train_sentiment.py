@@ -1,10 +1,20 @@
 """Train the shipped default sentiment model on GoEmotions and export it as plain arrays.
 
     python scripts/train_sentiment.py [--data ../shared/text/goemotions] [--out PATH] [--force]
+        [--C 1.0 --class-weight none] [--meld ../shared/formats/meld/dev_sent_emo.csv]
 
 Model: TF-IDF of word 1-2-grams and character 2-5-grams (within words), each L2-normalised, then a
 multinomial logistic regression over the 7 classes (anger, disgust, fear, joy, neutral, sadness,
-surprise). C and class weighting are chosen by macro-F1 on the dev split; test metrics are printed.
+surprise). C and class weighting are chosen by macro-F1 on the dev split (or fixed with ``--C`` and
+``--class-weight``); test metrics are printed.
+
+Calibration: one temperature T, fitted on the dev split by the soft-target log-loss, divides the
+logits (folded into the exported weights), so that probabilities, and with them the
+``neutral <= 0.05`` filter of prepare, mean what they say. Expected calibration error (top label,
+15 bins) and the neutral class's own calibration error are printed for dev and test, before and after.
+
+``--meld``: also prints weighted F1, accuracy and the share kept by ``neutral <= 0.05`` on a MELD csv
+(TV dialogue). Evaluation only: MELD is GPL-3.0, so nothing from it is trained on or stored.
 
 Labels: each of GoEmotions' 27 emotions + neutral maps to one class through ``ekman_mapping.json``.
 A comment with several labels: neutral is dropped when an emotion is also present; the remaining k
@@ -24,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -78,11 +90,79 @@ def evaluate(pred: np.ndarray, targets: list[list[int]]) -> dict[str, float]:
     }
 
 
+def soft_targets(targets: list[list[int]]) -> np.ndarray:
+    y = np.zeros((len(targets), len(SENTIMENT_CLASSES)))
+    for i, t in enumerate(targets):
+        y[i, t] = 1.0 / len(t)
+    return y
+
+
+def fit_temperature(logits: np.ndarray, targets: list[list[int]]) -> float:
+    """The T > 0 minimising the soft-target log-loss of softmax(logits / T)."""
+    y = soft_targets(targets)
+
+    def nll(log_t: float) -> float:
+        return float(-(y * log_softmax(logits / np.exp(log_t), 1)).sum(1).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def calibration_errors(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """Expected calibration error of the top label and of P(neutral) (equal-width bins)."""
+    edges = np.linspace(0, 1, bins + 1)
+
+    def ece(p: np.ndarray, hit: np.ndarray) -> float:
+        idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+        return float(
+            sum(
+                abs(hit[idx == b].mean() - p[idx == b].mean()) * (idx == b).mean()
+                for b in range(bins)
+                if (idx == b).any()
+            )
+        )
+
+    neutral = SENTIMENT_CLASSES.index("neutral")
+    return {
+        "ece": ece(prob.max(1), prob.argmax(1) == y),
+        "neutral_ece": ece(prob[:, neutral], y == neutral),
+    }
+
+
+def filter_stats(prob: np.ndarray, y: np.ndarray, max_neutral: float = 0.05) -> dict[str, float]:
+    neutral = SENTIMENT_CLASSES.index("neutral")
+    kept = prob[:, neutral] <= max_neutral
+    return {
+        "kept": float(kept.mean()),
+        "neutral_among_kept": float((y[kept] == neutral).mean()) if kept.any() else 0.0,
+    }
+
+
+def meld_report(path: Path, scorer: TfidfSentimentScorer) -> str:
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    y = df["Emotion"].str.lower().map(SENTIMENT_CLASSES.index).to_numpy()
+    prob = softmax(scorer.score(df["Utterance"].astype(str).tolist()).astype(np.float64), 1)
+    pred = prob.argmax(1)
+    f = filter_stats(prob, y)
+    cal = calibration_errors(prob, y)
+    majority = (y == np.bincount(y).argmax()).mean()
+    return (
+        f"MELD {path.name} (n={len(y)}): weighted F1 {f1_score(y, pred, average='weighted'):.3f}, "
+        f"accuracy {accuracy_score(y, pred):.3f} (majority class {majority:.3f}); neutral <= 0.05 keeps "
+        f"{f['kept']:.3f}, of which neutral {f['neutral_among_kept']:.3f}; ECE {cal['ece']:.3f}, "
+        f"neutral ECE {cal['neutral_ece']:.3f}"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "text" / "goemotions")
     ap.add_argument("--out", type=Path, default=DEFAULT_ARTEFACT)
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--C", type=float, default=None, help="fix C instead of the dev-split grid")
+    ap.add_argument("--class-weight", default="none", choices=["none", "balanced"], help="with --C")
+    ap.add_argument("--meld", type=Path, default=None, help="a MELD csv to evaluate on (never trained on)")
     args = ap.parse_args(argv)
     if args.out.exists() and not args.force:
         sys.exit(f"{args.out}: exists; pass --force to replace it")
@@ -123,7 +203,8 @@ def main(argv=None) -> int:
     print(f"train {len(train_texts)} comments -> {xe.shape[0]} weighted rows, {xe.shape[1]} features")
 
     best = None
-    for c, cw in GRID:
+    grid = GRID if args.C is None else [(args.C, None if args.class_weight == "none" else "balanced")]
+    for c, cw in grid:
         t0 = time.time()
         clf = LogisticRegression(C=c, class_weight=cw, max_iter=1000).fit(xe, ye, sample_weight=we)
         dev = evaluate(clf.predict(x_dev), splits["dev"][1])
@@ -144,10 +225,29 @@ def main(argv=None) -> int:
         f"GoEmotions test (all rows, n={test['n_all']}): any-match accuracy {test['any_match_accuracy']:.4f}"
     )
 
+    # temperature on dev; reported on dev (where it is fitted) and test (held out)
+    raw = {"dev": clf.decision_function(x_dev), "test": clf.decision_function(x_test)}
+    temperature = fit_temperature(raw["dev"], splits["dev"][1])
+    calibration = {"temperature": temperature}
+    for split, z in raw.items():
+        targets = splits[split][1]
+        single = np.array([len(t) == 1 for t in targets])
+        y1 = np.array([t[0] for t in targets])[single]
+        for name, t in (("before", 1.0), ("after", temperature)):
+            prob = softmax(z[single] / t, 1)
+            calibration[f"{split}_{name}"] = {**calibration_errors(prob, y1), **filter_stats(prob, y1)}
+        b, a = calibration[f"{split}_before"], calibration[f"{split}_after"]
+        print(
+            f"{split}: T={temperature:.3f}  ECE {b['ece']:.4f} -> {a['ece']:.4f}  neutral ECE "
+            f"{b['neutral_ece']:.4f} -> {a['neutral_ece']:.4f}  neutral <= 0.05 keeps {b['kept']:.3f} -> "
+            f"{a['kept']:.3f} (neutral among kept {b['neutral_among_kept']:.3f} -> {a['neutral_among_kept']:.3f})"
+        )
+
     config = {
         "classes": list(SENTIMENT_CLASSES),
         "features": FEATURES,
         "model": {"type": "logistic_regression", "C": c, "class_weight": cw},
+        "calibration": calibration,
         "trained_on": "GoEmotions original_train.tsv (Apache-2.0), ekman_mapping.json",
         "dev": dev,
         "test": test,
@@ -163,12 +263,12 @@ def main(argv=None) -> int:
         word_idf=word.idf_.astype(np.float32),
         char_vocab=pack_strings(char_vocab),
         char_idf=char.idf_.astype(np.float32),
-        coef=clf.coef_.astype(np.float16),
-        intercept=clf.intercept_.astype(np.float32),
+        coef=(clf.coef_ / temperature).astype(np.float16),
+        intercept=(clf.intercept_ / temperature).astype(np.float32),
     )
     # the exported arrays must reproduce sklearn's logits before they replace the shipped model
     exported = TfidfSentimentScorer(tmp).score(splits["test"][0])
-    gap = np.abs(exported - clf.decision_function(x_test)).max()
+    gap = np.abs(exported - raw["test"] / temperature).max()
     agree = (exported.argmax(1) == clf.predict(x_test)).mean()
     if gap > 0.05 or agree < 0.999:
         os.remove(tmp)
@@ -177,6 +277,8 @@ def main(argv=None) -> int:
         )
     os.replace(tmp, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB); max logit gap vs sklearn {gap:.4f}")
+    if args.meld is not None:
+        print(meld_report(args.meld, TfidfSentimentScorer(args.out)))
     return 0
 
 

@@ -17,8 +17,8 @@ def _frames(path, n):
 
 
 @pytest.fixture(scope="module")
-def default_detector():
-    return get_detector("default")
+def faces_detector():
+    return get_detector("faces")
 
 
 def _check_boxes(boxes, frames):
@@ -31,9 +31,9 @@ def _check_boxes(boxes, frames):
         assert ((b[:, 4] > 0.5) & (b[:, 4] <= 1)).all()
 
 
-def test_default_finds_people_in_friday(default_detector, media_dir):
+def test_faces_finds_people_in_friday(faces_detector, media_dir):
     frames = _frames(media_dir / "friday.mp4", 16)
-    boxes = default_detector.detect(frames)
+    boxes = faces_detector.detect(frames)
     _check_boxes(boxes, frames)
     counts = np.array([len(b) for b in boxes])
     assert (counts >= 1).all(), counts
@@ -43,10 +43,10 @@ def test_default_finds_people_in_friday(default_detector, media_dir):
     assert all(((cx > frames.shape[2] * 0.5) & (cx < frames.shape[2] * 0.85)).any() for cx in centres_x)
 
 
-def test_default_finds_the_actor_in_cremad(default_detector, media_dir):
+def test_faces_finds_the_actor_in_cremad(faces_detector, media_dir):
     for path in sorted((media_dir / "cremad").glob("*.flv")):
         frames = _frames(path, 4)
-        boxes = default_detector.detect(frames)
+        boxes = faces_detector.detect(frames)
         _check_boxes(boxes, frames)
         assert [len(b) for b in boxes] == [1] * 4, path.name
         # the actor sits centred: the subject box covers the middle of the frame
@@ -54,52 +54,52 @@ def test_default_finds_the_actor_in_cremad(default_detector, media_dir):
         assert abs(cx - frames.shape[2] / 2) < frames.shape[2] * 0.2
 
 
-def test_default_handles_portrait_frames(media_dir):
+def test_faces_handles_portrait_frames(media_dir):
     """Portrait frames take the top/bottom tiles; boxes come back in the padded frame's pixels."""
     frame = _frames(media_dir / "cremad" / "1001_DFA_NEU_XX.flv", 1)
     portrait = np.zeros((1, 700, 341, 3), np.uint8)
     portrait[:, 300:556] = frame
-    faces = get_detector("default", expand=None)
+    faces = get_detector("faces", expand=None)
     (landscape_face,), (portrait_face,) = faces.detect(frame)[0], faces.detect(portrait)[0]
     np.testing.assert_allclose(portrait_face[:4] - [0, 300, 0, 300], landscape_face[:4], atol=4)
 
 
-def test_default_finds_nobody_in_flower(default_detector, media_dir):
+def test_faces_finds_nobody_in_flower(faces_detector, media_dir):
     frames = _frames(media_dir / "flower.mp4", 16)
-    assert [len(b) for b in default_detector.detect(frames)] == [0] * 16
+    assert [len(b) for b in faces_detector.detect(frames)] == [0] * 16
 
 
-def test_default_face_boxes_grow_to_subject_boxes(media_dir):
+def test_faces_face_boxes_grow_to_subject_boxes(media_dir):
     frames = _frames(media_dir / "cremad" / "1001_DFA_NEU_XX.flv", 1)
-    face = get_detector("default", expand=None).detect(frames)[0][0]
-    subject = get_detector("default").detect(frames)[0][0]
+    face = get_detector("faces", expand=None).detect(frames)[0][0]
+    subject = get_detector("faces").detect(frames)[0][0]
     assert subject[0] < face[0] and subject[2] > face[2] and subject[1] < face[1] and subject[3] > face[3]
     assert subject[3] - face[3] > (face[3] - face[1])  # reaches well below the chin
     assert subject[4] == pytest.approx(face[4])
 
 
-def test_default_detector_batches_and_pickles(default_detector, media_dir):
+def test_faces_detector_batches_and_pickles(faces_detector, media_dir):
     frames = _frames(media_dir / "cremad" / "1001_DFA_HAP_XX.flv", 5)
-    whole = default_detector.detect(frames)
+    whole = faces_detector.detect(frames)
     small = BlazeFaceSubjectDetector(batch_size=3)  # 1 frame x 3 views per model call
     for a, b in zip(whole, small.detect(frames)):
         np.testing.assert_allclose(a, b, atol=1e-3)
-    clone = pickle.loads(pickle.dumps(default_detector))  # prepare --workers sends it to processes
+    clone = pickle.loads(pickle.dumps(faces_detector))  # prepare --workers sends it to processes
     np.testing.assert_allclose(clone.detect(frames[:1])[0], whole[0], atol=1e-3)
-    assert default_detector.detect(np.zeros((0, 32, 32, 3), np.uint8)) == []
+    assert faces_detector.detect(np.zeros((0, 32, 32, 3), np.uint8)) == []
 
 
-def test_bad_inputs_are_named(tmp_path, default_detector):
+def test_bad_inputs_are_named(tmp_path, faces_detector):
     with pytest.raises(ValueError, match="uint8 RGB"):
-        default_detector.detect(np.zeros((2, 32, 32, 3), np.float32))
+        faces_detector.detect(np.zeros((2, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="uint8 RGB"):
-        default_detector.detect(np.zeros((32, 32, 3), np.uint8))
+        faces_detector.detect(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match="nope.tflite"):
-        get_detector("default", model_path=tmp_path / "nope.tflite")
+        get_detector("faces", model_path=tmp_path / "nope.tflite")
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.tflite"):
-        get_detector("default", model_path=junk).detect(np.zeros((1, 32, 32, 3), np.uint8))
+        get_detector("faces", model_path=junk).detect(np.zeros((1, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="unknown person detector"):
         get_detector("yolo")
     with pytest.raises(ValueError, match="unknown torchvision detector"):

@@ -1,4 +1,6 @@
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +80,70 @@ def test_default_matches_goemotions_labels_on_test_rows(default_scorer, shared_d
     assert acc > 0.55, acc
 
 
+def _goemotions(data, split, limit=None):
+    names = (data / "original_labels.txt").read_text().split()
+    mapping = json.loads((data / "ekman_mapping.json").read_text())
+    to_class = {label: SENTIMENT_CLASSES.index(c) for c, labels in mapping.items() for label in labels}
+    texts, y = [], []
+    for line in (data / f"original_{split}.tsv").read_text(encoding="utf-8").splitlines()[:limit]:
+        text, ids, _ = line.split("\t")
+        classes = {to_class[names[int(i)]] for i in ids.split(",")}
+        if len(classes) == 1:
+            texts.append(text)
+            y.append(classes.pop())
+    return texts, np.array(y)
+
+
+def _train_script():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import train_sentiment
+    finally:
+        sys.path.pop(0)
+    return train_sentiment
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    ts = _train_script()
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 7)) * 3
+    p = np.exp(logits / 2.5)
+    p /= p.sum(1, keepdims=True)
+    y = [[int(rng.choice(7, p=row))] for row in p]  # labels drawn at temperature 2.5
+    assert ts.fit_temperature(logits, y) == pytest.approx(2.5, rel=0.08)
+    probs = np.eye(7)[[t[0] for t in y]] * 0.999 + 0.001 / 7  # confident and right: ECE ~ 0
+    assert ts.calibration_errors(probs, np.array([t[0] for t in y]))["ece"] < 0.01
+
+
+def test_default_is_calibrated_on_goemotions_test(default_scorer, shared_dir):
+    """Held-out rows: confidence matches accuracy, and neutral <= 0.05 keeps few neutral comments."""
+    ts = _train_script()
+    cal = default_scorer.config["calibration"]
+    assert 0.2 < cal["temperature"] < 5
+    assert cal["dev_after"]["ece"] <= cal["dev_before"]["ece"] + 1e-6  # fitted there: never worse
+    texts, y = _goemotions(shared_dir / "text" / "goemotions", "test", 2500)
+    prob = torch.softmax(torch.from_numpy(default_scorer.score(texts)).double(), 1).numpy()
+    errors = ts.calibration_errors(prob, y)
+    assert errors["ece"] < 0.04 and errors["neutral_ece"] < 0.04, errors
+    kept = ts.filter_stats(prob, y)
+    assert kept["kept"] > 0.1 and kept["neutral_among_kept"] < 0.06, kept
+
+
+def test_default_on_meld_dialogue_beats_the_majority_class_f1(default_scorer, shared_dir):
+    """MELD (GPL-3.0) is read from ../shared for evaluation only; nothing of it is trained on or kept."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.metrics import f1_score
+
+    path = shared_dir / "formats" / "meld" / "dev_sent_emo.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    df = pd.read_csv(path)
+    y = df["Emotion"].map(SENTIMENT_CLASSES.index).to_numpy()
+    pred = default_scorer.score(df["Utterance"].astype(str).tolist()).argmax(1)
+    majority = f1_score(y, np.full_like(y, NEUTRAL), average="weighted")
+    assert f1_score(y, pred, average="weighted") > majority + 0.05
+
+
 def test_bad_artefacts_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         get_sentiment_scorer(str(tmp_path / "missing.npz"))
@@ -116,7 +182,8 @@ def _tiny_hf_model(path, labels):
         n_layers=2,
         n_heads=2,
         hidden_dim=32,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
+        initializer_range=0.5,  # large random weights: every token moves the logits visibly
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
@@ -141,6 +208,27 @@ def test_hf_scorer_reorders_labels(tmp_path):
     order = [[label.lower() for label in labels].index(c) for c in SENTIMENT_CLASSES]
     np.testing.assert_allclose(logits, raw[:, order], atol=1e-5)
     assert scorer.score([]).shape == (0, 7)
+
+
+def test_hf_scorer_pads_and_truncates_to_77_tokens_like_the_release(tmp_path):
+    pytest.importorskip("transformers")
+    labels = list(SENTIMENT_CLASSES)
+    tok, model = _tiny_hf_model(tmp_path / "tiny", labels)
+    scorer = get_sentiment_scorer(str(tmp_path / "tiny"), batch_size=4)
+    assert scorer.max_length == 77
+    words = (WORDS[4:] * 5)[:100]  # 100 tokens, one per word
+    long = " ".join(words)
+    with torch.inference_mode():
+        enc = tok(
+            [long, "i am so happy"], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        )
+        release = model(**enc).logits.numpy()  # the release's tokenizer call
+    assert enc["input_ids"].shape == (2, 77)
+    np.testing.assert_allclose(scorer.score([long, "i am so happy"]), release, atol=1e-5)
+    np.testing.assert_allclose(scorer.score([" ".join(words[:77])]), release[:1], atol=1e-5)
+    assert np.abs(scorer.score([" ".join(words[:76])]) - release[:1]).max() > 1e-3
+    # padding is masked: a short sentence scores the same alone and beside a long one
+    np.testing.assert_allclose(scorer.score(["i am so happy"]), release[1:], atol=1e-5)
 
 
 def test_hf_scorer_rejects_other_labels(tmp_path):

@@ -1,8 +1,9 @@
 """Sentence sentiment as 7-class logits in ``emotionclip.SENTIMENT_CLASSES`` order.
 
 * ``"default"``: a TF-IDF (word 1-2-grams + character 2-5-grams) logistic regression trained on
-  GoEmotions by ``scripts/train_sentiment.py`` and shipped as plain arrays in
-  ``assets/sentiment_goemotions.npz`` (no pickle; accuracy in ``notes/sentiment_README.md``).
+  GoEmotions by ``scripts/train_sentiment.py``, temperature-scaled on its dev split (the temperature
+  is folded into the weights), shipped as plain arrays in ``assets/sentiment_goemotions.npz`` (no
+  pickle; accuracy and calibration in the README and in the artefact's ``config``).
   Any other ``.npz`` written by that script loads the same way (pass its path).
 * any other name: a Hugging Face ``transformers`` text-classification model, by hub name or local
   directory (the paper used ``j-hartmann/emotion-english-distilroberta-base``); its labels must be
@@ -151,9 +152,13 @@ class TfidfSentimentScorer(SentimentScorer):
 
 
 class HFSentimentScorer(SentimentScorer):
-    """A ``transformers`` sequence-classification model whose labels are our seven classes."""
+    """A ``transformers`` sequence-classification model whose labels are our seven classes.
 
-    def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 32, max_length: int = 128):
+    Sentences are padded and truncated to ``max_length`` = 77 tokens, as the release computes its
+    sentiment logits (``preprocessing/get_sentiment_logits.py``); the attention mask hides the padding.
+    """
+
+    def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 32, max_length: int = 77):
         try:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
         except ImportError as e:
@@ -191,7 +196,7 @@ class HFSentimentScorer(SentimentScorer):
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
                 texts[i : i + self.batch_size],
-                padding=True,
+                padding="max_length",
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",

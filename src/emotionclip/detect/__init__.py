@@ -2,7 +2,8 @@
 
 ``resolve_detector(spec)`` turns a name into a detector:
 
-* ``"default"`` / ``"faces"`` / ``"blazeface"``: BlazeFace faces widened to subject boxes (:mod:`.faces`);
+* ``"default"`` / ``"nanodet"``: NanoDet COCO person boxes, whole bodies, shipped ONNX model (:mod:`.nanodet`);
+* ``"faces"`` / ``"blazeface"``: BlazeFace faces widened to subject boxes (:mod:`.faces`);
 * ``"torchvision"`` / ``"torchvision:ARCH"``: a COCO person detector (:mod:`.torchvision_coco`);
 * ``"json:PATH"``: boxes computed elsewhere (:mod:`.json_boxes`);
 * ``"py:package.module:factory"``: a user's detector (anything with ``.detect(frames, video=, times=)``);
@@ -17,6 +18,12 @@ from typing import Any
 
 from .. import registry
 from .base import PersonDetector
+
+
+def _nanodet(**kw):
+    from .nanodet import NanoDetPersonDetector
+
+    return NanoDetPersonDetector(**kw)
 
 
 def _faces(**kw):
@@ -39,7 +46,8 @@ def _json(path: str, **kw):
 
 # name -> factory; "NAME:ARG" passes ARG to the factory
 DETECTORS = {
-    "default": _faces,
+    "default": _nanodet,
+    "nanodet": _nanodet,
     "faces": _faces,
     "blazeface": _faces,
     "torchvision": _torchvision,

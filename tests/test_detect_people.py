@@ -1,0 +1,206 @@
+"""The default person detector (NanoDet COCO person boxes) on real footage, and its boxes downstream."""
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import emotionclip
+from emotionclip.constants import BOX_SCORE_THRESHOLD
+from emotionclip.detect import DETECTORS, get_detector, resolve_detector
+from emotionclip.detect.nanodet import NANODET_MODEL, NANODET_SCORE_THRESHOLD, rescale_scores
+from emotionclip.transform import boxes_to_mask
+from emotionclip.video_io import probe_video, read_frames_at, uniform_times
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ROOT / "benchmarks" / "data" / "detect_labels.json"
+
+
+def _frames(path, n, start=0.1):
+    return read_frames_at(path, uniform_times(start, probe_video(path).duration, n), short_side=256)
+
+
+@pytest.fixture(scope="module")
+def det():
+    return get_detector("default", num_threads=2)
+
+
+def _centres(b):
+    return (b[:, 0] + b[:, 2]) / 2
+
+
+def _check_boxes(boxes, frames):
+    assert len(boxes) == len(frames)
+    h, w = frames.shape[1:3]
+    for b in boxes:
+        assert b.dtype == np.float32 and b.ndim == 2 and b.shape[1] == 5
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= h).all()
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        assert ((b[:, 4] > BOX_SCORE_THRESHOLD) & (b[:, 4] <= 1)).all()  # all of them make the mask
+
+
+def test_default_is_the_body_detector_and_its_file_loads_offline(det):
+    assert DETECTORS["default"] is DETECTORS["nanodet"] and det.name.startswith("nanodet")
+    assert resolve_detector("default") is resolve_detector("default")  # one detector per name
+    digest = hashlib.sha256(NANODET_MODEL.read_bytes()).hexdigest()
+    readme = (NANODET_MODEL.parent / "README.md").read_text()
+    assert digest in readme and NANODET_MODEL.stat().st_size < 10e6  # the file assets/README.md records
+    assert det.detect(np.zeros((1, 256, 341, 3), np.uint8)) == [pytest.approx(np.zeros((0, 5)))]
+    assert det.detect(np.zeros((0, 32, 32, 3), np.uint8)) == []
+
+
+def test_friday_standing_woman_and_the_woman_seen_from_behind(det, media_dir):
+    frames = _frames(media_dir / "friday.mp4", 12)
+    boxes = det.detect(frames)
+    _check_boxes(boxes, frames)
+    w = frames.shape[2]
+    standing = [((_centres(b) > 0.6 * w) & (b[:, 1] < 0.3 * frames.shape[1])).any() for b in boxes]
+    behind = [(_centres(b) < 0.22 * w).any() for b in boxes]  # dark hair, back to the camera, left
+    assert np.mean(standing) >= 0.9, standing
+    assert np.mean(behind) >= 0.4, behind  # the face detector: 1 frame in 48
+    assert np.mean([len(b) >= 2 for b in boxes]) >= 0.9
+
+
+def test_intel_walkers_seen_from_behind_and_empty_frames(det, shared_dir):
+    doc = json.loads(LABELS.read_text())
+    (group,) = [g for g in doc["groups"] if g["name"] == "intel"]
+    labelled = [f for f in group["frames"] if f["people"] is not None][::2]  # 20 frames, 5 empty
+    frames = read_frames_at(shared_dir / group["file"], [f["t"] for f in labelled], short_side=256)
+    found = [len(b) for b in det.detect(frames)]
+    people = [f["people"] for f in labelled]
+    hits = [n > 0 for n, p in zip(found, people) if p > 0]
+    assert np.mean(hits) >= 0.9, list(zip(people, found))
+    assert [n for n, p in zip(found, people) if p == 0] == [0] * people.count(0)
+
+
+def test_one_person_in_cremad_and_nobody_in_flower(det, media_dir):
+    for path in sorted((media_dir / "cremad").glob("*.flv")):
+        frames = _frames(path, 2, start=0.5)
+        boxes = det.detect(frames)
+        _check_boxes(boxes, frames)
+        assert [len(b) for b in boxes] == [1, 1], path.name
+        # head and shoulders, centred: a body box, not a face box
+        b = boxes[0][0]
+        assert abs((b[0] + b[2]) / 2 - frames.shape[2] / 2) < 0.15 * frames.shape[2]
+        assert b[3] - b[1] > 0.6 * frames.shape[1]
+    flower = _frames(media_dir / "flower.mp4", 8)
+    assert [len(b) for b in det.detect(flower)] == [0] * 8
+
+
+def test_frames_one_by_one_batched_pickled_and_portrait(det, media_dir):
+    frames = _frames(media_dir / "cremad" / "1001_DFA_HAP_XX.flv", 3)
+    whole = det.detect(frames)
+    for i, b in enumerate(whole):
+        np.testing.assert_allclose(det.detect(frames[i : i + 1])[0], b, atol=1e-4)
+    clone = pickle.loads(pickle.dumps(det))  # prepare --workers sends it to processes
+    np.testing.assert_allclose(clone.detect(frames[:1])[0], whole[0], atol=1e-4)
+    portrait = np.zeros((1, 600, 341, 3), np.uint8)  # a tall frame: boxes in its own pixels
+    portrait[:, 200:456] = frames[:1]
+    (box,) = det.detect(portrait)[0]
+    np.testing.assert_allclose(box[:4] - [0, 200, 0, 200], whole[0][0, :4], atol=12)
+
+
+def test_scores_are_rescaled_to_the_release_threshold(media_dir):
+    raw = np.array([0.0, 0.15, NANODET_SCORE_THRESHOLD, 0.65, 1.0], np.float32)
+    np.testing.assert_allclose(
+        rescale_scores(raw, NANODET_SCORE_THRESHOLD), [0, 0.25, 0.5, 0.75, 1.0], atol=1e-6
+    )
+    frames = _frames(media_dir / "friday.mp4", 2)
+    a = get_detector("default", num_threads=1).detect(frames)
+    b = get_detector("default", num_threads=1, rescale=False).detect(frames)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x[:, :4], y[:, :4])
+        assert (y[:, 4] > NANODET_SCORE_THRESHOLD).all()
+        np.testing.assert_allclose(x[:, 4], rescale_scores(y[:, 4], NANODET_SCORE_THRESHOLD), rtol=1e-6)
+
+
+def test_bad_model_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx: NanoDet model file not found"):
+        get_detector("default", model_path=tmp_path / "nope.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="junk.onnx: not a loadable ONNX model"):
+        get_detector("default", model_path=junk).detect(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        get_detector("default", size=300)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        get_detector("default").detect(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_boxes_make_the_subject_mask_of_a_training_batch(media_dir, tmp_path):
+    from emotionclip.prepare import ClipFilter, PrepareConfig, prepare
+    from emotionclip.shards.reader import make_train_loader
+    from prepare_support import KeywordScorer
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("friday.mp4", "friday.vtt"):
+        os.symlink(media_dir / name, src / name)
+    out = tmp_path / "out"
+    summary = prepare(src, out, PrepareConfig(scorer=KeywordScorer(), filter=ClipFilter(max_neutral=None)))
+    assert summary["ok"] == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["detector"].startswith("nanodet")
+    batch = next(iter(make_train_loader(out, batch_size=1, shuffle_buffer=0)))
+    mask = batch["video_mask"]
+    assert mask.shape == (1, 8, 224, 224) and mask.dtype == torch.uint8
+    # several people boxed: the union covers a large part of most frames, never all of a frame
+    frac = mask.float().mean((0, 2, 3))
+    assert (frac > 0.3).float().mean() >= 0.75 and (frac < 0.98).all(), frac
+    assert batch["has_person"][0] >= 0.9  # share of the clip's frames with a person
+
+
+def test_boxes_reach_the_analysis_report(media_dir, det):
+    from emotionclip.analyze import analyze_video
+
+    model = emotionclip.create_model("tiny", video_len=4, head_layers=1)
+    table = analyze_video(model, media_dir / "friday.mp4", window=2.0, stride=2.0, detector=det)
+    assert len(table) >= 2 and table["has_person"].all()
+    boxes = table["boxes"].iloc[0]
+    flat = np.asarray(json.loads(boxes) if isinstance(boxes, str) else boxes, dtype=object)
+    assert flat.size > 0
+    # the same boxes make the subject mask the model saw
+    frame = _frames(media_dir / "friday.mp4", 1)
+    found = det.detect(frame)[0]
+    assert boxes_to_mask(found, 256, 341).mean() > 0.3
+
+
+def test_conversion_stores_float16_weights_losslessly(tmp_path):
+    """scripts/convert_detector.py's weight step: float16-exact weights shrink, outputs stay identical."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import sys
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import convert_detector
+    finally:
+        sys.path.pop(0)
+
+    def model(w):
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+            [numpy_helper.from_array(w, "w")],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float16).astype(np.float32)
+    x = np.random.default_rng(1).random((1, 3, 8, 8), np.float32)
+    plain, half = model(w), model(w)
+    convert_detector._store_float16(half)
+    onnx.checker.check_model(half)
+    assert half.graph.initializer[0].data_type == TensorProto.FLOAT16
+    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
+    np.testing.assert_array_equal(run(half), run(plain))
+    with pytest.raises(ValueError, match="not exactly float16"):
+        convert_detector._store_float16(model(w + 1e-4))
