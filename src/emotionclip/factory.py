@@ -27,8 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from emotionclip._io import FileError, atomic_dir
-from emotionclip.model import TEMPORAL_FUSIONS, EmotionCLIP, EmotionCLIPConfig
-from emotionclip.transform import FrameTransform, video_transform
+from emotionclip.model import TEMPORAL_HEADS, EmotionCLIP, EmotionCLIPConfig
+from emotionclip.transform import FrameTransform, PreprocessConfig, model_transform
 
 logger = logging.getLogger(__name__)
 
@@ -221,15 +221,20 @@ def create_model(
     head_dropout: float = 0.1,
     quick_gelu: bool | None = None,
     device: str | torch.device = "cpu",
+    preprocess: dict[str, Any] | None = None,
 ) -> EmotionCLIP:
     """A new EmotionCLIP.
 
     ``pretrained`` initialises the CLIP towers: an open_clip tag for ``backbone`` (e.g.
     ``"laion2b_e16"``, as the release did) or a local weights file. ``quick_gelu=None`` takes it from
     the backbone name/config, or turns it on for OpenAI weights (which were trained with QuickGELU).
+    ``preprocess`` overrides fields of the frame preprocessing saved with the model
+    (:class:`~emotionclip.transform.PreprocessConfig`; default: the release's at the tower's size).
     """
-    if temporal_fusion not in TEMPORAL_FUSIONS:
-        raise ValueError(f"unknown temporal_fusion {temporal_fusion!r}; choose one of {TEMPORAL_FUSIONS}")
+    if temporal_fusion not in TEMPORAL_HEADS:
+        raise ValueError(
+            f"unknown temporal_fusion {temporal_fusion!r}; choose one of {sorted(TEMPORAL_HEADS)}"
+        )
     if video_len < 1 or head_layers < 0:
         raise ValueError("video_len must be >= 1 and head_layers >= 0")
     clip_cfg, cfg_quick_gelu, name = get_backbone_config(backbone)
@@ -249,6 +254,7 @@ def create_model(
         head_ffn=head_ffn,
         head_dropout=head_dropout,
         backbone_name=name,
+        preprocess=_preprocess_for(clip_cfg, preprocess),
     )
     model = EmotionCLIP(config)
     if state_dict is not None:
@@ -256,14 +262,16 @@ def create_model(
     return model.to(device)
 
 
-def create_model_and_transforms(
-    *args, image_size: int | None = None, **kwargs
-) -> tuple[EmotionCLIP, FrameTransform, FrameTransform]:
-    """``(model, train_transform, eval_transform)`` like open_clip's front door."""
+def _preprocess_for(clip_cfg: dict[str, Any], overrides: dict[str, Any] | None) -> PreprocessConfig:
+    base = PreprocessConfig.for_crop(int(clip_cfg["vision_cfg"]["image_size"])).to_dict()
+    return PreprocessConfig.from_dict({**base, **(overrides or {})})
+
+
+def create_model_and_transforms(*args, **kwargs) -> tuple[EmotionCLIP, FrameTransform, FrameTransform]:
+    """``(model, train_transform, eval_transform)`` like open_clip's front door; the transforms are
+    the model's own (:func:`~emotionclip.transform.model_transform`)."""
     model = create_model(*args, **kwargs)
-    size = image_size or model.image_size
-    resize = round(size * 256 / 224)
-    return model, video_transform(size, resize, train=True), video_transform(size, resize, train=False)
+    return model, model_transform(model, train=True), model_transform(model, train=False)
 
 
 def _load_backbone(model: EmotionCLIP, sd: dict[str, torch.Tensor], source: str) -> None:

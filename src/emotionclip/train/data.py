@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..transform import PreprocessConfig
 from .config import TrainConfig
 from .distributed import DistEnv
 
@@ -46,7 +47,9 @@ def expand_shards(data: str) -> list[str]:
     return urls
 
 
-def shard_batch_source(urls: list[str], config: TrainConfig, env: DistEnv, image_size: int) -> BatchSource:
+def shard_batch_source(
+    urls: list[str], config: TrainConfig, env: DistEnv, preprocess: PreprocessConfig
+) -> BatchSource:
     """Batches from prepared shards. With ``steps_per_epoch`` the shards are resampled and every rank
     yields exactly that many batches; without it an epoch is one pass over the shards."""
     from emotionclip.shards.reader import make_train_loader
@@ -57,8 +60,8 @@ def shard_batch_source(urls: list[str], config: TrainConfig, env: DistEnv, image
             batch_size=config.batch_size,
             num_workers=config.workers,
             video_len=config.video_len,
-            image_size=image_size,
-            resize=round(image_size * 256 / 224),
+            image_size=preprocess.crop_size,
+            resize=preprocess.resize,
             resampled=config.steps_per_epoch is not None,
             epoch_batches=config.steps_per_epoch,
             max_neutral=config.neutral_threshold,

@@ -189,7 +189,9 @@ class _Run:
         self.scaler = torch.amp.GradScaler(env.device.type) if config.precision == "amp_fp16" else None
         self.losses = LossSelector(config, env)
         self.source = (
-            batches if batches is not None else shard_batch_source(urls, config, env, self.model.image_size)
+            batches
+            if batches is not None
+            else shard_batch_source(urls, config, env, self.model.config.preprocess)
         )
         self.step = self.epoch = self.step_in_epoch = 0
         if ckpt is not None:
