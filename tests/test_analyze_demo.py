@@ -26,4 +26,4 @@ def test_demo_prepares_trains_and_reports(tmp_path, capsys):
     report = (out / "analysis" / "friday" / "report.html").read_text()
     assert "NOT a trained EmotionCLIP" in report
     index = (out / "index.html").read_text()
-    assert index.count("<li><a href=") == 8
+    assert index.count('<tr data-status="done"') == 8 and 'href="analysis/friday/report.html"' in index

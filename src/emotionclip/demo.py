@@ -8,7 +8,6 @@ steps are skipped and the given (e.g. released) weights analyse the samples inst
 from __future__ import annotations
 
 import csv
-import html
 import logging
 import time
 from dataclasses import dataclass
@@ -117,30 +116,9 @@ def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
     return result.checkpoint
 
 
-def write_index(out: Path, summary: dict, note: str | None) -> Path:
-    from ._io import atomic_write
-
-    items = "".join(
-        f'<li><a href="{html.escape(Path(d["html"]).relative_to(out).as_posix())}">'
-        f"{html.escape(Path(d['video']).name)}</a> ({d['windows']} windows)</li>"
-        for d in summary["done"]
-    )
-    failed = "".join(f"<li>{html.escape(f['error'])}</li>" for f in summary["failed"])
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>EmotionCLIP demo</title></head>'
-        '<body style="font-family:system-ui,sans-serif;margin:24px"><h1>EmotionCLIP demo</h1>'
-        + (f'<p style="background:#fff6d6;padding:8px">{html.escape(note)}</p>' if note else "")
-        + f"<ul>{items}</ul>"
-        + (f"<h2>Failed</h2><ul>{failed}</ul>" if failed else "")
-        + "</body></html>"
-    )
-    path = out / "index.html"
-    atomic_write(path, page)
-    return path
-
-
 def run_demo(cfg: DemoConfig) -> int:
     from .analyze.batch import analyze_paths
+    from .analyze.report import write_index
     from .detect import resolve_detector
     from .factory import load_model
 
@@ -174,7 +152,8 @@ def run_demo(cfg: DemoConfig) -> int:
         settings={"checkpoint": cfg.checkpoint or "demo"},
         overwrite=True,  # reports of an earlier demo run may come from another model
     )
-    index = write_index(cfg.out, summary, note)
+    # the batch overview again at the top of the demo folder, linking into analysis/
+    index = write_index(cfg.out / "index.html", summary, note=note, title="EmotionCLIP demo")
     print(f"[demo] done in {time.time() - t0:.0f} s. Open {index.resolve()}")
     if note:
         print(f"[demo] {note}")

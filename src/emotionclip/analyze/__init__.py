@@ -5,6 +5,7 @@ from emotionclip._lazy import lazy_exports
 _EXPORTS = {
     "Analysis": ".analyze",
     "EmotionScorer": ".analyze",
+    "EmotionTable": ".table",
     "analyze_video": ".analyze",
     "probe_scorer": ".analyze",
     "run_analysis": ".analyze",
@@ -16,6 +17,7 @@ _EXPORTS = {
     "window_starts": ".windows",
     "analyze_paths": ".batch",
     "embed_paths": ".batch",
+    "write_index": ".report",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -13,10 +13,11 @@ import pandas as pd
 import torch
 
 from .embed import VideoEmbedding, embed_video
+from .table import EmotionTable, emotion_table
 
 logger = logging.getLogger(__name__)
 
-FIXED_COLUMNS = ("window", "start", "end", "has_person", "boxes", "top_emotion")
+FIXED_COLUMNS = ("window", "start", "end", "has_person", "padded_frames", "boxes", "top_emotion")
 
 
 @dataclass
@@ -40,8 +41,8 @@ def zero_shot_scorer(
     from emotionclip.constants import SENTIMENT_CLASSES
     from emotionclip.heads import zero_shot_classifier, zero_shot_scores
 
-    classes = tuple(classes or SENTIMENT_CLASSES)
-    _check_classes(classes)
+    classes = SENTIMENT_CLASSES if classes is None else tuple(classes)
+    check_classes(classes)
     model.eval().to(device)
     classifier = zero_shot_classifier(model, classes).cpu()
     scale = float(model.logit_scale.detach().exp())
@@ -55,18 +56,24 @@ def probe_scorer(head_path: str | Path) -> EmotionScorer:
     from emotionclip.heads import ProbeHead
 
     head = ProbeHead.load(head_path)
-    _check_classes(head.classes)
+    check_classes(head.classes)
     return EmotionScorer(
         head.classes, f"probe ({head.kind})", head.dim, head.predict, probabilities=head.kind != "ridge"
     )
 
 
-def _check_classes(classes: Sequence[str]) -> None:
-    if not classes:
-        raise ValueError("need at least one emotion class")
-    clash = set(classes) & set(FIXED_COLUMNS)
-    if clash or len(set(classes)) != len(classes):
-        raise ValueError(f"class names must be distinct and not one of {FIXED_COLUMNS}, got {list(classes)}")
+def check_classes(classes: Sequence[str]) -> None:
+    """Class names become table columns: at least one, none blank, none twice, none a fixed column."""
+    if not classes or any(not str(c).strip() for c in classes):
+        raise ValueError(f"need one or more non-empty emotion class names, got {list(classes)}")
+    twice = sorted({c for c in classes if list(classes).count(c) > 1})
+    if twice:
+        raise ValueError(f"class names given twice: {', '.join(twice)} (scores would no longer sum to 1)")
+    clash = [c for c in classes if c in FIXED_COLUMNS]
+    if clash:
+        raise ValueError(
+            f"class names {', '.join(clash)} are reserved column names ({', '.join(FIXED_COLUMNS)})"
+        )
 
 
 @dataclass
@@ -90,11 +97,17 @@ def score_table(embedding: VideoEmbedding, scorer: EmotionScorer) -> pd.DataFram
             "start": embedding.starts.round(3),
             "end": embedding.ends.round(3),
             "has_person": embedding.has_person,
+            "padded_frames": _padded(embedding),
             "boxes": [json.dumps([rounded_boxes(b) for b in frames]) for frames in embedding.boxes],
             "top_emotion": np.asarray(scorer.classes)[probs.argmax(1)],
         }
     )
     return pd.concat([table, pd.DataFrame(probs, columns=list(scorer.classes))], axis=1)
+
+
+def _padded(embedding: VideoEmbedding) -> np.ndarray:
+    padded = embedding.padded
+    return np.zeros(len(embedding.starts), np.int64) if padded is None else np.asarray(padded, np.int64)
 
 
 def rounded_boxes(boxes: np.ndarray) -> list[list[float]]:
@@ -115,7 +128,7 @@ def analyze_video(
     window: float = 2.0,
     stride: float = 1.0,
     **embed_kwargs,
-) -> pd.DataFrame:
+) -> EmotionTable:
     """Emotion scores over time for one video, one row per window (see :func:`score_table`).
 
     Scores are zero-shot over ``classes`` (default: the 7 sentiment classes) unless ``head`` names
@@ -126,4 +139,7 @@ def analyze_video(
         raise ValueError("give either classes (zero-shot) or head (linear probe), not both")
     device = embed_kwargs.get("device", "cpu")
     scorer = probe_scorer(head) if head is not None else zero_shot_scorer(model, classes, device=device)
-    return run_analysis(model, path, scorer, window=window, stride=stride, **embed_kwargs).table
+    a = run_analysis(model, path, scorer, window=window, stride=stride, **embed_kwargs)
+    return emotion_table(
+        a.table, scorer.classes, a.embedding.path, a.embedding.info.duration, scorer.probabilities
+    )

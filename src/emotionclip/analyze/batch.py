@@ -1,7 +1,9 @@
 """Batches of videos: analyse or embed each into an output folder; one failure never stops a batch.
 
 Each input gets its own outputs under ``out/``; a failing input is logged, listed in
-``out/summary.json`` with its reason, and the batch goes on.
+``out/summary.json`` with its reason, and the batch goes on. ``out/`` is claimed for the tool
+(:func:`emotionclip._io.claim_output_dir`): a folder holding anyone else's files is refused, and a
+second process writing into it is refused naming the first one's pid.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._io import atomic_write
+from .._io import atomic_write, claim_output_dir
 from ..video_io import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -94,11 +96,16 @@ def analyze_paths(
     overwrite=False,
     note=None,
     settings: dict | None = None,
+    proxy: bool = True,
     **embed_kwargs,
 ) -> dict:
-    """Analyse each video into ``out/<stem>/``; a failing video is logged and listed, the rest go on."""
-    from .analyze import probe_scorer, run_analysis, zero_shot_scorer
-    from .report import OUTPUT_NAMES, write_report
+    """Analyse each video into ``out/<stem>/``; a failing video is logged and listed, the rest go on.
+
+    Writes ``out/summary.json`` and the overview ``out/index.html``; ``proxy=False`` writes no
+    browser copy of videos the browser cannot play (their report then has no player).
+    """
+    from .analyze import probe_scorer, zero_shot_scorer
+    from .report import write_index
 
     if head is not None and classes:
         raise ValueError("give either --classes (zero-shot) or --head (linear probe), not both")
@@ -118,6 +125,19 @@ def analyze_paths(
         "method": scorer.method,
         "classes": list(scorer.classes),
     }
+    with claim_output_dir(out, "analyze"):
+        summary = _analyze_each(
+            model, videos, Path(out), scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs
+        )
+        write_index(Path(out) / "index.html", summary, note=note)
+    return summary
+    return summary
+
+
+def _analyze_each(model, videos, out, scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs):
+    from .analyze import run_analysis
+    from .report import OUTPUT_NAMES, write_report
+
     summary = {"settings": settings, "done": [], "skipped": [], "failed": []}
     taken: set[Path] = set()
     for video in tqdm(videos, desc="videos", unit="video"):
@@ -128,16 +148,20 @@ def analyze_paths(
             continue
         try:
             analysis = run_analysis(model, video, scorer, keyframes=keyframes, progress=True, **embed_kwargs)
-            paths = write_report(analysis, target, note=note, **settings)
+            paths = write_report(analysis, target, note=note, proxy=proxy, **settings)
         except Exception as e:  # one bad video never stops the batch
             logger.error("%s", error_text(video, e), exc_info=logger.isEnabledFor(logging.DEBUG))
             summary["failed"].append({"video": str(video), "error": error_text(video, e)})
             continue
         logger.info("%s: %d windows -> %s", video, len(analysis.table), paths["html"])
+        padded = analysis.table["window"][analysis.table["padded_frames"] > 0].tolist()
+        if padded:
+            logger.warning("%s: %d window(s) padded (the stream ends early): %s", video, len(padded), padded)
         summary["done"].append(
             {
                 "video": str(video),
                 "windows": len(analysis.table),
+                "padded_windows": padded,
                 **{kind: str(p) for kind, p in paths.items()},
             }
         )
@@ -154,6 +178,11 @@ def embed_paths(
     **embed_kwargs,
 ) -> dict:
     """Embed each video / image into ``out/<stem>.npz``; a failing input is logged and listed, the rest go on."""
+    with claim_output_dir(out, "embed"):
+        return _embed_each(model, inputs, Path(out), overwrite, settings, embed_kwargs)
+
+
+def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs) -> dict:
     from .analyze import rounded_boxes
     from .embed import embed_image, embed_video
 
@@ -189,6 +218,7 @@ def embed_paths(
                     "starts": e.starts,
                     "ends": e.ends,
                     "has_person": e.has_person,
+                    "padded_frames": e.padded,
                     "boxes": np.array(json.dumps([[rounded_boxes(b) for b in w] for w in e.boxes])),
                 }
         except Exception as e:  # one bad input never stops the batch

@@ -17,8 +17,9 @@ def register(subparsers) -> None:
         "analyze",
         help="emotions over time for videos: CSV, JSON, plot and HTML report per video",
         description="Score every window of each video zero-shot over emotion names (or with a saved "
-        "linear-probe head) and write emotions.csv/.json/.png and report.html per video into "
-        "OUT/<video name>/, plus OUT/summary.json. Exit status 1 if any video failed.",
+        "linear-probe head) and write emotions.csv/.json/.png and an interactive, offline report.html "
+        "per video into OUT/<video name>/, plus OUT/summary.json and the overview OUT/index.html. "
+        "OUT must be new, empty or an earlier analyze output. Exit status 1 if any video failed.",
     )
     p.add_argument("videos", nargs="+", type=Path, help="video files or folders (searched recursively)")
     _common(p)
@@ -32,6 +33,11 @@ def register(subparsers) -> None:
         "--head", type=Path, help="linear-probe head saved by `emotionclip evaluate` instead of zero-shot"
     )
     p.add_argument("--keyframes", type=int, default=12, help="keyframes shown in the HTML report")
+    p.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="write no H.264 copy of videos a browser cannot play (FLV, HEVC...): their report has no player",
+    )
     p.add_argument("--out", type=Path, default=Path("emotionclip-analysis"), help="output folder")
     p.set_defaults(func=run_analyze)
 
@@ -74,7 +80,23 @@ def _check_args(args) -> str | None:
         return f"--batch-size must be >= 1 (got {args.batch_size})"
     if getattr(args, "head", None) is not None and getattr(args, "classes", None):
         return "give either --classes (zero-shot) or --head (linear probe), not both"
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out {args.out}: is a file, not a folder; choose a folder for the outputs"
     return None
+
+
+def _classes(args) -> list[str] | None:
+    """``--classes`` as a list (space or comma separated); ValueError when given but unusable."""
+    if args.classes is None:
+        return None
+    from .analyze import check_classes
+
+    classes = [c.strip() for item in args.classes for c in item.split(",") if c.strip()]
+    try:
+        check_classes(classes)
+    except ValueError as e:
+        raise ValueError(f"--classes: {e}") from None
+    return classes
 
 
 def _load(args):
@@ -127,42 +149,55 @@ def _setup(args, paths, extensions, what: str):
 
 
 def run_analyze(args) -> int:
-    classes = (
-        [c.strip() for item in args.classes for c in item.split(",") if c.strip()] if args.classes else None
-    )
+    from .._io import OutputDirError
     from .batch import analyze_paths
 
+    try:
+        classes = _classes(args)
+    except ValueError as e:
+        logger.error("%s", e)
+        return 2
     setup = _setup(args, args.videos, VIDEO_EXTENSIONS, "videos")
     if setup is None:
         return 2
     videos, model, embed_kwargs = setup
-    summary = analyze_paths(
-        model,
-        videos,
-        args.out,
-        classes=classes,
-        head=args.head,
-        keyframes=args.keyframes,
-        overwrite=args.overwrite,
-        settings={"checkpoint": str(args.checkpoint)},
-        **embed_kwargs,
-    )
+    try:
+        summary = analyze_paths(
+            model,
+            videos,
+            args.out,
+            classes=classes,
+            head=args.head,
+            keyframes=args.keyframes,
+            overwrite=args.overwrite,
+            settings={"checkpoint": str(args.checkpoint)},
+            proxy=not args.no_proxy,
+            **embed_kwargs,
+        )
+    except (OutputDirError, ValueError) as e:  # the folder, or the classes a head brings
+        logger.error("%s", e)
+        return 2
     return 1 if summary["failed"] else 0
 
 
 def run_embed(args) -> int:
+    from .._io import OutputDirError
     from .batch import embed_paths
 
     setup = _setup(args, args.inputs, VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, "videos or images")
     if setup is None:
         return 2
     inputs, model, kwargs = setup
-    summary = embed_paths(
-        model,
-        inputs,
-        args.out,
-        overwrite=args.overwrite,
-        settings={"checkpoint": str(args.checkpoint)},
-        **kwargs,
-    )
+    try:
+        summary = embed_paths(
+            model,
+            inputs,
+            args.out,
+            overwrite=args.overwrite,
+            settings={"checkpoint": str(args.checkpoint)},
+            **kwargs,
+        )
+    except OutputDirError as e:
+        logger.error("%s", e)
+        return 2
     return 1 if summary["failed"] else 0

@@ -42,6 +42,7 @@ class VideoEmbedding:
     features: torch.Tensor  # [N, D] float32, un-normalised encode_video output
     boxes: list[list[np.ndarray]]  # N x T x [K, 5] subject boxes in source-video pixels
     has_person: np.ndarray  # [N] bool: some frame of the window has a subject box
+    padded: np.ndarray | None = None  # [N] frames past the end of a truncated stream (repeated)
     keyframes: list[Keyframe] = field(default_factory=list)
 
     @property
@@ -64,6 +65,7 @@ class _Batch:
     windows: list[list[int]]  # B x T grid indices of each window's frames
     boxes: list[list[np.ndarray]]  # B x T x [K, 5] subject boxes in source-video pixels
     keyframes: list[Keyframe]
+    padded: list[int]
 
 
 def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int], sent: set[int]) -> _Batch:
@@ -90,7 +92,8 @@ def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int],
     else:
         s = tf.image_size
         pixels, masks = torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
-    return _Batch(pixels, masks, new_ids, [w.grid.tolist() for w in windows], boxes, keyframes)
+    grids = [w.grid.tolist() for w in windows]
+    return _Batch(pixels, masks, new_ids, grids, boxes, keyframes, [w.padded for w in windows])
 
 
 def embed_video(
@@ -126,6 +129,7 @@ def embed_video(
     features: list[torch.Tensor] = []
     boxes: list[list[np.ndarray]] = []
     kept: list[Keyframe] = []
+    padded: list[int] = []
     frame_features: dict[int, torch.Tensor] = {}  # grid index -> encoded frame, while windows need it
     sent: set[int] = set()
     windows = iter_windows(path, info, plan, det, short_side=short_side)
@@ -145,6 +149,7 @@ def embed_video(
                 del frame_features[m]
             boxes.extend(batch.boxes)
             kept.extend(batch.keyframes)
+            padded.extend(batch.padded)
             bar.update(len(batch.windows))
     return VideoEmbedding(
         path=str(path),
@@ -154,6 +159,7 @@ def embed_video(
         features=torch.cat(features),
         boxes=boxes,
         has_person=np.array([any(len(b) for b in per_frame) for per_frame in boxes], dtype=bool),
+        padded=np.array(padded, dtype=np.int64),
         keyframes=kept,
     )
 

@@ -1,4 +1,10 @@
-"""Writing an analysis: CSV, JSON, an emotion-over-time plot and a self-contained HTML report."""
+"""Writing an analysis: CSV, JSON, an emotion-over-time plot and a self-contained, offline HTML report.
+
+The report plays the video (the file itself, linked relatively, or a small H.264 copy when the
+browser cannot play it) above an interactive timeline; its script and style ship in
+``report_assets/`` and are inlined, so the page fetches nothing but the video. Everything is
+rendered in memory first and then written, so a failure leaves no partial set of outputs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,11 @@ import base64
 import html
 import io
 import json
+import logging
+import os
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib
 
@@ -15,14 +25,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from .._io import atomic_write  # noqa: E402
+from .._io import atomic_path, atomic_write  # noqa: E402
 from .analyze import Analysis  # noqa: E402
 
+logger = logging.getLogger(__name__)
+
 OUTPUT_NAMES = {"csv": "emotions.csv", "json": "emotions.json", "png": "emotions.png", "html": "report.html"}
+THUMBNAIL_NAME = "thumbnail.jpg"
+PROXY_NAME = "video.mp4"  # the browser copy of a video the browser cannot play
+ASSETS = Path(__file__).with_name("report_assets")
+
+
+def class_colors(classes) -> list[str]:
+    """One colour per class, the same in the PNG, the HTML report and the index (matplotlib's tab10/20)."""
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(len(classes))]
 
 
 def metadata(analysis: Analysis, **extra) -> dict:
     e = analysis.embedding
+    padded = analysis.table["padded_frames"].to_numpy()
     return {
         "video": e.path,
         "duration_s": round(e.info.duration, 3),
@@ -30,6 +52,7 @@ def metadata(analysis: Analysis, **extra) -> dict:
         "width": e.info.width,
         "height": e.info.height,
         "num_windows": len(analysis.table),
+        "padded_windows": np.flatnonzero(padded).tolist(),
         "method": analysis.scorer.method,
         "classes": list(analysis.scorer.classes),
         **extra,
@@ -37,32 +60,48 @@ def metadata(analysis: Analysis, **extra) -> dict:
 
 
 def _person_free_spans(table) -> list[tuple[float, float]]:
-    missing = ~table["has_person"].to_numpy()
+    missing = ~table["has_person"].to_numpy(bool)
     edges = np.flatnonzero(np.diff(np.r_[0, missing.astype(np.int8), 0]))
     return [
         (table["start"].iat[a], table["end"].iat[b - 1]) for a, b in zip(edges[::2], edges[1::2], strict=True)
     ]
 
 
-def plot_png(analysis: Analysis, title: str) -> bytes:
-    table, classes = analysis.table, analysis.scorer.classes
-    duration = max(float(table["end"].max()), analysis.embedding.info.duration)
+def plot_scores(ax, table, classes, duration: float, probabilities: bool = True, title: str = "") -> None:
+    """The emotion-over-time chart on a matplotlib ``ax`` (the PNG, and ``EmotionTable.plot``)."""
+    duration = max(float(table["end"].max()), duration)
     unit, per = ("min", 60.0) if duration > 600 else ("s", 1.0)  # long films read better in minutes
     centres = (table["start"] + table["end"]) / 2 / per
-    fig, ax = plt.subplots(figsize=(11, 4), dpi=100)
     spans = _person_free_spans(table)
     for a, b in spans:
         ax.axvspan(a / per, b / per, color="0.85", lw=0, zorder=0)
-    for name in classes:
-        ax.plot(centres, table[name], lw=1.5, marker="o" if len(table) <= 60 else None, ms=3, label=name)
+    for name, color in zip(classes, class_colors(classes), strict=True):
+        marker = "o" if len(table) <= 60 else None
+        ax.plot(centres, table[name], lw=1.5, marker=marker, ms=3, label=name, color=color)
     if spans:
         ax.axvspan(0, 0, color="0.85", label="no person detected")
+    padded = table["padded_frames"].to_numpy() > 0 if "padded_frames" in table else []
+    if np.any(padded):
+        first = float(table["start"].to_numpy()[padded].min())
+        ax.axvspan(first / per, duration / per, fill=False, hatch="//", ec="0.5", lw=0, label="padded")
     ax.set(xlabel=f"time ({unit}, window centre)", ylabel="score", title=title)
-    if analysis.scorer.probabilities:
+    if probabilities:
         ax.set_ylim(0, 1)
     ax.set_xlim(0, duration / per)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
+
+
+def plot_png(analysis: Analysis, title: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=100)
+    plot_scores(
+        ax,
+        analysis.table,
+        analysis.scorer.classes,
+        analysis.embedding.info.duration,
+        analysis.scorer.probabilities,
+        title,
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -70,12 +109,22 @@ def plot_png(analysis: Analysis, title: str) -> bytes:
     return buf.getvalue()
 
 
+def clean_boxes(boxes, width: float, height: float) -> np.ndarray:
+    """``[K, 5]`` boxes safe to draw: finite, corners ordered, clipped to the frame, non-empty."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 5) if np.size(boxes) else np.zeros((0, 5))
+    b = b[np.isfinite(b).all(axis=1)]
+    x1, x2 = np.sort(b[:, [0, 2]], axis=1).clip(0, width).T
+    y1, y2 = np.sort(b[:, [1, 3]], axis=1).clip(0, height).T
+    out = np.stack([x1, y1, x2, y2, b[:, 4]], axis=1)
+    return out[(x2 - x1 >= 1) & (y2 - y1 >= 1)]
+
+
 def _keyframe_jpeg(image: np.ndarray, boxes: np.ndarray, height: int = 180) -> bytes:
     im = Image.fromarray(image)
     scale = height / im.height
     im = im.resize((max(1, round(im.width * scale)), height), Image.BILINEAR)
     draw = ImageDraw.Draw(im)
-    for x1, y1, x2, y2, score in np.asarray(boxes).reshape(-1, 5):
+    for x1, y1, x2, y2, score in clean_boxes(boxes, image.shape[1], image.shape[0]):
         draw.rectangle([x1 * scale, y1 * scale, x2 * scale, y2 * scale], outline=(255, 40, 40), width=3)
         draw.text((x1 * scale + 4, y1 * scale + 2), f"{score:.2f}", fill=(255, 40, 40))
     buf = io.BytesIO()
@@ -87,19 +136,59 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222}
-.note{background:#fff6d6;border:1px solid #e6c200;padding:8px 12px;border-radius:4px}
-.strip{display:flex;gap:8px;overflow-x:auto;padding-bottom:8px}
-figure{margin:0;text-align:center;font-size:12px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
-img.plot{max-width:100%}
-"""
+def _asset(name: str) -> str:
+    return (ASSETS / name).read_text(encoding="utf-8")
 
 
-def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = None) -> str:
+def _script_json(obj) -> str:
+    """JSON safe inside ``<script type="application/json">`` (no ``</script>`` can end it early)."""
+    return json.dumps(obj, separators=(",", ":"), default=_json_default).replace("</", "<\\/")
+
+
+def _relative_url(target: str | Path, start: Path) -> str:
+    try:
+        rel = os.path.relpath(Path(target).resolve(), start.resolve())
+    except ValueError:  # another drive (Windows): only an absolute URL reaches it
+        return Path(target).resolve().as_uri()
+    return quote(Path(rel).as_posix())
+
+
+def report_data(analysis: Analysis, meta: dict, video_url: str | None, lines=None) -> dict:
+    """What the report's script draws: windows with scores and boxes, classes, colours, spoken lines."""
+    table, e, classes = analysis.table, analysis.embedding, list(analysis.scorer.classes)
+    w, h = e.info.width, e.info.height
+    scores = table[classes].to_numpy(np.float64).round(4)
+    windows = [
+        {
+            "start": float(r.start),
+            "end": float(r.end),
+            "top": str(r.top_emotion),
+            "person": bool(r.has_person),
+            "padded": int(r.padded_frames),
+            "scores": scores[i].tolist(),
+            "boxes": [clean_boxes(b, w, h).round(1).tolist() for b in e.boxes[i]],
+        }
+        for i, r in enumerate(table.itertuples(index=False))
+    ]
+    return {
+        "video": video_url,
+        "name": Path(e.path).name,
+        "duration": max(float(e.info.duration), float(table["end"].max())),
+        "width": w,
+        "height": h,
+        "classes": classes,
+        "colors": class_colors(classes),
+        "probabilities": analysis.scorer.probabilities,
+        "windows": windows,
+        "lines": [] if lines is None else [list(c) for c in lines.cues],
+        "meta": meta,
+    }
+
+
+def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = None, data=None) -> str:
     table, e = analysis.table, analysis.embedding
     esc = html.escape
+    data = data if data is not None else report_data(analysis, meta, None)
     figures = []
     for k in e.keyframes:
         row = table.iloc[k.window]
@@ -111,41 +200,103 @@ def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = 
         )
     rows = "".join(
         f"<tr><td>{r.start:.2f}–{r.end:.2f}</td><td>{esc(str(r.top_emotion))}</td>"
-        f"<td>{r[r.top_emotion]:.3f}</td><td>{'yes' if r.has_person else 'no'}</td></tr>"
+        f"<td>{r[r.top_emotion]:.3f}</td><td>{'yes' if r.has_person else 'no'}</td>"
+        f"<td>{r.padded_frames or ''}</td></tr>"
         for _, r in table.iterrows()
     )
-    info = ", ".join(f"{esc(str(k))}: {esc(str(v))}" for k, v in meta.items() if k != "classes")
+    padded = meta.get("padded_windows") or []
+    warn = (
+        f'<p class="note padded">The video stream ends before its stated duration: {len(padded)} '
+        "window(s) at the end repeat the last decoded frame (hatched on the timeline).</p>"
+        if padded
+        else ""
+    )
+    info = ", ".join(
+        f"{esc(str(k))}: {esc(str(v))}" for k, v in meta.items() if k not in ("classes", "padded_windows")
+    )
+    name = esc(Path(e.path).name)
+    player = (
+        f'<div class="stage"><video id="video" controls preload="auto" muted playsinline '
+        f'src="{esc(data["video"])}"></video><canvas id="boxes"></canvas></div>'
+        if data.get("video")
+        else '<div class="stage novideo">(no playable copy of the video)</div>'
+    )
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>EmotionCLIP · {esc(Path(e.path).name)}</title>
-<style>{_STYLE}</style></head><body>
-<h1>Emotions over time: {esc(Path(e.path).name)}</h1>
-{f'<p class="note">{esc(note)}</p>' if note else ""}
-<p>{info}</p>
+<html lang="en"><head><meta charset="utf-8"><title>EmotionCLIP · {name}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{_asset("report.css")}</style></head><body>
+<h1>Emotions over time: {name}</h1>
+{f'<p class="note">{esc(note)}</p>' if note else ""}{warn}
+<div class="player">{player}
+<aside id="now"><div class="clock" id="clock">0.00 s</div><div class="top" id="top-emotion"></div>
+<div id="bars"></div><p class="line" id="line"></p></aside></div>
+<div id="timeline" role="slider" aria-label="timeline: click to seek" tabindex="0"></div>
+<div id="legend"></div><div id="tooltip" class="tooltip" hidden></div>
+<p class="meta">{info}</p>
 <h2>Scores per window</h2>
 <img class="plot" alt="emotion scores over time" src="{_data_uri(plot, "image/png")}">
 <h2>Keyframes (subject boxes in red)</h2>
 <div class="strip">{"".join(figures)}</div>
-<h2>Top emotion per window</h2>
-<table><thead><tr><th>window (s)</th><th>top emotion</th><th>score</th><th>person</th></tr></thead>
-<tbody>{rows}</tbody></table>
+<details><summary>Top emotion per window</summary>
+<table class="windows"><thead><tr><th>window (s)</th><th>top emotion</th><th>score</th><th>person</th>
+<th>padded frames</th></tr></thead><tbody>{rows}</tbody></table></details>
+<script type="application/json" id="report-data">{_script_json(data)}</script>
+<script>{_asset("report.js")}</script>
 </body></html>
 """
 
 
+def _thumbnail_jpeg(analysis: Analysis) -> bytes | None:
+    frames = analysis.embedding.keyframes
+    if not frames:
+        return None
+    k = frames[len(frames) // 2]
+    return _keyframe_jpeg(k.image, k.boxes, height=90)
+
+
 def write_report(
-    analysis: Analysis, out_dir: str | Path, note: str | None = None, **meta_extra
+    analysis: Analysis, out_dir: str | Path, note: str | None = None, proxy: bool = True, **meta_extra
 ) -> dict[str, Path]:
-    """Write CSV, JSON, PNG and HTML for one analysis into ``out_dir``; returns their paths."""
+    """Write CSV, JSON, PNG, HTML (+ a thumbnail, + a browser copy of the video) into ``out_dir``.
+
+    All outputs are rendered before the first one is written, so a failure leaves none of them.
+    """
+    from .proxy import browser_playable, write_proxy
+    from .subtitles import spoken_lines
+
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / name for kind, name in OUTPUT_NAMES.items()}
+    source = Path(analysis.embedding.path)
+    lines = spoken_lines(source)
+    if lines.problem:
+        logger.warning("%s: subtitles not shown (%s)", lines.path, lines.problem)
     meta = metadata(analysis, **meta_extra)
-    table = analysis.table
-    atomic_write(paths["csv"], table.to_csv(index=False))
-    records = table.assign(boxes=[json.loads(b) for b in table["boxes"]]).to_dict(orient="records")
-    atomic_write(paths["json"], json.dumps({**meta, "windows": records}, indent=1, default=_json_default))
-    plot = plot_png(analysis, title=Path(analysis.embedding.path).name)
-    atomic_write(paths["png"], plot)
-    atomic_write(paths["html"], report_html(analysis, plot, meta, note))
+    if lines.path:
+        meta["subtitles"] = lines.path
+    with ExitStack() as stack:
+        if browser_playable(source):
+            video_url = _relative_url(source, out_dir)
+        elif proxy:
+            tmp = stack.enter_context(atomic_path(out_dir / PROXY_NAME))
+            write_proxy(source, tmp)
+            video_url, paths["proxy"] = PROXY_NAME, out_dir / PROXY_NAME
+        else:
+            video_url = None
+        table = analysis.table
+        csv = table.to_csv(index=False)
+        records = table.assign(boxes=[json.loads(b) for b in table["boxes"]]).to_dict(orient="records")
+        doc = json.dumps({**meta, "windows": records}, indent=1, default=_json_default)
+        plot = plot_png(analysis, title=source.name)
+        page = report_html(analysis, plot, meta, note, report_data(analysis, meta, video_url, lines))
+        thumbnail = _thumbnail_jpeg(analysis)
+        atomic_write(paths["csv"], csv)
+        atomic_write(paths["json"], doc)
+        atomic_write(paths["png"], plot)
+        if thumbnail is not None:
+            atomic_write(out_dir / THUMBNAIL_NAME, thumbnail)
+            paths["thumbnail"] = out_dir / THUMBNAIL_NAME
+        atomic_write(paths["html"], page)  # last: its presence means the set is complete
     return paths
 
 
@@ -153,3 +304,122 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the batch overview
+
+
+def timeline_svg(tops, starts, ends, duration, classes, colors, width=240, height=14, persons=None) -> str:
+    """A strip of the top emotion per window (inline SVG), for the index and notebooks."""
+    color = dict(zip(classes, colors, strict=True))
+    duration = max(float(duration), float(max(ends, default=0)), 1e-6)
+    starts, ends = np.asarray(starts, float), np.asarray(ends, float)
+    centres = (starts + ends) / 2
+    cuts = np.r_[starts[:1], (centres[1:] + centres[:-1]) / 2, ends[-1:]] if len(starts) else []
+    rects = []
+    for i, top in enumerate(tops):
+        x, w = cuts[i] / duration * width, (cuts[i + 1] - cuts[i]) / duration * width
+        faded = ' fill-opacity="0.35"' if persons is not None and not persons[i] else ""
+        rects.append(
+            f'<rect x="{x:.2f}" y="0" width="{max(w, 0.5):.2f}" height="{height}" '
+            f'fill="{color.get(top, "#999")}"{faded}>'
+            f"<title>{starts[i]:.1f}–{ends[i]:.1f} s: {html.escape(str(top))}</title></rect>"
+        )
+    return (
+        f'<svg class="mini" width="{width}" height="{height}" viewBox="0 0 {width} {height}" shape-rendering="crispEdges" '
+        f'xmlns="http://www.w3.org/2000/svg"><rect width="{width}" height="{height}" fill="#eee"/>'
+        + "".join(rects)
+        + "</svg>"
+    )
+
+
+def _video_row(item: dict, status: str, index_dir: Path) -> dict:
+    """One index row from a done or skipped video's folder (its emotions.json and thumbnail)."""
+    folder = Path(item.get("out") or Path(item["html"]).parent)
+    row = {"video": item["video"], "status": status, "reason": item.get("reason", "")}
+    try:
+        doc = json.loads((folder / OUTPUT_NAMES["json"]).read_text())
+    except (OSError, ValueError) as e:
+        return {**row, "status": "failed", "reason": f"{folder}: cannot read its emotions.json ({e})"}
+    windows, classes = doc["windows"], doc["classes"]
+    tops = [w["top_emotion"] for w in windows]
+    counts = {c: tops.count(c) for c in classes if tops.count(c)}
+    dominant = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    thumb = folder / THUMBNAIL_NAME
+    padded = doc.get("padded_windows") or []
+    return {
+        **row,
+        "report": _relative_url(folder / OUTPUT_NAMES["html"], index_dir),
+        "thumbnail": _relative_url(thumb, index_dir) if thumb.is_file() else None,
+        "duration": float(doc["duration_s"]),
+        "windows": len(windows),
+        "dominant": [(c, n / len(tops)) for c, n in dominant],
+        "colors": dict(zip(classes, class_colors(classes), strict=True)),
+        "padded": len(padded),
+        "mini": timeline_svg(
+            tops,
+            [w["start"] for w in windows],
+            [w["end"] for w in windows],
+            doc["duration_s"],
+            classes,
+            class_colors(classes),
+            persons=[w["has_person"] for w in windows],
+        ),
+    }
+
+
+def index_html(
+    summary: dict, index_dir: Path, note: str | None = None, title: str = "EmotionCLIP analysis"
+) -> str:
+    esc = html.escape
+    rows = [_video_row(d, "done", index_dir) for d in summary["done"]]
+    rows += [_video_row(d, "skipped", index_dir) | {"reason": "outputs exist"} for d in summary["skipped"]]
+    rows += [{"video": f["video"], "status": "failed", "reason": f["error"]} for f in summary["failed"]]
+    body = []
+    for r in sorted(rows, key=lambda r: r["video"]):
+        name = esc(Path(r["video"]).name)
+        if "report" not in r:  # failed: no outputs
+            body.append(
+                f'<tr class="failed" data-status="failed"><td></td><td data-sort="{name}">{name}</td>'
+                f'<td data-sort="-1"></td><td></td><td></td><td data-sort="failed" class="status">'
+                f'failed: <span class="reason">{esc(r["reason"])}</span></td></tr>'
+            )
+            continue
+        thumb = f'<img alt="" src="{esc(r["thumbnail"])}">' if r["thumbnail"] else ""
+        dominant = " ".join(
+            f'<span class="chip" style="border-color:{r["colors"][c]}">{esc(c)} {share:.0%}</span>'
+            for c, share in r["dominant"]
+        )
+        status = r["status"] + (f" ({esc(r['reason'])})" if r["reason"] else "")
+        if r["padded"]:
+            status += f", {r['padded']} padded window(s)"
+        body.append(
+            f'<tr data-status="{r["status"]}"><td><a href="{esc(r["report"])}">{thumb}</a></td>'
+            f'<td data-sort="{name}"><a href="{esc(r["report"])}">{name}</a></td>'
+            f'<td data-sort="{r["duration"]:.3f}">{r["duration"]:.1f} s</td><td>{r["mini"]}</td>'
+            f'<td data-sort="{esc(r["dominant"][0][0]) if r["dominant"] else ""}">{dominant}</td>'
+            f'<td data-sort="{r["status"]}" class="status">{status}</td></tr>'
+        )
+    counts = ", ".join(f"{len(summary[k])} {k}" for k in ("done", "skipped", "failed"))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>{_asset("report.css")}</style></head><body>
+<h1>{esc(title)}</h1>
+{f'<p class="note">{esc(note)}</p>' if note else ""}
+<p class="meta">{len(rows)} videos: {counts}. Click a column heading to sort.</p>
+<table id="videos" class="index"><thead><tr><th></th><th data-type="text">video</th>
+<th data-type="number">duration</th><th>timeline</th><th data-type="text">dominant emotions</th>
+<th data-type="text">status</th></tr></thead><tbody>{"".join(body)}</tbody></table>
+<script>{_asset("index.js")}</script>
+</body></html>
+"""
+
+
+def write_index(
+    path: str | Path, summary: dict, note: str | None = None, title: str = "EmotionCLIP analysis"
+) -> Path:
+    """The batch overview: one sortable row per video, linking to its report (paths relative to ``path``)."""
+    path = Path(path)
+    atomic_write(path, index_html(summary, path.parent, note, title))
+    return path

@@ -75,6 +75,7 @@ class Window:
     times: np.ndarray  # [T] instants of the frames
     frames: np.ndarray  # [T, H, W, 3] uint8 RGB at decode size
     boxes: list[np.ndarray]  # T x [K, 5] float32 person boxes in decode-size pixels
+    padded: int = 0  # frames past the end of a truncated stream (the last decoded frame repeated)
 
 
 def iter_windows(
@@ -129,7 +130,9 @@ def iter_windows(
         for m in range(newest + 1, last_index + 1):
             buffer[m] = last
         while next_window < len(plan):
-            yield _make_window(path, plan, next_window, buffer, boxes, detector)
+            w = _make_window(path, plan, next_window, buffer, boxes, detector)
+            w.padded = int((plan.grid_index[next_window] > newest).sum())
+            yield w
             next_window += 1
 
 

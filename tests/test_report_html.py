@@ -1,0 +1,164 @@
+"""The interactive report and the batch overview in Debian's Chromium: offline, the player, the timeline."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from emotionclip.cli import main
+
+CHROMIUM = Path(os.environ.get("EMOTIONCLIP_CHROMIUM", "/usr/bin/chromium"))
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+SHOTS = Path("/tmp/report-shots")
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, media_dir, parity_dir):
+    tmp = tmp_path_factory.mktemp("report-html")
+    broken = tmp / "broken.mp4"
+    broken.write_bytes(os.urandom(4096))
+    flv = media_dir / "cremad" / "1001_DFA_HAP_XX.flv"  # FLV/VP6: the report needs an H.264 copy
+    out = tmp / "out"
+    code = main(
+        [
+            "analyze",
+            str(media_dir / "friday.mp4"),
+            str(flv),
+            str(broken),
+            "--checkpoint",
+            str(parity_dir / "official_format_checkpoint.pt"),
+            "--out",
+            str(out),
+            "--keyframes",
+            "3",
+        ]
+    )
+    assert code == 1  # the broken file fails, alone
+    return out, media_dir / "friday.mp4", broken
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file() or not shutil.which(str(CHROMIUM)):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _open(browser, url: str, requests: list[str]):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # anything but a local file is aborted and counted: the report must need no network
+    context.route(
+        "**/*",
+        lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_(),
+    )
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="load")
+    return context, page, errors
+
+
+def _save_shot(page, path: Path) -> None:
+    page.screenshot(path=str(path))
+    SHOTS.mkdir(exist_ok=True)
+    shutil.copy(path, SHOTS / path.name)
+
+
+def test_report_plays_seeks_and_explains_offline(batch, browser, tmp_path):
+    out, friday, _ = batch
+    report = out / "friday" / "report.html"
+    table = pd.read_csv(out / "friday" / "emotions.csv")
+    requests: list[str] = []
+    context, page, errors = _open(browser, report.as_uri(), requests)
+    try:
+        page.evaluate("() => { const v = document.getElementById('video'); v.muted = true; v.play(); }")
+        page.wait_for_function(
+            "() => { const v = document.getElementById('video'); return v.readyState >= 2 && v.currentTime > 0 }",
+            timeout=15000,
+        )
+        page.evaluate("() => document.getElementById('video').pause()")
+        duration = page.evaluate("() => document.getElementById('video').duration")
+
+        box = page.locator("#timeline").bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function("() => !document.getElementById('video').seeking", timeout=5000)
+        now = page.evaluate("() => document.getElementById('video').currentTime")
+        assert abs(now - duration / 2) < 0.1, (now, duration)
+        # the spoken line at the middle of the scene, the subject boxes drawn over the frame
+        assert page.inner_text("#line") == "Yes, he's in - in a bad humor"
+        painted = page.evaluate(
+            "() => { const c = document.getElementById('boxes');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }"
+        )
+        assert painted > 100
+
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+        tooltip = page.locator("#tooltip")
+        tooltip.wait_for(state="visible", timeout=5000)
+        rows = tooltip.locator("tr.score")
+        assert rows.count() == 7
+        window = int(page.inner_text("#tooltip div").split("window ")[1].split()[0])
+        for k in range(7):
+            name, value = rows.nth(k).inner_text().split()
+            assert abs(float(value) - table[name][window]) < 1e-3
+        _save_shot(page, tmp_path / "report-friday.png")
+    finally:
+        context.close()
+    assert not errors
+    allowed = (out / "friday").resolve().as_uri() + "/"
+    assert requests and all(u.startswith(allowed) or u == friday.resolve().as_uri() for u in requests), (
+        requests
+    )
+
+
+def test_unplayable_video_gets_an_h264_copy(batch, browser):
+    out, _, _ = batch
+    folder = out / "1001_DFA_HAP_XX"
+    assert (folder / "video.mp4").stat().st_size > 0
+    requests: list[str] = []
+    context, page, errors = _open(browser, (folder / "report.html").as_uri(), requests)
+    try:
+        page.wait_for_function("() => document.getElementById('video').readyState >= 2", timeout=15000)
+        src = page.evaluate("() => document.getElementById('video').getAttribute('src')")
+    finally:
+        context.close()
+    assert src == "video.mp4" and not errors
+    assert all(u.startswith(folder.resolve().as_uri() + "/") for u in requests), requests
+
+
+def test_index_lists_every_video_with_failures(batch, browser, tmp_path):
+    out, _, broken = batch
+    summary = json.loads((out / "summary.json").read_text())
+    requests: list[str] = []
+    context, page, errors = _open(browser, (out / "index.html").as_uri(), requests)
+    try:
+        rows = page.locator("#videos tbody tr")
+        names = sorted(rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count()))
+        failed = page.locator("#videos tr.failed .reason").inner_text()
+        thumbs = page.evaluate("() => Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        page.click("th:has-text('duration')")
+        order = [rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())]
+        _save_shot(page, tmp_path / "index.png")
+        page.click("#videos a:has-text('friday.mp4')")
+        page.wait_for_load_state("load")
+        assert page.url == (out / "friday" / "report.html").resolve().as_uri()
+    finally:
+        context.close()
+    assert names == ["1001_DFA_HAP_XX.flv", "broken.mp4", "friday.mp4"]
+    assert failed == summary["failed"][0]["error"] and str(broken) in failed
+    assert len(thumbs) == 2 and all(thumbs)
+    assert order == ["broken.mp4", "1001_DFA_HAP_XX.flv", "friday.mp4"]  # by duration; failed first
+    assert not errors and all(u.startswith("file://") for u in requests)
