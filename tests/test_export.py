@@ -46,7 +46,7 @@ def test_export_folder_holds_graphs_and_preprocessing(tiny, onnx_fp32):
     )
     tf = emotionclip.model_transform(tiny)
     pre = cfg["preprocess"]
-    assert (pre["image_size"], pre["resize_short_side"]) == (tf.image_size, tf.resize)
+    assert (pre["crop_size"], pre["resize"], pre["interpolation"]) == (tf.image_size, tf.resize, "bicubic")
     assert np.allclose(pre["mean"], tf.mean.flatten()) and np.allclose(pre["std"], tf.std.flatten())
     assert cfg["model_hash"] == model_hash(tiny) and cfg["video_len"] == tiny.video_len
     assert emotionclip.EmotionCLIPConfig.from_dict(cfg["model_config"]) == tiny.config

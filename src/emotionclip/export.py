@@ -59,19 +59,12 @@ def model_hash(model) -> str:
 
 
 def preprocess_config(model) -> dict[str, Any]:
-    """What a runtime needs to turn frames into the graphs' inputs (the model's own transform)."""
-    from .constants import BOX_SCORE_THRESHOLD
-    from .transform import model_transform
+    """What a runtime needs to turn frames into the graphs' inputs (the model's saved preprocessing)."""
+    from dataclasses import asdict
 
-    tf = model_transform(model)
     return {
-        "image_size": tf.image_size,
-        "resize_short_side": tf.resize,
-        "interpolation": "bicubic",
+        **asdict(model.config.preprocess),
         "crop": "center",
-        "mean": [float(v) for v in tf.mean.flatten()],
-        "std": [float(v) for v in tf.std.flatten()],
-        "box_score_threshold": BOX_SCORE_THRESHOLD,
         "mask": "float32 [N, S, S], 1 inside the subject boxes, transformed with the pixels",
     }
 

@@ -112,7 +112,7 @@ def analyze_paths(
     scorer = (
         probe_scorer(head)
         if head is not None
-        else zero_shot_scorer(model, classes, device=embed_kwargs.get("device", "cpu"))
+        else zero_shot_scorer(model, classes, device=embed_kwargs.get("device"))
     )
     detector = embed_kwargs.get("detector")
     settings = {
@@ -121,7 +121,8 @@ def analyze_paths(
         "stride": embed_kwargs.get("stride"),
         "video_len": model.video_len,
         "detector": getattr(detector, "name", detector),
-        "precision": embed_kwargs.get("precision", "fp32"),
+        "precision": embed_kwargs.get("precision") or getattr(model, "precision", "fp32"),
+        "backend": getattr(model, "backend", "torch"),
         "method": scorer.method,
         "classes": list(scorer.classes),
     }
@@ -206,8 +207,8 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs) -> dict:
                     model,
                     path,
                     detector=embed_kwargs.get("detector"),
-                    device=embed_kwargs.get("device", "cpu"),
-                    precision=embed_kwargs.get("precision", "fp32"),
+                    device=embed_kwargs.get("device"),
+                    precision=embed_kwargs.get("precision"),
                 )
                 arrays = {"source": np.array(str(path)), "features": features[None].numpy()}
             else:
