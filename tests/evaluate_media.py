@@ -31,6 +31,29 @@ def write_video(path: Path, colour, seconds: float = 1.0, fps: int = 8, size=(64
     return path
 
 
+def write_counting_video(path: Path, frames: int, fps: int = 8, size=(64, 48)) -> Path:
+    """A clip whose frame k is flat grey ``10 + 5 k`` (k < 48), so a decoded frame names its number."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"qp": "0"}
+        for k in range(frames):
+            img = np.full((h, w, 3), 10 + 5 * k, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def frame_numbers(frames: np.ndarray) -> list[int]:
+    """The frame numbers of frames decoded from :func:`write_counting_video`."""
+    return [int(round((float(f.mean()) - 10) / 5)) for f in frames]
+
+
 def person_joints(frames: int, person: int, x0: float, y0: float, first_frame: int = 100) -> np.ndarray:
     """OpenPose-style rows ``[frame, person, 18 x (x, y, conf)]`` for a box ~ (x0, y0)-(x0+20, y0+30)."""
     rows = np.zeros((frames, 56), np.float32)

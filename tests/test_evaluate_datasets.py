@@ -141,7 +141,13 @@ def test_emotic_layout_and_broken_entries(tmp_path):
 def test_moviegraphs_layout_and_broken_entries(tmp_path):
     write_video(tmp_path / "videos" / "tt001.mp4", (200, 30, 30), seconds=3)
     labels = {
-        "tt001": {"0": ["Happiness", "Doubt/Conf"], "1": ["sadness"], "5": ["Anger"], "2": ["Bliss"]},
+        "tt001": {
+            "0": ["Happiness", "Doubt/Conf"],
+            "1": ["sadness"],
+            "2": [],
+            "3": ["Bliss"],
+            "5": ["Anger"],
+        },
         "tt002": {"0": ["Fear"]},
     }
     write_json(tmp_path / "official" / "mg" / "py3loader" / "emotion_labels.json", labels)
@@ -152,25 +158,31 @@ def test_moviegraphs_layout_and_broken_entries(tmp_path):
     for movie in ("tt001", "tt002"):
         (info / "scene_boundaries").mkdir(parents=True, exist_ok=True)
         (info / "video_boundaries").mkdir(parents=True, exist_ok=True)
-        (info / "scene_boundaries" / f"{movie}.scenes.gt").write_text("1 2 1 \n3 3 1 \n1 1 0 \n")
+        (info / "scene_boundaries" / f"{movie}.scenes.gt").write_text("1 2 1 \n3 3 1 \n1 1 0 \n2 2 1 \n")
         (info / "video_boundaries" / f"{movie}.videvents").write_text(
             "CVideoEvents 1\n8 1.0 CUT\n16 2.0 CUT\n"
         )
     split = load_split("moviegraphs", tmp_path, "train")
-    assert [s.key for s in split.samples] == ["tt001/0", "tt001/1"]
-    first, second = split.samples
-    assert (first.start, first.end) == (0.0, 2.0) and (second.start, second.end) == (2.0, None)
+    assert [s.key for s in split.samples] == ["tt001/0", "tt001/1", "tt001/2"]
+    first, last, unlabeled = split.samples
+    # shots 1-2: from frame 0 to the frame before the second cut (the release's frame boundaries)
+    assert (first.first_frame, first.last_frame) == (0, 15)
+    # the movie's last shot: the release takes 8 * 24 frames from the clip's start
+    assert (last.first_frame, last.last_frame) == (16, 16 + 192)
     assert first.labels["categories"].sum() == 2 and first.detect
+    # a clip listed without labels stays, with an all-zero target
+    assert (unlabeled.first_frame, unlabeled.last_frame) == (0, 7)
+    assert unlabeled.labels["categories"].sum() == 0
     reasons = _reasons(split)
     assert "no scene boundary" in reasons["tt001/5"]
-    assert "unknown" in reasons["tt001/2"]
+    assert "unknown" in reasons["tt001/3"]
     assert reasons["tt002/0"] == "movie file missing"
 
 
 # -------------------------------------------------------------------------------------- LIRIS-ACCEDE
 
 
-def test_liris_accede_layout_windows_and_broken_entries(tmp_path):
+def test_liris_accede_one_frame_per_second_masks_and_dropped_seconds(tmp_path):
     write_video(tmp_path / "movies" / "MEDIAEVAL18_00.mp4", (10, 10, 10), seconds=10)
     write_video(tmp_path / "movies" / "MEDIAEVAL18_50.mp4", (10, 10, 10), seconds=3)
     dev = tmp_path / "MEDIAEVAL18_DevSet_Valence-Arousal-annotations" / "annotations"
@@ -186,15 +198,14 @@ def test_liris_accede_layout_windows_and_broken_entries(tmp_path):
             d / f"{movie}_Valence-Arousal.txt", sep="\t", index=False
         )
     train = load_split("liris-accede", tmp_path, "train")
-    assert len(train.samples) == 10
-    by_key = {s.key: s for s in train.samples}
-    assert (by_key["MEDIAEVAL18_00@0"].start, by_key["MEDIAEVAL18_00@0"].end) == (0.0, 8.0)
-    assert (by_key["MEDIAEVAL18_00@5"].start, by_key["MEDIAEVAL18_00@5"].end) == (1.0, 9.0)
-    assert by_key["MEDIAEVAL18_00@9"].end == pytest.approx(10.0, abs=0.01)
-    np.testing.assert_allclose(by_key["MEDIAEVAL18_00@5"].labels["va"], [0.5, -0.5])
+    # the release drops the first 4 and the last 3 seconds of every training movie
+    assert [s.key for s in train.samples] == ["MEDIAEVAL18_00@4", "MEDIAEVAL18_00@5", "MEDIAEVAL18_00@6"]
+    s = train.samples[1]
+    assert s.instant == 5.0 and s.detect  # one frame, the annotated second, with person masks
+    np.testing.assert_allclose(s.labels["va"], [0.5, -0.5])
     assert "no video file" in _reasons(train)["MEDIAEVAL18_01"]
     test_split = load_split("liris-accede", tmp_path, "test")
-    assert len(test_split.samples) == 4  # seconds 0-3 of a 3 s movie; 4 lies past its end
+    assert [s.instant for s in test_split.samples] == [0, 1, 2, 3]  # every second; 4 lies past the end
     assert "outside" in _reasons(test_split)["MEDIAEVAL18_50@4"]
     assert {s.group for s in test_split.samples} == {"MEDIAEVAL18_50"}
 

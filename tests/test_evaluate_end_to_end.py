@@ -8,7 +8,6 @@ import torch
 import emotionclip
 from emotionclip.cli import main
 from emotionclip.evaluate import ProbeHead, evaluate, make_probe_evaluator
-from emotionclip.evaluate.api import BENCHMARKS, score, smooth_per_group
 from emotionclip.evaluate.features import _load_features
 from evaluate_media import write_bold, write_video
 
@@ -156,20 +155,6 @@ def test_meld_with_precomputed_boxes_caches_detector_output(checkpoint, tmp_path
     assert len(cached) == 9 and np.allclose(cached["dia1_utt0"][0], [[8, 4, 40, 44, 0.9]])
 
 
-def test_liris_smoothing_stays_inside_each_movie():
-    pred = np.concatenate([np.zeros(120), np.ones(50)])[:, None] + np.random.default_rng(0).normal(
-        0, 0.1, (170, 1)
-    )
-    groups = ["a"] * 120 + ["b"] * 50
-    smooth = smooth_per_group(pred, groups)
-    assert smooth[:120].std() < pred[:120].std() / 2  # the window-100 filter removes most noise
-    assert abs(smooth[120:].mean() - 1) < 0.05  # movie b is not pulled towards movie a
-    task = BENCHMARKS["liris-accede"].tasks[0]
-    y = np.stack([pred[:, 0], -pred[:, 0]], 1)
-    metrics = score(task, y, y + 0.1, ["valence", "arousal"])
-    assert metrics["MSE"] == pytest.approx(0.01) and metrics["valence_PCC"] == pytest.approx(1.0)
-
-
 def test_zero_shot_cli(checkpoint, tmp_path, capsys):
     from PIL import Image
 
@@ -240,7 +225,7 @@ def test_emotic_images_are_encoded_with_their_person_box(checkpoint, tmp_path):
     from PIL import Image
 
     from emotionclip.evaluate.datasets import load_split
-    from emotionclip.evaluate.features import Protocol, _decode, extract_features
+    from emotionclip.evaluate.features import Protocol, decode_sample, extract_features
 
     folder = tmp_path / "emotic" / "ade20k"
     folder.mkdir(parents=True)
@@ -256,7 +241,9 @@ def test_emotic_images_are_encoded_with_their_person_box(checkpoint, tmp_path):
     )
     np.save(tmp_path / "test_cat_arr.npy", np.eye(26, dtype=np.float32)[:2])
     split = load_split("emotic", tmp_path, "test")
-    np.testing.assert_array_equal(_decode(split.samples[1], 4).boxes[0], [[80, 0, 160, 120, 1]])  # rescaled
+    np.testing.assert_array_equal(
+        decode_sample(split.samples[1], 4).boxes[0], [[80, 0, 160, 120, 1]]
+    )  # rescaled
     model = emotionclip.load_model(checkpoint)
     feats = extract_features(model, split.samples, Protocol(num_frames=model.video_len), num_workers=0)
     assert feats.features.shape == (2, 64) and not feats.failed
@@ -270,17 +257,21 @@ def test_liris_accede_end_to_end(checkpoint, tmp_path):
         ("MEDIAEVAL18_01", "DevSet", (20, 20, 250)),
         ("MEDIAEVAL18_50", "TestSet", (130, 20, 130)),
     ):
-        write_video(root / "movies" / f"{movie}.mp4", colour, seconds=6, fps=4)
+        write_video(root / "movies" / f"{movie}.mp4", colour, seconds=12, fps=2)
         ann = root / f"MEDIAEVAL18_{split}_Valence-Arousal-annotations" / "annotations"
         ann.mkdir(parents=True, exist_ok=True)
-        t = np.arange(6)
+        t = np.arange(12)
         pd.DataFrame(
             {"Time": t, "MeanValence": colour[0] / 250 + 0.01 * t, "MeanArousal": colour[2] / 250 - 0.01 * t}
         ).to_csv(ann / f"{movie}_Valence-Arousal.txt", sep="\t", index=False)
     result = evaluate(checkpoint, "liris-accede", root, out_dir=tmp_path / "out", num_workers=0)
+    assert result["protocol"]["detector"] == "default"  # the Python API uses person masks, as the CLI
+    assert result["protocol"]["precision"] == "fp32"  # the CPU's default
     test = result["metrics"]["test"]
     assert set(test) == {"MSE", "PCC", "valence_MSE", "arousal_MSE", "valence_PCC", "arousal_PCC"}
-    assert result["counts"]["train"]["used"] == 12 and result["counts"]["test"]["used"] == 6
+    assert set(result["metrics"]["test (per-movie smoothing)"]) == set(test)  # the variant: its own row
+    assert result["counts"]["train"]["used"] == 10 and result["counts"]["test"]["used"] == 12
     assert np.isfinite(test["MSE"]) and test["MSE"] == pytest.approx(
         (test["valence_MSE"] + test["arousal_MSE"]) / 2
     )
+    assert "| test (per-movie smoothing) |" in (tmp_path / "out" / "liris-accede_metrics.md").read_text()

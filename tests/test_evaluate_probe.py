@@ -87,3 +87,37 @@ def test_bad_labels_are_rejected(data):
         fit_torch("multinomial", data["x"], data["single"], ["a", "b"])
     with pytest.raises(ValueError, match="solver"):
         LinearProbe("ovr", 1.0, solver="liblinear").fit(data["x"], data["multi"], list("abcdefghij"))
+
+
+def test_fast_probe_matches_sklearn_on_a_meld_like_problem():
+    """Seven emotions, neutral-heavy like MELD, multinomial with the release's C = 8."""
+    rng = np.random.default_rng(11)
+    x = _features(rng, 900, 64)
+    logits = 5 * x @ rng.normal(size=(64, 7)) + rng.gumbel(size=(900, 7))
+    logits[:, 0] += 1.5  # "neutral" is the most frequent class
+    y = logits.argmax(1)
+    names = [f"e{i}" for i in range(7)]
+    ref = fit_sklearn("multinomial", x[:600], y[:600], names, c=8)
+    fast = fit_torch("multinomial", x[:600], y[:600], names, c=8, device="cpu")
+    ps, pf = ref.predict(x[600:]), fast.predict(x[600:])
+    assert np.abs(ps - pf).max() < 0.01
+    for metric in (M.weighted_f1, M.accuracy):
+        assert abs(100 * metric(y[600:], ps.argmax(1)) - 100 * metric(y[600:], pf.argmax(1))) < 0.1
+    assert M.accuracy(y[600:], pf.argmax(1)) > 0.4  # it learned something (majority ~ 0.3)
+
+
+def test_fast_probe_matches_sklearn_on_a_moviegraphs_like_problem():
+    """26 clustered labels, one to three per clip, one-vs-rest with the release's C = 10."""
+    rng = np.random.default_rng(12)
+    x = _features(rng, 900, 64)
+    z = 5 * x @ rng.normal(size=(64, 26)) + rng.normal(size=(900, 26))
+    y = np.zeros((900, 26), np.float32)
+    top = np.argsort(-z, axis=1)
+    y[np.arange(900), top[:, 0]] = 1
+    y[np.arange(900), top[:, 1]] = rng.random(900) < 0.5
+    ref = fit_sklearn("ovr", x[:600], y[:600], [f"c{i}" for i in range(26)], c=10)
+    fast = fit_torch("ovr", x[:600], y[:600], [f"c{i}" for i in range(26)], c=10, device="cpu")
+    ps, pf = ref.predict(x[600:]), fast.predict(x[600:])
+    assert np.abs(ps - pf).max() < 0.01
+    assert abs(100 * M.top1_hit(y[600:], ps) - 100 * M.top1_hit(y[600:], pf)) < 0.1
+    assert 100 * M.top1_hit(y[600:], pf) > 30  # chance ~ 6

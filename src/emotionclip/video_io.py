@@ -39,6 +39,31 @@ class VideoError(FileError, RuntimeError):
     """A video could not be opened or decoded. The message names the file and the problem."""
 
 
+class ImageError(FileError, ValueError):
+    """An image could not be read. The message names the file and the problem."""
+
+
+def load_image(image) -> np.ndarray:
+    """An image as ``uint8 [H, W, 3]`` RGB: a path, a PIL image or such an array (returned as is)."""
+    if isinstance(image, (str, Path)):
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(path, "no such file" if not path.exists() else "is not a file")
+        try:
+            with Image.open(path) as im:
+                return np.array(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ImageError(path, f"cannot read as an image ({e})") from e
+    if hasattr(image, "convert"):  # PIL image
+        return np.array(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 RGB [H, W, 3], got {array.dtype} {list(array.shape)}")
+    return array
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     path: str

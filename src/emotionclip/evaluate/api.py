@@ -18,6 +18,7 @@ import torch
 from scipy.signal import savgol_filter
 
 from .._io import atomic_write
+from ..precision import check_precision, default_precision
 from ..transform import PreprocessConfig
 from . import metrics as M
 from .benchmarks import BENCHMARKS, Task
@@ -37,16 +38,26 @@ logger = logging.getLogger(__name__)
 SAVGOL_WINDOW, SAVGOL_ORDER = 100, 3  # the release's smoothing of LIRIS-ACCEDE predictions
 
 
+def smooth(pred: np.ndarray) -> np.ndarray:
+    """The release's smoothing: Savitzky-Golay (window 100, order 3) along all ``pred`` rows at once
+    (the test movies concatenated); a shorter split uses a window of its length."""
+    window = min(SAVGOL_WINDOW, len(pred))
+    if window <= SAVGOL_ORDER:
+        return pred.copy()
+    return savgol_filter(pred, window_length=window, polyorder=SAVGOL_ORDER, axis=0)
+
+
 def smooth_per_group(pred: np.ndarray, groups: list[str]) -> np.ndarray:
-    """Savitzky-Golay (window 100, order 3) along each group's samples (in their order)."""
+    """:func:`smooth` along each group's samples (in their order): no filter across a movie boundary."""
     out = pred.copy()
     groups_arr = np.asarray(groups)
     for g in dict.fromkeys(groups):
         idx = np.flatnonzero(groups_arr == g)
-        window = min(SAVGOL_WINDOW, len(idx))
-        if window > SAVGOL_ORDER:
-            out[idx] = savgol_filter(pred[idx], window_length=window, polyorder=SAVGOL_ORDER, axis=0)
+        out[idx] = smooth(pred[idx])
     return out
+
+
+PER_MOVIE = "per-movie smoothing"  # the variant row's suffix
 
 
 def score(task: Task, y: np.ndarray, scores: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -73,11 +84,14 @@ def score(task: Task, y: np.ndarray, scores: np.ndarray, names: list[str]) -> di
 
 
 def _xy(split: Split, feats: Features, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    kept = {s.key for s in split.samples}
-    rows = [i for i, k in enumerate(feats.keys) if k in kept]
-    keys = [feats.keys[i] for i in rows]
-    groups = {s.key: s.group for s in split.samples}
-    return feats.features[rows], split.labels(label, keys), [groups[k] for k in keys]
+    """Features, labels and groups of the split's encoded samples, in the split's order (smoothing
+    runs along it)."""
+    row = {k: i for i, k in enumerate(feats.keys)}
+    used = [s for s in split.samples if s.key in row]
+    if not used:
+        return np.zeros((0, feats.features.shape[-1]), np.float32), np.zeros((0,)), []
+    x = feats.features[[row[s.key] for s in used]]
+    return x, np.stack([np.asarray(s.labels[label]) for s in used]), [s.group for s in used]
 
 
 def run_probes(
@@ -111,20 +125,34 @@ def run_probes(
                 continue
             p = head.predict(xe)
             if task.smooth:
-                p = smooth_per_group(p, groups)
+                variant = f"{s} ({PER_MOVIE})"
+                results.setdefault(variant, {}).update(score(task, ye, smooth_per_group(p, groups), names))
+                p = smooth(p)
             results[s].update(score(task, ye, p, names))
             predictions[task.label][s] = (ye, p)
     return results, heads, predictions
 
 
-def _default_protocol(model_frames: int, image_size: int, detector: str | None) -> Protocol:
+def _default_protocol(model_frames: int, image_size: int, detector: str | None, precision: str) -> Protocol:
     return Protocol(
         num_frames=model_frames,
         image_size=image_size,
         video_resize=PreprocessConfig.for_crop(image_size).resize,
         image_resize=image_size,
         detector=detector,
+        precision=precision,
     )
+
+
+def _no_detector(name: str | None) -> str | None:
+    return None if not name or name.lower() == "none" else name
+
+
+def _splits(dataset: str, root: str | Path) -> dict[str, Split]:
+    if dataset not in BENCHMARKS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
+    bench = BENCHMARKS[dataset]
+    return {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
 
 
 def _model_shape(get_model: Callable[[], torch.nn.Module], ckpt_sha: str, cache_dir: Path) -> tuple[int, int]:
@@ -148,8 +176,9 @@ def evaluate(
     cache_dir: str | Path | None = None,
     solver: str = "torch",
     compare_sklearn: bool = False,
-    detector: str | None = None,
+    detector: str | None = "default",
     device: str | None = None,
+    precision: str | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
     num_frames: int | None = None,
@@ -158,36 +187,37 @@ def evaluate(
     """Run the benchmark's linear-probe protocol and write ``<out_dir>/<dataset>_metrics.{json,md}``.
 
     ``solver``: ``"torch"`` (fast L-BFGS) or ``"sklearn"`` (the release's reference);
-    ``compare_sklearn`` also fits the reference and reports both. ``detector``: person-detector name
-    for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), e.g. ``default`` or
-    ``json:PATH``. Returns the dict that is written as JSON.
+    ``compare_sklearn`` also fits the reference and reports both. ``detector``: the person detector
+    for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), ``"default"`` as the release
+    (which used person masks there), ``"json:PATH"``, ... or ``None`` / ``"none"`` for no subject
+    mask. ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
+    of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). Returns the dict that
+    is written as JSON.
     """
     from ..factory import load_model
 
-    if dataset not in BENCHMARKS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
     out_dir = Path(out_dir)
     json_path = out_dir / f"{dataset}_metrics.json"
     if json_path.exists() and not overwrite:
         raise FileExistsError(f"{json_path}: already exists (use overwrite=True / --overwrite to replace it)")
+    splits = _splits(dataset, root)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache"
-    bench = BENCHMARKS[dataset]
     started = time.time()
-    splits = {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
     needs_detector = any(x.detect for sp in splits.values() for x in sp.samples)
-    det_name = detector if needs_detector else None
+    det_name = _no_detector(detector) if needs_detector else None
     ckpt_sha = checkpoint_hash(checkpoint)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = check_precision(precision or default_precision(dev))
 
     model_holder: dict[str, torch.nn.Module] = {}
 
     def get_model() -> torch.nn.Module:
         if "m" not in model_holder:
-            dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             model_holder["m"] = load_model(checkpoint, device=dev)
         return model_holder["m"]
 
     video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
-    protocol = _default_protocol(num_frames or video_len, size, det_name)
+    protocol = _default_protocol(num_frames or video_len, size, det_name, precision)
     det = None
     if det_name:
         from ..detect import get_detector
@@ -209,7 +239,7 @@ def evaluate(
     }
     extract_s = time.time() - started
     t0 = time.time()
-    metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=device)
+    metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=dev)
     probe_s = time.time() - t0
     result = {
         "dataset": dataset,
@@ -261,8 +291,9 @@ def make_probe_evaluator(
     *,
     max_samples: int | None = None,
     solver: str = "torch",
-    detector: str | None = None,
+    detector: str | None = "default",
     device: str | None = None,
+    precision: str | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
 ) -> Callable[[torch.nn.Module, int], dict[str, float]]:
@@ -270,24 +301,27 @@ def make_probe_evaluator(
 
     Splits are loaded once (the first ``max_samples`` of each, if given); each call extracts
     features from the model as it is now (no cache, the weights change) and fits the probes.
+    ``detector`` and ``precision`` as in :func:`evaluate`; the model is never moved or left in
+    eval mode (another ``device`` encodes with a copy).
     """
-    if dataset not in BENCHMARKS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(BENCHMARKS)}")
-    bench = BENCHMARKS[dataset]
-    splits = {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
+    splits = _splits(dataset, root)
     if max_samples:
         for sp in splits.values():
             sp.samples = sp.samples[:max_samples]
     det = None
-    if detector and any(x.detect for sp in splits.values() for x in sp.samples):
+    name = _no_detector(detector)
+    if name and any(x.detect for sp in splits.values() for x in sp.samples):
         from ..detect import get_detector
 
-        det = get_detector(detector)
+        det = get_detector(name)
+    if precision is not None:
+        check_precision(precision)
 
     def hook(model: torch.nn.Module, step: int) -> dict[str, float]:
-        size = model.image_size
-        protocol = _default_protocol(model.video_len, size, det.name if det else None)
         dev = device or next(model.parameters()).device
+        protocol = _default_protocol(
+            model.video_len, model.image_size, name if det else None, precision or default_precision(dev)
+        )
         feats = {
             n: extract_features(
                 model,

@@ -14,7 +14,9 @@ class Task:
     kind: str  # probe kind (ovr / multinomial / ridge)
     c: float  # C of LogisticRegression, alpha of Ridge
     metrics: tuple[str, ...]
-    smooth: bool = False  # Savitzky-Golay over each movie's predictions (LIRIS-ACCEDE)
+    # Savitzky-Golay over the concatenated predictions of an evaluation split, as the release does
+    # (LIRIS-ACCEDE); each split also gets a "<split> (per-movie smoothing)" row, filtered per movie
+    smooth: bool = False
 
 
 @dataclass(frozen=True)

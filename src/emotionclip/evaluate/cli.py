@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from .._io import atomic_write
+from ..precision import PRECISIONS
 from .benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ def register(subparsers) -> None:
         "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'",
     )
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="feature extraction precision (default: bf16 on GPUs of compute capability >= 8, fp16 on "
+        "older GPUs, fp32 on the CPU); part of the feature-cache key",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument(
@@ -91,6 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             compare_sklearn=args.compare_sklearn,
             detector=_detector(args.detector),
             device=args.device,
+            precision=args.precision,
             batch_size=args.batch_size,
             num_workers=args.workers,
             num_frames=args.frames,

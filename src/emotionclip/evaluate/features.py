@@ -1,22 +1,26 @@
-"""Frozen-feature extraction for the benchmarks, batched, with progress and an on-disk cache.
+"""Frozen-feature extraction for the benchmarks, batched, prefetched, with progress and a cache.
 
-Protocol of the release: ``num_frames`` instants uniformly over each clip (the model's
-``video_len``, 8 for the released model), short side 256 bicubic + centre crop 224, ImageNet
-statistics, the subject mask transformed with the pixels; images (Emotic) resize 224 + centre crop.
-Features are L2-normalised. The cache file name holds the checkpoint's SHA-256, the dataset, split
-and a hash of the protocol, so a second probe run never touches the model; an interrupted
-extraction resumes from its last partial save.
+Protocol of the release: per clip the model's ``video_len`` frames at ``np.linspace(first, last, T,
+dtype=int)`` of its frame numbers (first and last included), or one frame repeated (LIRIS-ACCEDE);
+short side 256 bicubic + centre crop 224, ImageNet statistics, the subject mask transformed with the
+pixels; images (Emotic) resize 224 + centre crop. Features are L2-normalised. The steps are named:
+:func:`plan_frames`, :func:`decode_sample` (in prefetch threads, with the transform when the boxes
+are known), the detector (main thread), ``_Encoder`` (batches at the protocol's precision) and
+``_Results`` (resumable partial saves). The cache file name holds the checkpoint's SHA-256, the
+dataset, split and a hash of the protocol (precision included), so a second probe run never touches
+the model; an interrupted extraction resumes from its last partial save.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import logging
 import math
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,13 +30,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._io import atomic_path, atomic_write
+from .._prefetch import prefetch
+from ..constants import BOX_SCORE_THRESHOLD
+from ..precision import autocast, check_precision
 from ..transform import FrameTransform, boxes_to_mask
-from ..video_io import probe_video, read_frames_at, uniform_times
+from ..video_io import load_image, probe_video, read_frames_at
 from .datasets import Sample, Split
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when extraction changes in a way the protocol fields do not show
+CACHE_VERSION = 2  # bump when extraction changes in a way the protocol fields do not show
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ class Protocol:
     video_resize: int = 256
     image_resize: int = 224
     detector: str | None = None
-    score_threshold: float = 0.5
+    score_threshold: float = BOX_SCORE_THRESHOLD
+    precision: str = "fp32"  # emotionclip.precision name; bf16 and fp32 features differ, so it keys the cache
 
     def key(self) -> str:
         text = json.dumps({**asdict(self), "version": CACHE_VERSION}, sort_keys=True)
@@ -107,79 +115,197 @@ class BoxCache:
 
 
 # ------------------------------------------------------------------------------------------------
-# decoding one sample
+# step 1: which frames of a sample
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """The frames a video sample is seen through: ``index[k]`` is the video frame number of model
+    frame ``k``; only the distinct ones are decoded (at ``times``) and ``expand`` maps them back."""
+
+    index: np.ndarray  # [T] frame numbers
+    times: list[float]  # distinct instants to decode, sorted
+    expand: np.ndarray  # [T] position of each model frame among the decoded ones
+
+
+def plan_frames(sample: Sample, num_frames: int, fps: float, video_frames: int) -> FramePlan:
+    """The release's sampling: ``np.linspace(first, last, T, dtype=int)`` over the clip's frame
+    numbers, first and last frame included (BoLD, MELD, MovieGraphs, whole videos); a sample with an
+    ``instant`` (LIRIS-ACCEDE's annotated second) is that one frame, repeated ``T`` times."""
+    fps = fps or 25.0
+    if sample.instant is not None:
+        frame = int(math.floor(sample.instant * fps + 1e-6))
+        return FramePlan(np.full(num_frames, frame), [float(sample.instant)], np.zeros(num_frames, np.int64))
+    first = sample.first_frame
+    last = video_frames - 1 if sample.last_frame is None else sample.last_frame
+    if first >= video_frames or last < first:
+        raise ValueError(
+            f"{sample.path}: clip frames {first}-{last} are empty or past the video's {video_frames} frames"
+        )
+    index = np.linspace(first, last, num_frames, dtype=int)
+    distinct, expand = np.unique(index, return_inverse=True)
+    # the middle of each frame's display interval: robust to timestamps a hair off k / fps
+    return FramePlan(index, [(int(f) + 0.5) / fps for f in distinct], expand.astype(np.int64))
+
+
+# ------------------------------------------------------------------------------------------------
+# step 2: decoding (in the prefetch workers)
 
 
 @dataclass
 class _Decoded:
-    frames: np.ndarray  # [T, H, W, 3] uint8 (video) or [H, W, 3] (image)
-    times: list[float]
-    boxes: list[np.ndarray] | None  # per frame; None = ask the detector
+    frames: np.ndarray  # [U, H, W, 3] uint8: the distinct frames (one for an image)
+    plan: FramePlan | None  # None for an image
+    boxes: list[np.ndarray] | None  # per distinct frame; None = ask the detector
 
 
-def _decode(sample: Sample, num_frames: int) -> _Decoded:
+def decode_sample(sample: Sample, num_frames: int) -> _Decoded:
+    """The distinct frames of ``sample`` and, when the dataset gives them, their subject boxes."""
     if sample.kind == "image":
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(sample.path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as e:
-            raise OSError(f"{sample.path}: cannot read image ({e})") from e
+        image = load_image(sample.path)
         boxes = np.zeros((0, 5), np.float32)
         if sample.box is not None:
             w0, h0 = sample.box_frame_size or (image.shape[1], image.shape[0])
             sx, sy = image.shape[1] / w0, image.shape[0] / h0
             x1, y1, x2, y2 = sample.box
             boxes = np.array([[x1 * sx, y1 * sy, x2 * sx, y2 * sy, 1.0]], np.float32)
-        return _Decoded(image, [], [boxes])
+        return _Decoded(image[None], None, [boxes])
     info = probe_video(sample.path)
-    end = info.duration if sample.end is None else min(sample.end, info.duration)
-    if not end > sample.start:
-        raise ValueError(
-            f"{sample.path}: clip [{sample.start:.2f}, {end:.2f}) s is empty (video lasts {info.duration:.2f} s)"
-        )
-    times = uniform_times(sample.start, end, num_frames)
-    frames = read_frames_at(sample.path, times)
+    plan = plan_frames(sample, num_frames, info.fps, max(info.num_frames, 1))
+    frames = read_frames_at(sample.path, plan.times)
     boxes = None
     if sample.frame_boxes is not None:
         empty = np.zeros((0, 5), np.float32)
-        fps = info.fps or 25.0
-        boxes = [sample.frame_boxes.get(int(math.floor(t * fps + 1e-6)), empty) for t in times]
+        boxes = [sample.frame_boxes.get(int(f), empty) for f in np.unique(plan.index)]
     elif not sample.detect:
-        boxes = [np.zeros((0, 5), np.float32)] * len(times)
-    return _Decoded(frames, times, boxes)
+        boxes = [np.zeros((0, 5), np.float32)] * len(frames)
+    return _Decoded(frames, plan, boxes)
 
 
-def _bounded_map(fn: Callable, items: list, workers: int, ahead: int) -> Iterator:
-    """``map`` in a thread pool that keeps at most ``ahead`` results pending (bounded memory).
-    Yields ``(item, result_or_exception)``."""
+class _Transforms:
+    """Pixels + subject mask -> model input, as the protocol says (video and image sizes differ)."""
 
-    def safe(item):
-        try:
-            return fn(item)
-        except Exception as e:  # reported per item by the caller
-            return e
+    def __init__(self, protocol: Protocol):
+        self.video = FrameTransform(protocol.image_size, protocol.video_resize, train=False)
+        self.image = FrameTransform(protocol.image_size, protocol.image_resize, train=False)
+        self.threshold = protocol.score_threshold
 
-    if workers <= 0:
-        for item in items:
-            yield item, safe(item)
+    def __call__(self, decoded: _Decoded) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = decoded.frames.shape[1:3]
+        masks = np.stack([boxes_to_mask(b, h, w, self.threshold) for b in decoded.boxes])
+        if decoded.plan is None:
+            return self.image(decoded.frames[0], masks[0])
+        return self.video(decoded.frames[decoded.plan.expand], masks[decoded.plan.expand])
+
+
+def _load(sample: Sample, num_frames: int, transforms: _Transforms, box_cache: BoxCache):
+    """Worker step: decode, and transform when the boxes are known. Returns ``(sample, result)`` with
+    the model inputs, a :class:`_Decoded` still waiting for the detector, or the exception."""
+    try:
+        decoded = decode_sample(sample, num_frames)
+        if decoded.boxes is None:
+            decoded.boxes = box_cache.boxes.get(sample.key)
+            if decoded.boxes is None:
+                return sample, decoded  # the detector runs in the main thread
+        return sample, transforms(decoded)
+    except Exception as e:  # reported per sample by the caller
+        return sample, e
+
+
+def _detect(sample: Sample, decoded: _Decoded, detector, box_cache: BoxCache) -> None:
+    if detector is None:
+        decoded.boxes = [np.zeros((0, 5), np.float32)] * len(decoded.frames)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        it = iter(items)
-        for item in it:
-            pending.append((item, pool.submit(safe, item)))
-            if len(pending) >= ahead:
-                done_item, fut = pending.popleft()
-                yield done_item, fut.result()
-        while pending:
-            done_item, fut = pending.popleft()
-            yield done_item, fut.result()
+    found = detector.detect(decoded.frames, video=sample.path, times=decoded.plan.times)
+    decoded.boxes = box_cache.boxes[sample.key] = [np.asarray(b, np.float32) for b in found]
 
 
 # ------------------------------------------------------------------------------------------------
-# extraction
+# step 3: encoding batches, step 4: results and the partial save
+
+
+@contextmanager
+def _inference_model(model: torch.nn.Module, device):
+    """The model in eval mode on ``device``: the caller's model when it is already there (its
+    train/eval mode restored afterwards), else a copy, so the caller's model never moves."""
+    current = next(model.parameters()).device
+    device = torch.device(device) if device is not None else current
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device != current:
+        yield copy.deepcopy(model).to(device).eval(), device
+        return
+    was_training = model.training
+    try:
+        yield model.eval(), device
+    finally:
+        model.train(was_training)
+
+
+class _Encoder:
+    """Collects model inputs into batches of one kind (video or image) and encodes them."""
+
+    def __init__(self, model, device: torch.device, precision: str, batch_size: int):
+        self.model, self.device, self.precision, self.batch_size = model, device, precision, batch_size
+        self.items: list[tuple[Sample, torch.Tensor, torch.Tensor]] = []
+
+    def add(
+        self, sample: Sample, pixels: torch.Tensor, mask: torch.Tensor
+    ) -> list[tuple[list[str], np.ndarray]]:
+        """Queue one sample; returns the batches this completed as ``(keys, features)``."""
+        done = self.flush() if self.items and self.items[0][0].kind != sample.kind else []
+        self.items.append((sample, pixels, mask))
+        return done + (self.flush() if len(self.items) >= self.batch_size else [])
+
+    def flush(self) -> list[tuple[list[str], np.ndarray]]:
+        if not self.items:
+            return []
+        pixels = torch.stack([i[1] for i in self.items]).to(self.device, non_blocking=True)
+        masks = torch.stack([i[2] for i in self.items]).to(self.device, non_blocking=True)
+        encode = self.model.encode_image if self.items[0][0].kind == "image" else self.model.encode_video
+        with autocast(self.device, self.precision):
+            out = encode(pixels, masks)
+        keys = [i[0].key for i in self.items]
+        self.items = []
+        return [(keys, F.normalize(out.float(), dim=-1).cpu().numpy())]
+
+
+class _Results:
+    """Features so far (resumed from ``partial_path``), failures, and the periodic partial save."""
+
+    def __init__(self, partial_path: Path | None, save_every: int, box_cache: BoxCache, desc: str):
+        self.path, self.save_every, self.box_cache, self.desc = partial_path, save_every, box_cache, desc
+        done = Features([], np.zeros((0, 0), np.float32), [])
+        if partial_path is not None and partial_path.is_file():
+            done = _load_features(partial_path)
+            logger.info(
+                "%s: resuming from %s (%d samples done)",
+                desc,
+                partial_path,
+                len(done.keys) + len(done.failed),
+            )
+        self.keys, self.failed = list(done.keys), list(done.failed)
+        self.chunks = [done.features] if done.keys else []
+        self.finished = set(self.keys) | {f["key"] for f in self.failed}
+        self.since_save = 0
+
+    def add(self, keys: list[str], features: np.ndarray) -> None:
+        self.keys.extend(keys)
+        self.chunks.append(features)
+        self.since_save += len(keys)
+        if self.path is not None and self.since_save >= self.save_every:
+            _save_features(self.path, self.features())
+            self.box_cache.save()
+            self.since_save = 0
+
+    def fail(self, sample: Sample, error: Exception) -> None:
+        reason = str(error) if str(error).startswith(sample.path) else f"{sample.path}: {error}"
+        logger.warning("%s: skipping %s: %s", self.desc, sample.key, reason)
+        self.failed.append({"key": sample.key, "path": sample.path, "reason": reason})
+
+    def features(self) -> Features:
+        stacked = np.concatenate(self.chunks) if self.chunks else np.zeros((0, 0), np.float32)
+        return Features(list(self.keys), stacked, list(self.failed))
 
 
 @torch.no_grad()
@@ -197,98 +323,44 @@ def extract_features(
     save_every: int = 1024,
     desc: str = "features",
 ) -> Features:
-    """Encode ``samples`` with the frozen model. Undecodable samples are logged and listed in
+    """Encode ``samples`` with the frozen model at ``protocol.precision`` on ``device`` (default: the
+    model's; another device encodes with a copy). Undecodable samples are logged and listed in
     ``failed``; with ``partial_path`` progress is saved every ``save_every`` samples and resumed."""
+    check_precision(protocol.precision)
     if any(s.detect for s in samples) and detector is None:
         logger.warning("%s: no person detector given; detector-boxed samples get an empty subject mask", desc)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    video_tf = FrameTransform(protocol.image_size, protocol.video_resize, train=False)
-    image_tf = FrameTransform(protocol.image_size, protocol.image_resize, train=False)
     box_cache = box_cache or BoxCache(None)
-
-    done = Features([], np.zeros((0, 0), np.float32), [])
-    if partial_path is not None and partial_path.is_file():
-        done = _load_features(partial_path)
-        logger.info(
-            "%s: resuming from %s (%d samples done)", desc, partial_path, len(done.keys) + len(done.failed)
+    results = _Results(partial_path, save_every, box_cache, desc)
+    todo = [s for s in samples if s.key not in results.finished]
+    transforms = _Transforms(protocol)
+    load = functools.partial(
+        _load, num_frames=protocol.num_frames, transforms=transforms, box_cache=box_cache
+    )
+    with _inference_model(model, device) as (net, dev):
+        autocast(dev, protocol.precision)  # refuses fp16 on the CPU before any decoding
+        encoder = _Encoder(net, dev, protocol.precision, batch_size)
+        bar = tqdm(
+            total=len(samples), initial=len(results.finished), desc=desc, unit="clip", dynamic_ncols=True
         )
-    finished = set(done.keys) | {f["key"] for f in done.failed}
-    todo = [s for s in samples if s.key not in finished]
-    keys, chunks, failed = list(done.keys), [done.features] if len(done.keys) else [], list(done.failed)
-    batch: list[tuple[Sample, torch.Tensor, torch.Tensor]] = []
-    since_save = 0
-
-    def flush():
-        nonlocal since_save
-        if not batch:
-            return
-        pixels = torch.stack([b[1] for b in batch]).to(device)
-        masks = torch.stack([b[2] for b in batch]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            encode = model.encode_image if batch[0][0].kind == "image" else model.encode_video
-            out = encode(pixels, masks)
-        chunks.append(F.normalize(out.float(), dim=-1).cpu().numpy())
-        keys.extend(b[0].key for b in batch)
-        since_save += len(batch)
-        batch.clear()
-        if partial_path is not None and since_save >= save_every:
-            _save_features(partial_path, Features(keys, np.concatenate(chunks), failed))
-            box_cache.save()
-            since_save = 0
-
-    def to_inputs(sample: Sample, decoded: _Decoded) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = decoded.frames
-        h, w = frames.shape[-3:-1]
-        masks = np.stack([boxes_to_mask(b, h, w, protocol.score_threshold) for b in decoded.boxes])
-        return image_tf(frames, masks[0]) if sample.kind == "image" else video_tf(frames, masks)
-
-    def prepare(sample: Sample):
-        """Decode (and, when the boxes are known, transform) in a worker thread."""
-        decoded = _decode(sample, protocol.num_frames)
-        if decoded.boxes is None:
-            cached = box_cache.boxes.get(sample.key)
-            if cached is None:
-                return decoded  # the detector runs in the main thread
-            decoded.boxes = cached
-        return to_inputs(sample, decoded)
-
-    try:
-        with tqdm(
-            total=len(samples), initial=len(finished), desc=desc, unit="clip", dynamic_ncols=True
-        ) as bar:
-            for sample, result in _bounded_map(prepare, todo, num_workers, ahead=max(2 * batch_size, 4)):
+        with bar:
+            for sample, loaded in prefetch(todo, load, workers=num_workers, depth=max(2 * batch_size, 4)):
                 bar.update(1)
                 try:
-                    if isinstance(result, Exception):
-                        raise result
-                    if isinstance(result, _Decoded):
-                        if detector is None:
-                            result.boxes = [np.zeros((0, 5), np.float32)] * len(result.frames)
-                        else:
-                            found = detector.detect(result.frames, video=sample.path, times=result.times)
-                            result.boxes = box_cache.boxes[sample.key] = [
-                                np.asarray(b, np.float32) for b in found
-                            ]
-                        result = to_inputs(sample, result)
-                    pixels, mask = result
+                    if isinstance(loaded, Exception):
+                        raise loaded
+                    if isinstance(loaded, _Decoded):
+                        _detect(sample, loaded, detector, box_cache)
+                        loaded = transforms(loaded)
+                    batches = encoder.add(sample, *loaded)
                 except Exception as e:  # one broken sample must not stop a benchmark run
-                    reason = str(e) if str(e).startswith(sample.path) else f"{sample.path}: {e}"
-                    logger.warning("%s: skipping %s: %s", desc, sample.key, reason)
-                    failed.append({"key": sample.key, "path": sample.path, "reason": reason})
+                    results.fail(sample, e)
                     continue
-                if batch and batch[0][0].kind != sample.kind:
-                    flush()
-                batch.append((sample, pixels, mask))
-                if len(batch) >= batch_size:
-                    flush()
-            flush()
-    finally:
-        model.train(was_training)
+                for keys, feats in batches:
+                    results.add(keys, feats)
+            for keys, feats in encoder.flush():
+                results.add(keys, feats)
     box_cache.save()
-    features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    return Features(keys, features, failed)
+    return results.features()
 
 
 def cached_features(
@@ -321,7 +393,9 @@ def cached_features(
     if protocol.detector:
         safe = hashlib.sha256(protocol.detector.encode()).hexdigest()[:10]
         boxes = BoxCache(
-            Path(cache_dir) / split.dataset / f"boxes-{split.split}-{safe}-{protocol.num_frames}f.json"
+            Path(cache_dir)
+            / split.dataset
+            / f"boxes-{split.split}-{safe}-{protocol.num_frames}f-v{CACHE_VERSION}.json"
         )
     feats = extract_features(
         load_model(),

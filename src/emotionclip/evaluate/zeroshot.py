@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..heads import DEFAULT_TEMPLATES, VOCABULARIES, zero_shot_classifier, zero_shot_scores
+from ..precision import default_precision
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .datasets.common import Sample
 
@@ -36,6 +37,7 @@ def zero_shot(
     *,
     detector: str | None = None,
     device: str | None = None,
+    precision: str | None = None,
     batch_size: int = 8,
 ) -> dict:
     """Zero-shot class probabilities for each video / image.
@@ -56,7 +58,9 @@ def zero_shot(
         from ..detect import get_detector
 
         det = get_detector(detector)
-    protocol = _default_protocol(model.video_len, model.image_size, det.name if det else None)
+    protocol = _default_protocol(
+        model.video_len, model.image_size, det.name if det else None, precision or default_precision(dev)
+    )
     feats = extract_features(
         model,
         input_samples(inputs, det is not None),

@@ -24,8 +24,12 @@ class Sample:
     path: str
     labels: dict[str, np.ndarray]
     kind: str = "video"  # "video" | "image"
-    start: float = 0.0  # seconds; the clip range [start, end), end None = end of the video
-    end: float | None = None
+    # the clip: video frames first_frame..last_frame (inclusive; None = the video's last), seen through
+    # the model's T frames spread by np.linspace as the release does; or one instant (seconds)
+    # whose frame is repeated T times (LIRIS-ACCEDE)
+    first_frame: int = 0
+    last_frame: int | None = None
+    instant: float | None = None
     frame_boxes: dict[int, np.ndarray] | None = field(default=None, compare=False)
     box: tuple[float, float, float, float] | None = None
     box_frame_size: tuple[int, int] | None = None  # (width, height) that ``box`` refers to

@@ -4,8 +4,12 @@ Layout: per-movie annotation files ``<movie>_Valence-Arousal.txt`` anywhere unde
 (whitespace-separated with a header: ``Time``, then columns whose names contain ``Valence`` and
 ``Arousal``; one row per second), and the movie files ``<movie>.{mp4,mkv,avi,...}`` anywhere under
 the root. Annotation files whose path contains ``test`` form the test split, the others train.
-Each annotated second becomes one sample: a window of ``window`` seconds centred on it (shifted to
-stay inside the movie).
+
+As in the release, each annotated second is one sample seen through ONE frame (the one showing at
+that second, repeated for the model's T frames) with person boxes from the detector, and the first
+``DROP_HEAD`` and last ``DROP_TAIL`` seconds of each training movie are left out (the release's
+8-frame window does not fit there). Test samples keep every second, in movie order, so that the
+predictions can be smoothed over the concatenated test set.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .common import Sample, SkipList, Split
 
 SPLITS = ("train", "test")
 DIMENSIONS = ("valence", "arousal")
+# the release: seconds i < ceil(8 / 2) and i > n - floor(8 / 2) of a training movie have no 8-frame window
+DROP_HEAD, DROP_TAIL = 4, 3
 _SUFFIX = re.compile(r"[_-]+valence[-_]*arousal.*$", re.IGNORECASE)
 
 
@@ -47,7 +53,7 @@ def read_annotation(path: Path) -> pd.DataFrame:
     return out
 
 
-def load(root: str | Path, split: str, window: float = 8.0) -> Split:
+def load(root: str | Path, split: str) -> Split:
     if split not in SPLITS:
         raise ValueError(f"LIRIS-ACCEDE has splits {SPLITS}, not {split!r}")
     root = Path(root)
@@ -68,21 +74,25 @@ def load(root: str | Path, split: str, window: float = 8.0) -> Split:
         except (FileNotFoundError, ValueError, VideoError) as e:
             skips.add(movie, video or ann, str(e))
             continue
-        half = min(window, duration) / 2
+        inside = []
         for t, v, a in table.itertuples(index=False):
-            key = f"{movie}@{t:g}"
-            if not 0 <= t <= duration:
-                skips.add(key, video, f"annotated second {t:g} is outside the {duration:.1f} s movie")
-                continue
-            start = min(max(t - half, 0.0), duration - 2 * half)
-            samples.append(
-                Sample(
-                    key=key,
-                    path=str(video),
-                    labels={"va": np.array([v, a], np.float32)},
-                    start=start,
-                    end=start + 2 * half,
-                    group=movie,
+            if 0 <= t <= duration:
+                inside.append((t, v, a))
+            else:
+                skips.add(
+                    f"{movie}@{t:g}", video, f"annotated second {t:g} is outside the {duration:.1f} s movie"
                 )
+        if split == "train":
+            inside = inside[DROP_HEAD : max(len(inside) - DROP_TAIL, DROP_HEAD)]
+        samples += [
+            Sample(
+                key=f"{movie}@{t:g}",
+                path=str(video),
+                labels={"va": np.array([v, a], np.float32)},
+                instant=float(t),
+                detect=True,
+                group=movie,
             )
+            for t, v, a in inside
+        ]
     return Split("liris-accede", split, samples, skips.items, {"va": list(DIMENSIONS)})

@@ -7,6 +7,11 @@ Layout (as the release used it; paths relative to the root, the ``official/`` pr
 clip: ``start_shot end_shot is_useful``, shots counted from 1), ``mg_videoinfo/video_boundaries/
 <movie>.videvents`` (a header line, then ``frame time CUT`` for each shot change) and the movie files
 ``videos/<movie>.{mp4,mkv,avi}``. Subject boxes come from the person detector.
+
+As in the release, a clip is the frames from its first shot's first frame to its last shot's last
+frame (the frame before the next cut); a clip ending with the movie's last shot is
+``SHOT_TAIL_FRAMES`` frames long from its start, and a clip listed with no labels keeps an all-zero
+target (it counts as a miss in top-1 hit).
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ def _info(root: Path, rel: str, what: str) -> Path:
     return find_first(root, [rel, f"official/{rel}"], what)
 
 
-def shot_start_times(path: Path) -> np.ndarray:
-    """Start time (s) of every shot: 0 for the first, then the ``time`` of each cut."""
+SHOT_TAIL_FRAMES = 8 * 24  # the release: a clip ending with the last shot lasts 8 s at 24 fps
+
+
+def shot_start_frames(path: Path) -> np.ndarray:
+    """First frame of every shot: 0 for the first, then the ``frame`` of each cut."""
     cuts = pd.read_csv(path, skiprows=1, header=None, sep=r"\s+", usecols=[0, 1], names=["frame", "time"])
-    return np.concatenate([[0.0], cuts["time"].to_numpy(np.float64)])
+    return np.concatenate([[0], cuts["frame"].to_numpy(np.int64)])
 
 
 def load(root: str | Path, split: str) -> Split:
@@ -78,7 +86,7 @@ def load(root: str | Path, split: str) -> Split:
                 usecols=[0, 1],
                 names=["start_shot", "end_shot"],
             )
-            shots = shot_start_times(
+            shots = shot_start_frames(
                 _info(root, f"mg_videoinfo/video_boundaries/{movie}.videvents", f"{movie} shot boundaries")
             )
         except (FileNotFoundError, ValueError) as e:
@@ -93,14 +101,15 @@ def load(root: str | Path, split: str) -> Split:
                 skips.add(key, root / "videos" / f"{movie}.mp4", "movie file missing")
             elif not str(clip).isdigit() or int(clip) >= len(scenes):
                 skips.add(key, video, f"clip {clip} has no scene boundary ({len(scenes)} scenes)")
-            elif unknown or not names:
-                skips.add(key, video, f"unknown or no emotion labels {unknown or names}")
+            elif unknown:
+                skips.add(key, video, f"unknown emotion labels {unknown}")
             else:
                 first, last = (int(v) for v in scenes.iloc[int(clip)])
                 if not 1 <= first <= last <= len(shots):
                     skips.add(key, video, f"shots {first}-{last} outside the {len(shots)} shots of the movie")
                     continue
-                end = float(shots[last]) if last < len(shots) else None  # the next shot's start
+                start = int(shots[first - 1])
+                end = int(shots[last]) - 1 if last < len(shots) else start + SHOT_TAIL_FRAMES
                 target = np.zeros(len(CATEGORIES), np.float32)
                 target[[index[n] for n in names]] = 1
                 samples.append(
@@ -108,8 +117,8 @@ def load(root: str | Path, split: str) -> Split:
                         key=key,
                         path=str(video),
                         labels={"categories": target},
-                        start=float(shots[first - 1]),
-                        end=end,
+                        first_frame=start,
+                        last_frame=end,
                         detect=True,
                         group=movie,
                     )
