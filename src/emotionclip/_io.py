@@ -127,9 +127,9 @@ class OutputDirError(FileError):
     """An output folder cannot be used: it is a file, holds a user's files, or another process writes it."""
 
 
-def _holder(folder: Path) -> str:
+def _holder(owner_file: Path) -> str:
     try:
-        owner = json.loads((folder / LOCK_OWNER).read_text())
+        owner = json.loads(owner_file.read_text())
         return f"pid {owner['pid']} ({owner.get('tool', '?')})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
@@ -137,7 +137,11 @@ def _holder(folder: Path) -> str:
 
 @contextmanager
 def claim_output_dir(
-    path: str | os.PathLike, tool: str, allow: tuple[str, ...] = (), create: bool = True
+    path: str | os.PathLike,
+    tool: str,
+    allow: tuple[str, ...] = (),
+    create: bool = True,
+    part: str | None = None,
 ) -> Iterator[Path]:
     """Hold ``path`` as ``tool``'s output folder for the body of the ``with``.
 
@@ -146,7 +150,9 @@ def claim_output_dir(
     * a file, a non-empty folder without the marker, or another tool's folder is refused
       (:class:`OutputDirError` naming it), so nothing of the user's is overwritten;
     * an exclusive lock (``.emotionclip.lock``, released when the process dies) keeps a second
-      process out: it gets :class:`OutputDirError` naming the holder's pid.
+      process out: it gets :class:`OutputDirError` naming the holder's pid. With ``part`` (a slice
+      of a job split over processes, :mod:`emotionclip.parts`) the lock is that part's, so the
+      parts of one job share the folder while a second process for the same part is kept out.
     """
     from filelock import FileLock, Timeout
 
@@ -155,8 +161,8 @@ def claim_output_dir(
         raise OutputDirError(folder, "is a file, not a folder; choose a folder for the outputs")
     marker = folder / OUTPUT_MARKER
     if folder.is_dir() and not marker.is_file():
-        own = {LOCK_NAME, LOCK_OWNER}
-        if any(p.name not in own for p in folder.iterdir()):
+        # only locks (of any part), their owners and their temporaries: another process is claiming it
+        if any(not p.name.lstrip(".").startswith(LOCK_NAME[1:]) for p in folder.iterdir()):
             raise OutputDirError(
                 folder, f"holds files that `emotionclip {tool}` did not write; choose an empty or new folder"
             )
@@ -170,19 +176,21 @@ def claim_output_dir(
     if not folder.exists():
         if not create:
             raise OutputDirError(folder, "does not exist")
-        folder.mkdir(parents=True)
-    lock = FileLock(str(folder / LOCK_NAME), timeout=0)
+        folder.mkdir(parents=True, exist_ok=True)  # another part may create it at the same moment
+    lock_name = LOCK_NAME if part is None else f"{LOCK_NAME}.{part}"
+    owner_file = folder / (LOCK_OWNER if part is None else f"{lock_name}.owner")
+    lock = FileLock(str(folder / lock_name), timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise OutputDirError(
-            folder, f"is being written by {_holder(folder)}; wait for it or choose another folder"
+            folder, f"is being written by {_holder(owner_file)}; wait for it or choose another folder"
         ) from None
     try:
-        atomic_write_json(folder / LOCK_OWNER, {"pid": os.getpid(), "tool": tool})
+        atomic_write_json(owner_file, {"pid": os.getpid(), "tool": tool})
         if not marker.is_file():
             atomic_write_json(marker, {"tool": tool, "format": 1})
         yield folder
     finally:
-        (folder / LOCK_OWNER).unlink(missing_ok=True)
+        owner_file.unlink(missing_ok=True)
         lock.release()

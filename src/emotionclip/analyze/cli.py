@@ -82,6 +82,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "openvino: fp32, bf16, int8; auto: limits its choice to this precision",
     )
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
+    p.add_argument(
+        "--part",
+        help="I/N: only the I-th of N round-robin slices of the inputs (job arrays; combined with "
+        "torchrun/srun ranks); the last part to finish writes summary.json",
+    )
 
 
 def _check_args(args) -> str | None:
@@ -92,6 +97,13 @@ def _check_args(args) -> str | None:
         return f"--batch-size must be >= 1 (got {args.batch_size})"
     if getattr(args, "head", None) is not None and getattr(args, "classes", None):
         return "give either --classes (zero-shot) or --head (linear probe), not both"
+    if args.part is not None:
+        from ..parts import parse_part
+
+        try:
+            parse_part(args.part)
+        except ValueError as e:
+            return str(e)
     if args.out.exists() and not args.out.is_dir():
         return f"--out {args.out}: is a file, not a folder; choose a folder for the outputs"
     return None
@@ -193,6 +205,7 @@ def run_analyze(args) -> int:
             overwrite=args.overwrite,
             settings={"checkpoint": str(args.checkpoint)},
             proxy=not args.no_proxy,
+            part=args.part,
             **embed_kwargs,
         )
     except (OutputDirError, ValueError) as e:  # the folder, or the classes a head brings
@@ -216,6 +229,7 @@ def run_embed(args) -> int:
             args.out,
             overwrite=args.overwrite,
             settings={"checkpoint": str(args.checkpoint)},
+            part=args.part,
             **kwargs,
         )
     except OutputDirError as e:

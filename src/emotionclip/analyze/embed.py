@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._prefetch import prefetch
 from ..backends import as_inference_model
 from ..detect import resolve_detector
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
 from ..video_io import VideoInfo, probe_video
-from .windows import Window, batched, iter_windows, plan_windows, prefetch
+from .windows import Window, batched, iter_windows, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,9 @@ def embed_video(
     padded: list[int] = []
     frame_features: dict[int, torch.Tensor] = {}  # grid index -> encoded frame, while windows need it
     sent: set[int] = set()
-    windows = iter_windows(path, info, plan, det, short_side=short_side)
-    # decoding, detection and the transform run in a background thread, ahead of the model
+    # a pipeline ahead of the model: decoding, detection (batched) and the transform each run in
+    # their own thread, so windows/s follows the encoder while it is the slowest stage
+    windows = iter_windows(path, info, plan, det, short_side=short_side, workers=1)
     batches = (_prepare_batch(tf, b, info.width, keep, sent) for b in batched(windows, batch_size))
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):
