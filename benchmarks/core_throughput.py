@@ -35,23 +35,26 @@ def cpu_line() -> str:
     return f"{cpu['model']}; " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items())
 
 
-def _runners(model, paths, auto: bool):
+def _runners(model, paths, auto: bool, device):
     from emotionclip.backends import load_backend
     from emotionclip.backends.auto import candidates
 
-    wanted = [tuple(p.split("-", 1)) for p in paths] if paths else candidates()
+    gpu = [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
+    wanted = (
+        [tuple(p.split("-", 1)) for p in paths] if paths else (gpu if device.type == "cuda" else candidates())
+    )
     runners = {}
     for backend, precision in wanted:
         t0 = time.perf_counter()
         try:
-            runners[f"{backend}-{precision}"] = load_backend(model, backend, precision)
+            runners[f"{backend}-{precision}"] = load_backend(model, backend, precision, device)
         except Exception as e:  # not installed / cannot run here: say so, go on
             print(f"{backend}-{precision}: unavailable ({type(e).__name__}: {e})")
             continue
         print(f"# prepared {backend}-{precision} in {time.perf_counter() - t0:.1f} s")
     if auto:
         t0 = time.perf_counter()
-        chosen = load_backend(model, "auto")
+        chosen = load_backend(model, "auto", device=device)
         print(
             f"# auto chose {chosen.backend} in {time.perf_counter() - t0:.1f} s (measuring, once per machine)"
         )
@@ -68,19 +71,23 @@ def main() -> None:
     ap.add_argument("--paths", help="comma-separated backend-precision list (default: all installed)")
     ap.add_argument("--no-auto", action="store_true", help="skip backend='auto'")
     ap.add_argument("--cache", help="keep exports and auto's choice here (default: a temporary folder)")
-    ap.add_argument("--train", action="store_true", help="also time one training step")
+    ap.add_argument("--train", action="store_true", help="also time one training step (CPU)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (torch fp32 / bf16 / fp16 and auto there)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cache = args.cache or tempfile.mkdtemp(prefix="emotionclip-bench-")
     os.environ["EMOTIONCLIP_CACHE"] = cache
 
-    model = emotionclip.create_model(args.backbone).eval()
+    device = torch.device(args.device)
+    model = emotionclip.create_model(args.backbone, device=device).eval()
     b, t, s = args.batch, model.video_len, model.image_size
-    video = torch.randn(b, t, 3, s, s)
-    mask = torch.zeros(b, t, s, s)
+    video = torch.randn(b, t, 3, s, s, device=device)
+    mask = torch.zeros(b, t, s, s, device=device)
     mask[:, :, s // 6 : 5 * s // 6, s // 4 : 3 * s // 4] = 1
-    print(f"# {cpu_line()}")
+    print(
+        f"# {cpu_line()}" + (f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
+    )
     print(
         f"# {args.backbone}, batch {b} x {t} frames, {args.threads} threads, torch {torch.__version__}; "
         "shared CPU: absolute numbers are noisy, ratios come from interleaved runs"
@@ -92,7 +99,7 @@ def main() -> None:
 
     runners = {
         "published (torch fp32 eager)": None,
-        **_runners(model, args.paths and args.paths.split(","), not args.no_auto),
+        **_runners(model, args.paths and args.paths.split(","), not args.no_auto, device),
     }
     calls = {
         name: (baseline if r is None else (lambda r=r: r.encode_video(video, mask)))
@@ -110,7 +117,7 @@ def main() -> None:
     print(f"{'path':<38} {'clips/s':>8} {'x published':>12} {'min cosine':>11}")
     for name in calls:
         print(f"{name:<38} {b / best[name]:8.2f} {base / best[name]:12.2f} {cosine[name]:11.5f}")
-    if args.train:
+    if args.train and device.type == "cpu":
         _train_step(model, video, mask, args.repeats)
 
 

@@ -20,25 +20,25 @@ from emotionclip.parts import Part, current_part, parse_part
 def test_parts_are_deterministic_round_robin_slices(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert parse_part("2/3") == Part(1, 3) and current_part(None) is None
+    assert parse_part("1/3") == Part(1, 3) and current_part(None) is None
     items = list(range(10))
-    slices = [parse_part(f"{i}/3").select(items) for i in (1, 2, 3)]
+    slices = [parse_part(f"{i}/3").select(items) for i in (0, 1, 2)]
     assert sorted(sum(slices, [])) == items and slices[0] == [0, 3, 6, 9]
-    for bad in ("0/2", "3/2", "1-2", "a/b"):
+    for bad in ("2/2", "-1/2", "1-2", "a/b"):
         with pytest.raises(ValueError, match="I/N"):
             parse_part(bad)
-    # torchrun ranks split each part further: part 2/2 with 4 ranks, rank 1 -> slice 5 of 8
+    # torchrun ranks split each part further: part 1/2 with 4 ranks, rank 1 -> slice 5 of 8
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    assert current_part("2/2") == Part(5, 8) and current_part(None) == Part(1, 4)
+    assert current_part("1/2") == Part(5, 8) and current_part(None) == Part(1, 4)
 
 
 def test_parts_share_a_folder_but_not_a_part(tmp_path):
-    with claim_output_dir(tmp_path / "o", "embed", part="part-1-of-2"):
-        with claim_output_dir(tmp_path / "o", "embed", part="part-2-of-2"):
+    with claim_output_dir(tmp_path / "o", "embed", part="part-0-of-2"):
+        with claim_output_dir(tmp_path / "o", "embed", part="part-1-of-2"):
             pass
         with pytest.raises(OutputDirError, match=f"being written by pid {os.getpid()}"):
-            with claim_output_dir(tmp_path / "o", "embed", part="part-1-of-2"):
+            with claim_output_dir(tmp_path / "o", "embed", part="part-0-of-2"):
                 pass
 
 
@@ -99,15 +99,15 @@ def test_two_parts_equal_one_process(job, single, tmp_path, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     out = tmp_path / "out"
-    _embed(job, out, "--part", "2/2")
-    assert not (out / "summary.json").exists()  # part 1 has not finished yet
     _embed(job, out, "--part", "1/2")
+    assert not (out / "summary.json").exists()  # part 0 has not finished yet
+    _embed(job, out, "--part", "0/2")
     _assert_same(_outputs(out), single)
-    # resumable: a part run again skips what it did (inputs 1, 3, 5 of 5: clip, broken, flower)
-    _embed(job, out, "--part", "1/2")
+    # resumable: a part run again skips what it did (inputs 0, 2, 4: clip, broken, flower)
+    _embed(job, out, "--part", "0/2")
     again = json.loads((out / "summary.json").read_text())
     assert [os.path.basename(e["input"]) for e in again["skipped"]] == ["clip.flv", "flower.mp4"]
-    assert len(again["done"]) == 2 and len(again["failed"]) == 1  # part 2's run, and the broken file
+    assert len(again["done"]) == 2 and len(again["failed"]) == 1  # part 1's run, and the broken file
 
 
 def test_torchrun_ranks_equal_one_process(job, single, tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 Inputs are dealt round-robin (``items[k::n]``) from the list every process builds the same way, so
 each process gets a deterministic slice and together they cover it once. Under ``torchrun`` (or
 SLURM ``srun``) ``RANK`` / ``WORLD_SIZE`` split each part further: ``--part 2/4`` with 8 ranks is
-slice ``(2 - 1) * 8 + rank`` of 32. No process group is needed: processes meet in the output folder.
+slice ``2 * 8 + rank`` of 32. ``I`` is 0-based, as in ``emotionclip prepare --part`` and SLURM's
+``--array=0-N``. No process group is needed: processes meet in the output folder.
 """
 
 from __future__ import annotations
@@ -23,18 +24,18 @@ class Part:
 
     @property
     def name(self) -> str:
-        return f"part-{self.index + 1}-of-{self.count}"
+        return f"part-{self.index}-of-{self.count}"
 
     def select(self, items: Sequence) -> list:
         return list(items[self.index :: self.count])
 
 
 def parse_part(text: str) -> Part:
-    """``"I/N"`` (1-based, as SLURM's ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``) -> :class:`Part`."""
+    """``"I/N"`` with ``0 <= I < N`` (e.g. ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``) -> :class:`Part`."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise ValueError(f"--part must be I/N with 1 <= I <= N, got {text!r}")
-    return Part(int(m.group(1)) - 1, int(m.group(2)))
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"--part must be I/N with 0 <= I < N, got {text!r}")
+    return Part(int(m.group(1)), int(m.group(2)))
 
 
 def _env_rank() -> tuple[int, int]:

@@ -84,8 +84,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument(
         "--part",
-        help="I/N: only the I-th of N round-robin slices of the inputs (job arrays; combined with "
-        "torchrun/srun ranks); the last part to finish writes summary.json",
+        help="I/N: only slice I (0-based) of N round-robin slices of the inputs, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (combined with torchrun/srun ranks); the last "
+        "part to finish writes summary.json",
     )
 
 
