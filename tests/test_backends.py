@@ -142,3 +142,27 @@ def test_an_export_folder_needs_a_runtime(tiny, tmp_path):
         emotionclip.load_model(out, backend="torch")
     with pytest.raises(ValueError, match="not an export folder"):
         load_backend(tmp_path, "onnxruntime")
+
+
+def test_cli_backends_give_the_torch_results(tiny, cache, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from PIL import Image
+
+    from emotionclip.cli import main
+    from emotionclip.evaluate.zeroshot import zero_shot
+
+    ckpt = emotionclip.save_model(tiny, tmp_path / "model")
+    image = tmp_path / "in" / "face.png"
+    image.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)).save(image)
+    common = [str(image.parent), "--checkpoint", str(ckpt), "--detector", "none"]
+    assert main(["embed", *common, "--out", str(tmp_path / "torch")]) == 0
+    assert main(["embed", *common, "--out", str(tmp_path / "ort"), "--backend", "onnxruntime"]) == 0
+    a = np.load(tmp_path / "torch" / "face.npz")["features"]
+    b = np.load(tmp_path / "ort" / "face.npz")["features"]
+    assert _cos(torch.from_numpy(a), torch.from_numpy(b)) > 0.99999
+    ref = zero_shot(ckpt, [image], device="cpu")
+    got = zero_shot(ckpt, [image], device="cpu", backend="onnxruntime")
+    for r, g in zip(ref["results"], got["results"], strict=True):
+        assert r["scores"] == pytest.approx(g["scores"], abs=1e-4)

@@ -51,9 +51,13 @@ class Protocol:
     detector: str | None = None
     score_threshold: float = BOX_SCORE_THRESHOLD
     precision: str = "fp32"  # emotionclip.precision name; bf16 and fp32 features differ, so it keys the cache
+    backend: str = "torch"  # emotionclip.backends: an ONNX Runtime / OpenVINO run keys its own entries
 
     def key(self) -> str:
-        text = json.dumps({**asdict(self), "version": CACHE_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if fields["backend"] == "torch":  # keys of torch runs stay those of earlier versions
+            del fields["backend"]
+        text = json.dumps({**fields, "version": CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -228,6 +232,9 @@ def _detect(sample: Sample, decoded: _Decoded, detector, box_cache: BoxCache) ->
 def _inference_model(model: torch.nn.Module, device):
     """The model in eval mode on ``device``: the caller's model when it is already there (its
     train/eval mode restored afterwards), else a copy, so the caller's model never moves."""
+    if hasattr(model, "backend"):  # emotionclip.backends object: runs where it was loaded, as it is
+        yield model, model.device
+        return
     current = next(model.parameters()).device
     device = torch.device(device) if device is not None else current
     if device.type == "cuda" and device.index is None:
