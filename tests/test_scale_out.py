@@ -149,3 +149,46 @@ def test_torchrun_two_processes(job, single, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert (tmp_path / "out" / "summary.json").is_file(), proc.stderr[-3000:]
     _assert_same(_outputs(tmp_path / "out"), single)
+
+
+# ---- the analysis pipeline ---------------------------------------------------------------------
+
+
+class _CountingDetector:
+    """A real box source (a fixed box per frame) that records how it is called."""
+
+    name = "counting"
+
+    def __init__(self):
+        import threading
+
+        self.calls, self.threads, self.main = [], set(), threading.get_ident()
+
+    def detect(self, frames, video=None, times=None):
+        import threading
+
+        self.calls.append(list(times))
+        self.threads.add(threading.get_ident())
+        h, w = frames.shape[1:3]
+        return [np.array([[w * 0.2, h * 0.1, w * 0.8, h * 0.9, 0.9]], np.float32) for _ in frames]
+
+
+def test_detection_is_batched_once_per_frame_and_off_the_main_thread():
+    from emotionclip.analyze.windows import iter_windows, plan_windows
+    from emotionclip.video_io import probe_video
+
+    path = SAMPLE_MEDIA / "friday.mp4"
+    info = probe_video(path)
+    plan = plan_windows(info.duration, 2.0, 1.0, 8)
+    det = _CountingDetector()
+    piped = list(iter_windows(path, info, plan, det, short_side=128, detect_batch=16, workers=1))
+    instants = [t for call in det.calls for t in call]
+    assert sorted(instants) == sorted(set(instants))  # shared frames are detected once
+    assert len(instants) == len(np.unique(plan.grid_index))
+    assert max(map(len, det.calls)) == 16 and len(det.calls) == -(-len(instants) // 16)
+    assert det.main not in det.threads  # the detector runs in the pipeline's own thread
+    serial = list(iter_windows(path, info, plan, _CountingDetector(), short_side=128, workers=0))
+    assert [w.index for w in piped] == list(range(len(plan)))
+    for a, b in zip(piped, serial, strict=True):
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.times, b.times)
+        assert all(np.array_equal(x, y) for x, y in zip(a.boxes, b.boxes, strict=True))

@@ -208,13 +208,15 @@ def export_model(
     precision: str = "fp32",
     overwrite: bool = False,
     source: str | None = None,
+    fp32_onnx: str | os.PathLike | None = None,
 ) -> Path:
     """Write an export folder (see the module docstring) of ``model`` to ``out``, atomically.
 
     ``precision``: ``fp32``; ``int8`` (ONNX: ONNX Runtime dynamic quantisation; OpenVINO: NNCF with
     sample-media calibration); ``bf16`` (OpenVINO only: fp32 weights, run with the runtime's bf16
     inference hint, which needs a CPU with bf16 instructions). An existing ``out`` is replaced only
-    with ``overwrite=True`` and only if it is an export folder.
+    with ``overwrite=True`` and only if it is an export folder. ``fp32_onnx``: an fp32 ONNX export
+    of the same model to start from instead of exporting the graphs again.
     """
     import torch
 
@@ -257,7 +259,18 @@ def export_model(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         work = tmp / ".fp32"
         work.mkdir()
-        onnx_paths = export_onnx_graphs(model, work)
+        if fp32_onnx is not None:
+            base = read_export_config(fp32_onnx)
+            if base["model_hash"] != config["model_hash"] or (base["format"], base["precision"]) != (
+                "onnx",
+                "fp32",
+            ):
+                raise ExportError(fp32_onnx, "is not an fp32 ONNX export of this model")
+            onnx_paths = {
+                g: Path(shutil.copy(Path(fp32_onnx) / base["graphs"][g], work / f"{g}.onnx")) for g in GRAPHS
+            }
+        else:
+            onnx_paths = export_onnx_graphs(model, work)
         calib = None
         if (precision, format) == ("int8", "openvino"):
             pixels, masks = calibration_frames(model)

@@ -35,8 +35,11 @@ def cached_export(model, runtime: str, precision: str) -> Path:
     fmt, export_precision = _EXPORT_FOR[(runtime, precision)]
     folder = cache_dir() / "exports" / model_hash(model) / f"{fmt}-{export_precision}"
     folder.parent.mkdir(parents=True, exist_ok=True)
+    base = None
+    if (fmt, export_precision) != ("onnx", "fp32"):  # quantised exports start from the fp32 graphs
+        base = cached_export(model, "onnxruntime", "fp32")
     with FileLock(str(folder) + ".lock"):  # ranks of one job export once
         if not (folder / EXPORT_CONFIG).is_file():
             logger.info("exporting the model for %s %s into %s (once per model)", runtime, precision, folder)
-            export_model(model, folder, fmt, export_precision, overwrite=folder.exists())
+            export_model(model, folder, fmt, export_precision, overwrite=folder.exists(), fp32_onnx=base)
     return folder
