@@ -88,6 +88,7 @@ def test_auto_picks_the_fastest_within_the_cosine_bound():
     ]
     assert auto_mod._pick(results)["backend"] == "openvino"
     assert auto_mod._pick(results[:2])["backend"] == "torch"  # int8 too far from fp32
+    assert auto_mod._pick(results[1:2]) == {"backend": "torch", "precision": "fp32"}  # only int8 asked
 
 
 def _no_runtimes(monkeypatch):

@@ -132,7 +132,9 @@ def measure(model, pairs: list[tuple[str, str]] | None = None, repeats: int = 3)
 
 def _pick(results: list[dict]) -> dict:
     ok = [r for r in results if "error" not in r and r["cosine"] >= MIN_COSINE]
-    ok = ok or [r for r in results if r["backend"] == "torch" and r["precision"] == "fp32"]
+    if not ok:  # nothing asked for is close enough: the reference itself
+        logger.warning("backend auto: no candidate within cosine %s of fp32; using torch fp32", MIN_COSINE)
+        return {"backend": "torch", "precision": "fp32"}
     return min(ok, key=lambda r: r["seconds_per_clip"])
 
 
