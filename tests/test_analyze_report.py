@@ -1,8 +1,10 @@
 """`emotionclip analyze` on real media with the parity checkpoint; the report in a real browser (issue #6)."""
 
+import io
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -93,7 +95,9 @@ def test_report_renders_in_headless_chromium(analysed):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     out, _ = analysed
     html = (out / "friday" / "report.html").read_text()
-    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    assert not re.search(
+        r"""(src|href)=["']?(https?:)?//|url\(\s*["']?https?:|fetch\(|XMLHttpRequest""", html
+    )
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
         try:
@@ -139,3 +143,74 @@ def test_embed_cli_videos_and_images(tmp_path, media_dir, parity_dir):
     assert np.load(out / "still.npz")["features"].shape == (1, 64)
     summary = json.loads((out / "summary.json").read_text())
     assert [f["input"] for f in summary["failed"]] == [str(tmp_path / "nope.mp4")]
+
+
+def test_analyze_video_table_plots_and_shows_in_a_notebook(media_dir, parity_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emotionclip.analyze import EmotionTable, analyze_video
+    from emotionclip.factory import load_model
+
+    model = load_model(parity_dir / "official_format_checkpoint.pt")
+    table = analyze_video(model, media_dir / "friday.mp4", detector=None)
+    assert isinstance(table, EmotionTable) and isinstance(table, pd.DataFrame)
+    assert table.classes == list(table.columns[-7:]) and len(table) == 5
+    ax = table.plot()
+    assert [line.get_label() for line in ax.get_lines()] == table.classes
+    assert np.allclose(ax.get_lines()[0].get_ydata(), table[table.classes[0]])
+    pandas_ax = table.plot.line(x="start", y="joy")  # pandas' own plot accessor still works
+    assert pandas_ax.get_lines()[0].get_label() == "joy"
+    plt.close("all")
+    page = table._repr_html_()
+    assert page.count("<rect") == 1 + len(table) and "<table" in page and "surprise" in page
+    # scripts keep working: pandas operations give plain DataFrames, CSV round-trips
+    assert type(table[table["joy"] > 0]) is pd.DataFrame
+    assert pd.read_csv(io.StringIO(table.to_csv(index=False))).shape == table.shape
+
+
+def test_spoken_lines_of_the_real_webvtt(media_dir):
+    from emotionclip.analyze.subtitles import spoken_lines
+
+    lines = spoken_lines(media_dir / "friday.mp4")
+    assert lines.path == str(media_dir / "friday.vtt") and lines.skipped == 0 and lines.problem is None
+    assert [c[2] for c in lines.cues][:2] == ["Hildy!", "How are you?"]
+    assert lines.cues[-1] == (4.3, 6.0, "Somebody must've stolen the crown jewels")
+
+
+def test_spoken_lines_decode_utf16_and_skip_broken_cues(tmp_path):
+    from emotionclip.analyze.subtitles import spoken_lines
+
+    srt = (
+        "1\n00:00:01,000 --> 00:00:02,500\n<i>Ça va</i> &amp; toi?\n\n"
+        "2\n00:00:05,000 --> 00:00:04,000\nbackwards\n\n"
+        "3\n00:00:06,000 --> 99:59:59,000\nThis goes on forever\n\n"
+        "4\n00:00:07,000 --> 00:00:08,000\n\n"
+    )
+    (tmp_path / "talk.srt").write_bytes(b"\xff\xfe" + srt.encode("utf-16-le"))  # UTF-16 with its BOM
+    lines = spoken_lines(tmp_path / "talk.mp4")
+    assert lines.cues == [(1.0, 2.5, "Ça va & toi?")] and lines.skipped == 3  # backwards, 100 h, no text
+    (tmp_path / "talk.srt").write_bytes(b"\x00\xff garbage")
+    broken = spoken_lines(tmp_path / "talk.mp4")
+    assert broken.cues == [] and broken.problem == "no usable cue"
+    assert spoken_lines(tmp_path / "silent.mp4").path is None
+    (tmp_path / "film.en.vtt").write_text("WEBVTT\n\n00:00.500 --> 00:01.000\nHi\n")
+    assert spoken_lines(tmp_path / "film.mkv").cues == [(0.5, 1.0, "Hi")]  # language-tagged name
+
+
+def test_rerun_resumes_and_the_index_says_what_was_skipped(analysed, parity_dir):
+    out, videos = analysed
+    before = (out / "friday" / "emotions.csv").stat().st_mtime_ns
+    args = ["--checkpoint", str(parity_dir / "official_format_checkpoint.pt"), "--out", str(out)]
+    assert (
+        main(["analyze", *map(str, videos.values()), *args, "--window", str(WINDOW), "--stride", str(STRIDE)])
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["skipped"]) == 2 and not summary["done"]
+    assert (out / "friday" / "emotions.csv").stat().st_mtime_ns == before
+    index = (out / "index.html").read_text()
+    assert index.count('data-status="skipped"') == 2 and index.count("skipped (outputs exist)") == 2
+    assert 'href="friday/report.html"' in index and 'src="friday/thumbnail.jpg"' in index

@@ -219,6 +219,7 @@ def test_zero_shot_table_over_custom_classes(tmp_path, model):
         "start",
         "end",
         "has_person",
+        "padded_frames",
         "boxes",
         "top_emotion",
         "calm",
@@ -227,7 +228,7 @@ def test_zero_shot_table_over_custom_classes(tmp_path, model):
     ]
     assert len(table) == 5  # starts 0, 0.5, ..., 2.0
     assert np.allclose(table[["calm", "angry", "amused"]].sum(axis=1), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(ValueError, match="given twice"):
         analyze_video(model, path, classes=["joy", "joy"], detector=None)
 
 

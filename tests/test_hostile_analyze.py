@@ -2,9 +2,13 @@
 one process per output folder, truncated videos marked, bad class lists and boxes handled."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -93,6 +97,10 @@ def test_truncated_video_marks_its_padded_windows(tmp_path, media_dir, checkpoin
     report = (out / "cut" / "report.html").read_text()
     assert "2 window(s) at the end repeat the last decoded frame" in report
     assert "2 padded window(s)" in (out / "index.html").read_text()
+    emb = tmp_path / "emb"
+    assert main(["embed", str(video), "--checkpoint", checkpoint, "--out", str(emb)]) == 0
+    assert np.load(emb / "cut.npz")["padded_frames"].tolist() == [0, 0, 0, 2, 4]
+    assert json.loads((emb / "summary.json").read_text())["done"][0]["padded_windows"] == padded
 
 
 @pytest.mark.parametrize(
@@ -174,3 +182,50 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path, media_dir, checkpoint, ca
     code = main([command, str(media_dir / "friday.mp4"), "--checkpoint", checkpoint, "--out", str(out)])
     assert code == 2 and out.read_text() == "keep me"
     assert f"--out {out}: is a file, not a folder" in caplog.text
+
+
+def test_kill_9_mid_batch_then_rerun_resumes_without_loss(tmp_path, media_dir, checkpoint):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotionclip",
+        "analyze",
+        str(media_dir / "friday.mp4"),
+        str(media_dir / "flower.mp4"),
+    ]
+    cmd += [
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        str(out),
+        "--detector",
+        "none",
+        "--keyframes",
+        "1",
+        "--stride",
+        "2",
+    ]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):  # until the first video's report is in place (at most 2 min)
+            if (out / "friday" / "report.html").exists() or run.poll() is not None:
+                break
+            time.sleep(0.1)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+    assert (out / "friday" / "report.html").exists() and not (
+        out / "summary.json"
+    ).exists()  # killed mid-batch
+    finished = (out / "friday" / "emotions.csv").read_bytes()
+    # the dead process's lock is gone with it: the rerun gets the folder, keeps friday, does the rest
+    assert main(cmd[3:]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    done = {Path(d["video"]).name for d in summary["done"]} | {
+        Path(d["video"]).name for d in summary["skipped"]
+    }
+    assert done == {"friday.mp4", "flower.mp4"} and not summary["failed"]
+    assert (out / "friday" / "emotions.csv").read_bytes() == finished
+    assert (out / "flower" / "report.html").exists()

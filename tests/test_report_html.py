@@ -90,6 +90,13 @@ def test_report_plays_seeks_and_explains_offline(batch, browser, tmp_path):
         )
         page.evaluate("() => document.getElementById('video').pause()")
         duration = page.evaluate("() => document.getElementById('video').duration")
+        # the cursor follows playback: at the paused time's place on the timeline's time axis
+        played, cursor, width = page.evaluate(
+            "() => [document.getElementById('video').currentTime,"
+            " +document.getElementById('cursor').getAttribute('x1'),"
+            " document.querySelector('#timeline svg').getAttribute('width')]"
+        )
+        assert played > 0 and abs(cursor - (44 + played / duration * (float(width) - 88))) < 2
 
         box = page.locator("#timeline").bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

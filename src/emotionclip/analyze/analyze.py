@@ -60,7 +60,10 @@ def probe_scorer(head_path: str | Path) -> EmotionScorer:
     from emotionclip.heads import ProbeHead
 
     head = ProbeHead.load(head_path)
-    check_classes(head.classes)
+    try:
+        check_classes(head.classes)
+    except ValueError as e:
+        raise ValueError(f"{head_path}: {e}") from None
     return EmotionScorer(
         head.classes, f"probe ({head.kind})", head.dim, head.predict, probabilities=head.kind != "ridge"
     )

@@ -237,7 +237,14 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> 
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write(target, buf.getvalue())
-        summary["done"].append({"input": str(path), "out": str(target), "rows": len(arrays["features"])})
+        done = {"input": str(path), "out": str(target), "rows": len(arrays["features"])}
+        if "padded_frames" in arrays:
+            done["padded_windows"] = np.flatnonzero(arrays["padded_frames"]).tolist()
+            if done["padded_windows"]:
+                logger.warning(
+                    "%s: window(s) %s padded (the stream ends early)", path, done["padded_windows"]
+                )
+        summary["done"].append(done)
     _finish(out, summary, part, inputs, "input")
     return summary
 

@@ -46,7 +46,8 @@ def register(subparsers) -> None:
         "embed",
         help="EmotionCLIP embeddings of videos (one per window) and images",
         description="Write OUT/<name>.npz per input: `features` [N, D] (un-normalised), and for videos "
-        "`starts`, `ends`, `has_person`, `boxes` (JSON) per window. Exit status 1 if any input failed.",
+        "`starts`, `ends`, `has_person`, `padded_frames`, `boxes` (JSON) per window. OUT must be new, empty "
+        "or an earlier embed output. Exit status 1 if any input failed.",
     )
     e.add_argument("inputs", nargs="+", type=Path, help="video or image files, or folders")
     _common(e)

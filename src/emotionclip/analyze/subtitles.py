@@ -1,12 +1,13 @@
 """The subtitles beside a video (same stem, ``.vtt`` / ``.srt``), read only to show the spoken line in reports.
 
-A stage may not import another, so this is a small reader of its own (``prepare`` has the full
+Language-tagged names (``VIDEO.en.srt``) count too. A stage may not import another, so this is a small reader of its own (``prepare`` has the full
 parser that turns subtitles into training sentences). Unusable cues are skipped and counted, an
 unreadable file gives no cues and a reason: a report never fails because of its subtitles.
 """
 
 from __future__ import annotations
 
+import glob
 import html
 import math
 import re
@@ -70,12 +71,22 @@ def parse_cues(text: str) -> tuple[list[tuple[float, float, str]], int]:
     return sorted(cues), skipped
 
 
+def subtitle_files(video: str | Path) -> list[Path]:
+    """``VIDEO.vtt``, ``VIDEO.srt``, then language-tagged ones (``VIDEO.en.srt``), those that exist."""
+    video = Path(video)
+    exact = [video.with_suffix(s) for s in SUBTITLE_SUFFIXES]
+    tagged = sorted(
+        p
+        for s in SUBTITLE_SUFFIXES
+        for p in video.parent.glob(f"{glob.escape(video.stem)}.*{s}")
+        if p not in exact
+    )
+    return [p for p in exact + tagged if p.is_file()]
+
+
 def spoken_lines(video: str | Path) -> SpokenLines:
-    """The cues of the first of ``VIDEO.vtt`` / ``VIDEO.srt`` that exists (none when neither does)."""
-    for suffix in SUBTITLE_SUFFIXES:
-        path = Path(video).with_suffix(suffix)
-        if not path.is_file():
-            continue
+    """The cues of the first subtitle file beside ``video`` (:func:`subtitle_files`); none without one."""
+    for path in subtitle_files(video):
         try:
             text = _decode(path.read_bytes())
         except OSError as e:

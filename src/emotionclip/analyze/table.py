@@ -19,7 +19,7 @@ class _EmotionPlot:
     def __call__(self, ax=None, title: str | None = None):
         import matplotlib.pyplot as plt
 
-        from .report import plot_scores
+        from .charts import plot_scores
 
         t = self._table
         if ax is None:
@@ -58,7 +58,7 @@ class EmotionTable(pd.DataFrame):
         return _EmotionPlot(self)
 
     def _repr_html_(self) -> str:
-        from .report import class_colors, timeline_svg
+        from .charts import class_colors, timeline_svg
 
         classes = self.classes
         colors = class_colors(classes)
@@ -78,8 +78,8 @@ class EmotionTable(pd.DataFrame):
             f'background:{c}"></span> {n}</span>'
             for n, c in zip(classes, colors, strict=True)
         )
-        return (
-            f"<div>{strip}<div style='font-size:11px'>{legend}</div></div>" + pd.DataFrame(self)._repr_html_()
+        return f"<div>{strip}<div style='font-size:11px'>{legend}</div></div>" + (
+            pd.DataFrame(self)._repr_html_() or ""
         )
 
 

@@ -221,11 +221,12 @@
   if (video) {
     const tick = function () { update(video.currentTime); if (!video.paused) requestAnimationFrame(tick); };
     video.addEventListener("play", tick);
-    ["timeupdate", "seeked", "loadeddata"].forEach(function (e) {
+    ["timeupdate", "seeked", "loadeddata", "pause"].forEach(function (e) {
       video.addEventListener(e, function () { update(video.currentTime); });
     });
   }
   window.addEventListener("resize", draw);
+  if (!data.lines.length) document.getElementById("line").hidden = true;
   legend();
   draw();
 })();
