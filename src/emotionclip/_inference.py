@@ -20,7 +20,11 @@ def _resolve(device) -> torch.device:
 def inference_model(model: torch.nn.Module, device=None) -> Iterator[tuple[torch.nn.Module, torch.device]]:
     """``(model, device)`` to run inference with: the caller's model in eval mode when it already sits
     on ``device`` (its train/eval mode restored afterwards), else an eval copy on ``device``, so the
-    caller's model never moves (a training loop's model stays where its optimiser expects it)."""
+    caller's model never moves (a training loop's model stays where its optimiser expects it).
+    An :mod:`emotionclip.backends` object runs where it was loaded, as it is."""
+    if hasattr(model, "backend"):
+        yield model, model.device
+        return
     current = next(model.parameters()).device
     device = _resolve(device) if device is not None else current
     if device != current:

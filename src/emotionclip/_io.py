@@ -131,9 +131,9 @@ class OutputDirError(FileError):
     """An output folder cannot be used: it is a file, holds a user's files, or another process writes it."""
 
 
-def _holder(folder: Path) -> str:
+def _holder(owner_file: Path) -> str:
     try:
-        owner = json.loads((folder / LOCK_OWNER).read_text())
+        owner = json.loads(owner_file.read_text())
         return f"pid {owner['pid']} ({owner.get('tool', '?')})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
@@ -141,7 +141,12 @@ def _holder(folder: Path) -> str:
 
 @contextmanager
 def claim_output_dir(
-    path: str | os.PathLike, tool: str, allow: tuple[str, ...] = (), create: bool = True, shared: bool = False
+    path: str | os.PathLike,
+    tool: str,
+    allow: tuple[str, ...] = (),
+    create: bool = True,
+    shared: bool = False,
+    part: str | None = None,
 ) -> Iterator[Path]:
     """Hold ``path`` as ``tool``'s output folder for the body of the ``with``.
 
@@ -152,7 +157,10 @@ def claim_output_dir(
     * an exclusive lock (``.emotionclip.lock``, released when the process dies) keeps a second
       process out: it gets :class:`OutputDirError` naming the holder's pid;
     * ``shared=True`` takes a shared lock instead, for cooperating writers (``prepare --part`` jobs
-      writing one folder): they exclude an exclusive holder, not each other.
+      writing one folder): they exclude an exclusive holder, not each other;
+    * with ``part`` (a slice of a job split over processes, :mod:`emotionclip.parts`) the lock is
+      that part's, so the parts of one job share the folder while a second process for the same
+      part is kept out.
     """
     from filelock import FileLock, Timeout
 
@@ -161,8 +169,11 @@ def claim_output_dir(
         raise OutputDirError(folder, "is a file, not a folder; choose a folder for the outputs")
     marker = folder / OUTPUT_MARKER
     if folder.is_dir() and not marker.is_file():
-        own = {LOCK_NAME, LOCK_OWNER}
-        if any(p.name not in own and not p.name.startswith(f".{OUTPUT_MARKER}.") for p in folder.iterdir()):
+        # only locks (of any part), their owners and temporaries: another process is claiming it
+        if any(
+            not (p.name.lstrip(".").startswith(LOCK_NAME[1:]) or p.name.startswith(f".{OUTPUT_MARKER}."))
+            for p in folder.iterdir()
+        ):
             raise OutputDirError(
                 folder, f"holds files that `emotionclip {tool}` did not write; choose an empty or new folder"
             )
@@ -176,24 +187,26 @@ def claim_output_dir(
     if not folder.exists():
         if not create:
             raise OutputDirError(folder, "does not exist")
-        folder.mkdir(parents=True, exist_ok=shared)  # shared: another part may create it too
+        folder.mkdir(parents=True, exist_ok=True)  # another part may create it at the same moment
     if shared:
         yield from _hold_shared(folder, marker, tool)
         return
-    lock = FileLock(str(folder / LOCK_NAME), timeout=0)
+    lock_name = LOCK_NAME if part is None else f"{LOCK_NAME}.{part}"
+    owner_file = folder / (LOCK_OWNER if part is None else f"{lock_name}.owner")
+    lock = FileLock(str(folder / lock_name), timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise OutputDirError(
-            folder, f"is being written by {_holder(folder)}; wait for it or choose another folder"
+            folder, f"is being written by {_holder(owner_file)}; wait for it or choose another folder"
         ) from None
     try:
-        atomic_write_json(folder / LOCK_OWNER, {"pid": os.getpid(), "tool": tool})
+        atomic_write_json(owner_file, {"pid": os.getpid(), "tool": tool})
         if not marker.is_file():
             atomic_write_json(marker, {"tool": tool, "format": 1})
         yield folder
     finally:
-        (folder / LOCK_OWNER).unlink(missing_ok=True)
+        owner_file.unlink(missing_ok=True)
         lock.release()
 
 
@@ -206,7 +219,8 @@ def _hold_shared(folder: Path, marker: Path, tool: str) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputDirError(
-                folder, f"is being written by {_holder(folder)}; wait for it or choose another folder"
+                folder,
+                f"is being written by {_holder(folder / LOCK_OWNER)}; wait for it or choose another folder",
             ) from None
         if not marker.is_file():
             atomic_write_json(marker, {"tool": tool, "format": 1})

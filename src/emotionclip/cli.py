@@ -17,6 +17,7 @@ _STAGE_CLIS = (
     "emotionclip.train.cli",
     "emotionclip.evaluate.cli",
     "emotionclip.analyze.cli",
+    "emotionclip.export_cli",  # core: checkpoint -> ONNX / OpenVINO graphs for the inference backends
     "emotionclip.demo",  # above the stages: runs prepare, train and analyze in turn
 )
 

@@ -532,9 +532,18 @@ def _build(
 
 
 def load_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu", strict: bool = True, **overrides: Any
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+    backend: str | None = None,
+    precision: str | None = None,
+    **overrides: Any,
 ) -> EmotionCLIP:
     """Load a trained EmotionCLIP in eval mode, fp32.
+
+    With ``backend`` (``"auto"``, ``"torch"``, ``"onnxruntime"``, ``"openvino"``; see
+    :mod:`emotionclip.backends`) the result is an inference object with the same encoders, run
+    at ``precision``; ``path`` may then also be an export folder of ``emotionclip export``.
 
     ``path``: the official release checkpoint (``{'model': state_dict}``; the architecture is
     inferred from tensor shapes), a directory or ``.safetensors`` written by :func:`save_model` or
@@ -544,6 +553,14 @@ def load_model(
     (``quick_gelu``, ``head_heads``, ``head_dropout``). Weights holding NaN/inf, and configs that
     disagree with the weights' shapes, are refused before a model is built.
     """
+    if backend is not None:
+        from emotionclip.backends import load_backend
+        from emotionclip.export import EXPORT_CONFIG
+
+        if not (Path(path).expanduser() / EXPORT_CONFIG).is_file():
+            on_device = backend in ("auto", "torch") and torch.device(device).type != "cpu"
+            path = load_model(path, device if on_device else "cpu", strict, **overrides)
+        return load_backend(path, backend, precision, device)
     from emotionclip import pretrained
 
     local, entry = pretrained.resolve_checkpoint(path)

@@ -36,15 +36,20 @@ class EmotionScorer:
 
 
 def zero_shot_scorer(
-    model, classes: Sequence[str] | None = None, device: str | torch.device = "cpu"
+    model, classes: Sequence[str] | None = None, device: str | torch.device | None = None
 ) -> EmotionScorer:
-    """Softmax over class-name prompts (``emotionclip.evaluate.zeroshot``), at the model's temperature."""
+    """Softmax over class-name prompts (``emotionclip.heads``), at the model's temperature.
+
+    ``model``: an EmotionCLIP (encoded on ``device``, default its own, never moved or switched to
+    eval) or a backend object of ``load_model(..., backend=...)``.
+    """
+    from emotionclip.backends import as_inference_model
     from emotionclip.constants import SENTIMENT_CLASSES
     from emotionclip.heads import zero_shot_classifier, zero_shot_scores
 
     classes = SENTIMENT_CLASSES if classes is None else tuple(classes)
     check_classes(classes)
-    classifier = zero_shot_classifier(model, classes, device=device).cpu()
+    classifier = zero_shot_classifier(as_inference_model(model, device), classes).cpu()
     scale = float(model.logit_scale.detach().exp())
     return EmotionScorer(
         classes, "zero-shot", classifier.shape[1], lambda f: zero_shot_scores(f, classifier, scale)
@@ -139,7 +144,7 @@ def analyze_video(
     ``precision``) go to :func:`embed_video`.
     """
     check_head_or_classes(head, classes)
-    device = embed_kwargs.get("device", "cpu")
+    device = embed_kwargs.get("device")
     scorer = probe_scorer(head) if head is not None else zero_shot_scorer(model, classes, device=device)
     a = run_analysis(model, path, scorer, window=window, stride=stride, **embed_kwargs)
     return emotion_table(

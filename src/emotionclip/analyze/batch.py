@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._io import atomic_write, claim_output_dir
+from ..parts import current_part
 from ..video_io import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -97,22 +98,25 @@ def analyze_paths(
     note=None,
     settings: dict | None = None,
     proxy: bool = True,
+    part=None,
     **embed_kwargs,
 ) -> dict:
     """Analyse each video into ``out/<stem>/``; a failing video is logged and listed, the rest go on.
 
     Writes ``out/summary.json`` and the overview ``out/index.html``; ``proxy=False`` writes no
-    browser copy of videos the browser cannot play (their report then has no player).
+    browser copy of videos the browser cannot play (their report then has no player). ``part``
+    (``"I/N"``, combined with torchrun's ranks: :mod:`emotionclip.parts`) analyses only this
+    process's slice; the last part to finish writes the summary and the overview of all. Returns
+    what this process did.
     """
     from ..heads import check_head_or_classes
     from .analyze import probe_scorer, zero_shot_scorer
-    from .report import write_index
 
     check_head_or_classes(head, classes)
     scorer = (
         probe_scorer(head)
         if head is not None
-        else zero_shot_scorer(model, classes, device=embed_kwargs.get("device", "cpu"))
+        else zero_shot_scorer(model, classes, device=embed_kwargs.get("device"))
     )
     detector = embed_kwargs.get("detector")
     settings = {
@@ -121,27 +125,27 @@ def analyze_paths(
         "stride": embed_kwargs.get("stride"),
         "video_len": model.video_len,
         "detector": getattr(detector, "name", detector),
-        "precision": embed_kwargs.get("precision", "fp32"),
+        "precision": embed_kwargs.get("precision") or getattr(model, "precision", "fp32"),
+        "backend": getattr(model, "backend", "torch"),
         "method": scorer.method,
         "classes": list(scorer.classes),
     }
-    with claim_output_dir(out, "analyze"):
+    this = current_part(part)
+    with claim_output_dir(out, "analyze", part=this and this.name):
         summary = _analyze_each(
-            model, videos, Path(out), scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs
+            model, videos, Path(out), scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs, this
         )
-        write_index(Path(out) / "index.html", summary, note=note)
-    return summary
     return summary
 
 
-def _analyze_each(model, videos, out, scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs):
+def _analyze_each(
+    model, videos, out, scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs, part
+):
     from .analyze import run_analysis
-    from .report import OUTPUT_NAMES, write_report
+    from .report import OUTPUT_NAMES, write_index, write_report
 
     summary = {"settings": settings, "done": [], "skipped": [], "failed": []}
-    taken: set[Path] = set()
-    for video in tqdm(videos, desc="videos", unit="video"):
-        target = _output_dir(out, video, taken, _analysis_owner)
+    for video, target in _slice(videos, out, _analysis_owner, part, ""):
         if not overwrite and all((target / name).exists() for name in OUTPUT_NAMES.values()):
             logger.info("%s: outputs already in %s, skipped (--overwrite to redo)", video, target)
             summary["skipped"].append({"video": str(video), "out": str(target)})
@@ -165,7 +169,9 @@ def _analyze_each(model, videos, out, scorer, settings, keyframes, overwrite, no
                 **{kind: str(p) for kind, p in paths.items()},
             }
         )
-    _write_summary(out, summary)
+    merged = _finish(out, summary, part, videos, "video")
+    if merged is not None:
+        write_index(out / "index.html", merged, note=note)
     return summary
 
 
@@ -175,14 +181,19 @@ def embed_paths(
     out: Path,
     overwrite: bool = False,
     settings: dict | None = None,
+    part=None,
     **embed_kwargs,
 ) -> dict:
-    """Embed each video / image into ``out/<stem>.npz``; a failing input is logged and listed, the rest go on."""
-    with claim_output_dir(out, "embed"):
-        return _embed_each(model, inputs, Path(out), overwrite, settings, embed_kwargs)
+    """Embed each video / image into ``out/<stem>.npz``; a failing input is logged and listed, the rest go on.
+
+    ``part`` as in :func:`analyze_paths`. Returns what this process did (all of it without parts).
+    """
+    this = current_part(part)
+    with claim_output_dir(out, "embed", part=this and this.name):
+        return _embed_each(model, inputs, Path(out), overwrite, settings, embed_kwargs, this)
 
 
-def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs) -> dict:
+def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> dict:
     from .analyze import rounded_boxes
     from .embed import embed_image, embed_video
 
@@ -194,9 +205,7 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs) -> dict:
         "skipped": [],
         "failed": [],
     }
-    taken: set[Path] = set()
-    for path in tqdm(inputs, desc="inputs", unit="file"):
-        target = _output_dir(out, path, taken, _embedding_owner).with_suffix(".npz")
+    for path, target in _slice(inputs, out, _embedding_owner, part, ".npz"):
         if target.exists() and not overwrite:
             summary["skipped"].append({"input": str(path), "out": str(target)})
             continue
@@ -206,8 +215,8 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs) -> dict:
                     model,
                     path,
                     detector=embed_kwargs.get("detector"),
-                    device=embed_kwargs.get("device", "cpu"),
-                    precision=embed_kwargs.get("precision", "fp32"),
+                    device=embed_kwargs.get("device"),
+                    precision=embed_kwargs.get("precision"),
                 )
                 arrays = {"source": np.array(str(path)), "features": features[None].numpy()}
             else:
@@ -236,5 +245,36 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs) -> dict:
                     "%s: window(s) %s padded (the stream ends early)", path, done["padded_windows"]
                 )
         summary["done"].append(done)
-    _write_summary(out, summary)
+    _finish(out, summary, part, inputs, "input")
     return summary
+
+
+def _slice(inputs, out, owner, part, suffix: str):
+    """``(input, target)`` for this process's inputs; targets are named over the whole job's list,
+    so every part (and a single process) gives each input the same output."""
+    taken: set[Path] = set()
+    targets = [_output_dir(out, path, taken, owner) for path in inputs]
+    pairs = [(path, t.with_suffix(suffix) if suffix else t) for path, t in zip(inputs, targets, strict=True)]
+    if part is not None:
+        pairs = part.select(pairs)
+        logger.info("%s: %d of %d inputs", part.name, len(pairs), len(inputs))
+    return tqdm(pairs, desc="inputs", unit="file")
+
+
+def _finish(out: Path, summary: dict, part, inputs, key: str) -> dict | None:
+    """Write the summary; a part writes its own, and the last part to finish the whole job's."""
+    if part is None:
+        _write_summary(out, summary)
+        return summary
+    from filelock import FileLock
+
+    from ..parts import merge_part_summaries, part_summary_path
+
+    atomic_write(part_summary_path(out, part), json.dumps(summary, indent=1))
+    with FileLock(str(out / ".emotionclip.lock.summary")):
+        merged = merge_part_summaries(out, part, [str(p) for p in inputs], key)
+        if merged is None:
+            logger.info("%s done; %s is written when every part is", part.name, out / "summary.json")
+            return None
+        _write_summary(out, merged)
+    return merged

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._prefetch import prefetch
+from ..backends import as_inference_model
 from ..detect import resolve_detector
-from ..precision import autocast
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
 from ..video_io import VideoInfo, load_image, probe_video
-from .windows import Window, batched, iter_windows, plan_windows, prefetch
+from .windows import Window, batched, iter_windows, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def embed_video(
     stride: float = 1.0,
     detector="default",
     batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    precision: str | None = None,
     keyframes: int = 12,
     progress: bool = False,
 ) -> VideoEmbedding:
@@ -115,14 +116,18 @@ def embed_video(
     encoded with an empty mask and marked ``has_person=False``. ``keyframes`` windows spread over
     the video keep their middle frame for reports. Raises :class:`~emotionclip.video_io.VideoError`
     naming the file when it cannot be read.
+
+    ``model`` is an EmotionCLIP (run at ``precision``, default fp32, on ``device``, default its own,
+    without moving or switching the caller's model) or a backend object of
+    ``load_model(..., backend=...)``, which brings its own device and precision.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     info = probe_video(path)
     plan = plan_windows(info.duration, window, stride, model.video_len)
     det = resolve_detector(detector)
-    model.eval().to(device)
-    tf = model_transform(model)
+    runner = as_inference_model(model, device, precision)
+    tf = model_transform(runner)
     short_side = min(max(tf.resize, DETECT_SHORT_SIDE), info.width, info.height)
     keep = set(np.linspace(0, len(plan) - 1, max(0, min(keyframes, len(plan)))).round().astype(int).tolist())
 
@@ -132,19 +137,19 @@ def embed_video(
     padded: list[int] = []
     frame_features: dict[int, torch.Tensor] = {}  # grid index -> encoded frame, while windows need it
     sent: set[int] = set()
-    windows = iter_windows(path, info, plan, det, short_side=short_side)
-    # decoding, detection and the transform run in a background thread, ahead of the model
+    # a pipeline ahead of the model: decoding, detection (batched) and the transform each run in
+    # their own thread, so windows/s follows the encoder while it is the slowest stage
+    windows = iter_windows(path, info, plan, det, short_side=short_side, workers=1)
     batches = (_prepare_batch(tf, b, info.width, keep, sent) for b in batched(windows, batch_size))
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):
             # encode_video = visual_head(encode_image(frames)): overlapping windows share frames, so
             # each frame goes through the frame encoder once and only the temporal head runs per window
-            with torch.inference_mode(), autocast(device, precision):
-                if batch.frame_ids:
-                    encoded = model.encode_image(batch.pixels.to(device), batch.masks.to(device))
-                    frame_features.update(zip(batch.frame_ids, encoded, strict=True))
-                clips = torch.stack([torch.stack([frame_features[m] for m in ids]) for ids in batch.windows])
-                features.append(model.visual_head(clips).float().cpu())
+            if batch.frame_ids:
+                encoded = runner.encode_image(batch.pixels, batch.masks)
+                frame_features.update(zip(batch.frame_ids, encoded, strict=True))
+            clips = torch.stack([torch.stack([frame_features[m] for m in ids]) for ids in batch.windows])
+            features.append(runner.visual_head(clips).cpu())
             for m in [m for m in frame_features if m < batch.windows[-1][0]]:
                 del frame_features[m]
             boxes.extend(batch.boxes)
@@ -169,20 +174,20 @@ def embed_image(
     image_or_path,
     boxes: np.ndarray | None = None,
     detector="default",
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Embedding ``[D]`` (un-normalised ``encode_image``) of one image: a path, PIL image or uint8 array.
 
     The subject is ``boxes`` (``[K, 4]`` or ``[K, 5]`` in image pixels) when given, else the persons
     the detector finds; ``detector=None`` with no boxes encodes the image with no subject.
+    ``model``, ``device`` and ``precision`` as in :func:`embed_video`.
     """
     image = load_image(image_or_path)
     if boxes is None:
         det = resolve_detector(detector)
         boxes = det.detect(image[None])[0] if det is not None else np.zeros((0, 5), np.float32)
     mask = boxes_to_mask(boxes, image.shape[0], image.shape[1], BOX_SCORE_THRESHOLD)
-    model.eval().to(device)
-    pixels, mask = model_transform(model)(image, mask)
-    with torch.inference_mode(), autocast(device, precision):
-        return model.encode_image(pixels[None].to(device), mask[None].to(device)).float().cpu()[0]
+    runner = as_inference_model(model, device, precision)
+    pixels, mask = model_transform(runner)(image, mask)
+    return runner.encode_image(pixels[None], mask[None]).cpu()[0]

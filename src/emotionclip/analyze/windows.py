@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from emotionclip._prefetch import prefetch
 from emotionclip.video_io import VideoError, VideoInfo, iter_frames
 
 logger = logging.getLogger(__name__)
@@ -84,84 +83,117 @@ def iter_windows(
     plan: WindowPlan,
     detector=None,
     short_side: int | None = None,
+    detect_batch: int = 16,
+    workers: int = 0,
 ) -> Iterator[Window]:
     """Decode ``path`` once along ``plan``'s grid and yield its windows in order.
 
     ``detector.detect(frames [N, H, W, 3], video=, times=)`` gives one ``[K, 5]`` box array per
-    frame; each grid frame is detected once, however many windows use it. Without a detector no
-    boxes are reported.
+    frame; each grid frame is detected once, however many windows use it, in batches of up to
+    ``detect_batch`` frames. Without a detector no boxes are reported. ``workers=1`` decodes and
+    detects in two background threads (a pipeline: the next frames decode while these are detected).
     """
     if len(plan) == 0:
         return
+    frames = grid_frames(path, info, plan, short_side)
+    if workers:
+        frames = prefetch(frames, depth=2 * detect_batch)
+    detected = detect_frames(frames, detector, path, plan.grid_step, detect_batch)
+    if workers:
+        detected = prefetch(detected, depth=2 * detect_batch)
+    yield from assemble_windows(detected, plan)
+
+
+def grid_frames(
+    path: str | Path, info: VideoInfo, plan: WindowPlan, short_side: int | None = None
+) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """``(grid index, frame, padded)`` for every grid index some window uses, in order, once each.
+
+    A grid instant the decoder skipped gets the frame shown just before it; when the stream ends
+    before the duration its header states, the last frame is repeated (``padded=True``).
+    """
     step = plan.grid_step
-    last_index = int(plan.grid_index.max())
+    needed = np.unique(plan.grid_index)
     frames = iter_frames(
-        path, start=step / 2, end=(last_index + 1) * step, fps=1.0 / step, short_side=short_side
+        path, start=step / 2, end=(int(needed[-1]) + 1) * step, fps=1.0 / step, short_side=short_side
     )
-    buffer: dict[int, np.ndarray] = {}
-    boxes: dict[int, np.ndarray] = {}
-    next_window = 0
-    newest, last = -1, None
+    i, last, newest = 0, None, -1
     for t, frame in frames:
-        newest, last = int(round(t / step - 0.5)), frame
-        if next_window < len(plan) and newest < plan.grid_index[next_window, 0]:
-            continue  # between windows (stride > window): no window needs this frame
-        buffer[newest] = frame
-        while next_window < len(plan) and plan.grid_index[next_window, -1] <= newest:
-            yield _make_window(path, plan, next_window, buffer, boxes, detector)
-            next_window += 1
-            if next_window < len(plan):  # drop frames no later window needs
-                keep_from = int(plan.grid_index[next_window, 0])
-                for m in [m for m in buffer if m < keep_from]:
-                    del buffer[m]
-                    boxes.pop(m, None)
+        newest = int(round(t / step - 0.5))
+        while i < len(needed) and needed[i] <= newest:
+            m = int(needed[i])
+            yield m, (frame if m == newest or last is None else last), False
+            i += 1
+        last = frame
+        if i == len(needed):
+            return
     if last is None:
         raise VideoError(path, "no frame could be decoded")
-    if next_window < len(plan):
-        # the stream ended before the duration its header states: finish with the last frame shown
+    if i < len(needed):
+        windows_left = int((plan.grid_index[:, -1] > newest).sum())
         logger.warning(
             "%s: video stream ends near %.2f s, before its stated duration %.2f s; "
             "last frame repeated to fill %d window(s)",
             path,
             (newest + 1) * step,
             info.duration,
-            len(plan) - next_window,
+            windows_left,
         )
-        for m in range(newest + 1, last_index + 1):
-            buffer[m] = last
-        while next_window < len(plan):
-            w = _make_window(path, plan, next_window, buffer, boxes, detector)
-            w.padded = int((plan.grid_index[next_window] > newest).sum())
-            yield w
-            next_window += 1
+        for m in needed[i:]:
+            yield int(m), last, True
 
 
-def _make_window(path, plan, i, buffer, boxes, detector) -> Window:
-    idx = plan.grid_index[i]
-    step = plan.grid_step
-    missing = [int(m) for m in idx if int(m) not in buffer]
-    if missing:  # a grid instant the decoder skipped: the frame shown just before it
-        for m in missing:
-            earlier = [k for k in buffer if k < m]
-            buffer[m] = buffer[max(earlier)] if earlier else buffer[min(buffer)]
-    frames = np.stack([buffer[int(m)] for m in idx])
-    todo = [int(m) for m in dict.fromkeys(idx.tolist()) if m not in boxes]
-    if todo:
+def detect_frames(
+    frames: Iterable[tuple[int, np.ndarray, bool]], detector, path, step: float, batch: int = 16
+) -> Iterator[tuple[int, np.ndarray, bool, np.ndarray]]:
+    """``(grid index, frame, padded, boxes)``: the detector runs on batches of up to ``batch`` frames."""
+    empty = np.zeros((0, 5), np.float32)
+    pending: list[tuple[int, np.ndarray, bool]] = []
+
+    def flush():
         if detector is None:
-            found = [np.zeros((0, 5), np.float32)] * len(todo)
+            found = [empty] * len(pending)
         else:
-            times = [(m + 0.5) * step for m in todo]
-            found = detector.detect(np.stack([buffer[m] for m in todo]), video=str(path), times=times)
-        boxes.update(zip(todo, found, strict=True))
-    return Window(
-        index=i,
-        start=float(plan.starts[i]),
-        end=float(plan.ends[i]),
-        grid=idx,
-        times=(idx + 0.5) * step,
-        frames=frames,
-        boxes=[boxes[int(m)] for m in idx],
-    )
+            times = [(m + 0.5) * step for m, _, _ in pending]
+            found = detector.detect(np.stack([f for _, f, _ in pending]), video=str(path), times=times)
+        out = [(m, f, p, b) for (m, f, p), b in zip(pending, found, strict=True)]
+        pending.clear()
+        return out
+
+    for item in frames:
+        pending.append(item)
+        if len(pending) >= batch:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def assemble_windows(
+    detected: Iterable[tuple[int, np.ndarray, bool, np.ndarray]], plan: WindowPlan
+) -> Iterator[Window]:
+    """Windows from detected grid frames; only the frames of windows still to come are held."""
+    buffer: dict[int, tuple[np.ndarray, bool, np.ndarray]] = {}
+    next_window = 0
+    for m, frame, padded, boxes in detected:
+        buffer[m] = (frame, padded, boxes)
+        while next_window < len(plan) and plan.grid_index[next_window, -1] <= m:
+            idx = plan.grid_index[next_window]
+            parts = [buffer[int(k)] for k in idx]
+            yield Window(
+                index=next_window,
+                start=float(plan.starts[next_window]),
+                end=float(plan.ends[next_window]),
+                grid=idx,
+                times=(idx + 0.5) * plan.grid_step,
+                frames=np.stack([p[0] for p in parts]),
+                boxes=[p[2] for p in parts],
+                padded=sum(p[1] for p in parts),
+            )
+            next_window += 1
+            if next_window < len(plan):  # drop frames no later window needs
+                keep_from = int(plan.grid_index[next_window, 0])
+                for k in [k for k in buffer if k < keep_from]:
+                    del buffer[k]
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
@@ -173,44 +205,3 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
-
-
-_DONE = object()
-
-
-def prefetch(items: Iterable, depth: int = 2) -> Iterator:
-    """Produce ``items`` in a background thread, at most ``depth`` ahead (decode overlaps the model)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((_DONE, None))
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            put((None, e))
-
-    thread = threading.Thread(target=produce, daemon=True, name="emotionclip-decode")
-    thread.start()
-    try:
-        while True:
-            item, error = q.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()

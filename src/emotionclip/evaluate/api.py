@@ -133,7 +133,9 @@ def run_probes(
     return results, heads, predictions
 
 
-def _default_protocol(model_frames: int, image_size: int, detector: str | None, precision: str) -> Protocol:
+def _default_protocol(
+    model_frames: int, image_size: int, detector: str | None, precision: str, backend: str = "torch"
+) -> Protocol:
     return Protocol(
         num_frames=model_frames,
         image_size=image_size,
@@ -141,7 +143,21 @@ def _default_protocol(model_frames: int, image_size: int, detector: str | None, 
         image_resize=image_size,
         detector=detector,
         precision=precision,
+        backend=backend,
     )
+
+
+def load_for_backend(checkpoint, device, backend: str | None, precision: str | None):
+    """``(model, protocol precision, protocol backend)``: the plain model for torch (precision applied
+    per batch), else the backend object of ``load_model(..., backend=)`` (its precision built in)."""
+    from ..factory import load_model
+
+    if backend in (None, "torch"):
+        return load_model(checkpoint, device=device), precision, "torch"
+    model = load_model(checkpoint, device, backend=backend, precision=precision)
+    if model.backend.startswith("torch-"):  # auto chose torch
+        return model, model.precision, "torch"
+    return model, "fp32", model.backend
 
 
 def _no_detector(name: str | None) -> str | None:
@@ -183,6 +199,7 @@ def evaluate(
     num_workers: int = 2,
     num_frames: int | None = None,
     overwrite: bool = False,
+    backend: str | None = None,
 ) -> dict:
     """Run the benchmark's linear-probe protocol and write ``<out_dir>/<dataset>_metrics.{json,md}``.
 
@@ -191,8 +208,8 @@ def evaluate(
     for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), ``"default"`` as the release
     (which used person masks there), ``"json:PATH"``, ... or ``None`` / ``"none"`` for no subject
     mask. ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
-    of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). Returns the dict that
-    is written as JSON.
+    of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). ``backend``: what
+    runs the model (:mod:`emotionclip.backends`; default torch). Returns the dict that is written as JSON.
     """
     out_dir = Path(out_dir)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,6 +231,7 @@ def evaluate(
             device=dev,
             precision=precision,
             num_frames=num_frames,
+            backend=backend,
             batch_size=batch_size,
             num_workers=num_workers,
         )
@@ -252,7 +270,16 @@ def evaluate(
 
 
 def _features(
-    checkpoint, splits: dict[str, Split], cache_dir: Path, *, detector, device, precision, num_frames, **kw
+    checkpoint,
+    splits: dict[str, Split],
+    cache_dir: Path,
+    *,
+    detector,
+    device,
+    precision,
+    num_frames,
+    backend=None,
+    **kw,
 ) -> tuple[Protocol, dict[str, Features], str]:
     """Every split's features through the cache; the model is loaded only on a miss."""
     from ..factory import load_model
@@ -260,20 +287,24 @@ def _features(
     needs_detector = any(x.detect for sp in splits.values() for x in sp.samples)
     det_name = _no_detector(detector) if needs_detector else None
     ckpt_sha = checkpoint_hash(checkpoint)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_holder: dict[str, torch.nn.Module] = {}
+    if backend not in (None, "torch"):  # the backend (auto's choice) keys the cache: load it now
+        model_holder["m"], precision, backend = load_for_backend(checkpoint, dev, backend, precision)
+    precision = check_precision(precision or default_precision(dev))
 
     def get_model() -> torch.nn.Module:
         if "m" not in model_holder:
             model_holder["m"] = load_model(checkpoint, device=device)
         return model_holder["m"]
 
+    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
+    protocol = _default_protocol(num_frames or video_len, size, det_name, precision, backend or "torch")
     det = None
     if det_name:
         from ..detect import get_detector
 
         det = get_detector(det_name)
-    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
-    protocol = _default_protocol(num_frames or video_len, size, det_name, precision)
     feats = {
         name: cached_features(
             sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, **kw

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from .._io import FileError, atomic_write
+from ..backends import BACKEND_NAMES
 from ..precision import PRECISIONS
 from .benchmarks import BENCHMARKS
 
@@ -48,10 +49,12 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=(*PRECISIONS, "int8"),
         help="feature extraction precision (default: bf16 on GPUs of compute capability >= 8, fp16 on "
-        "older GPUs, fp32 on the CPU); part of the feature-cache key",
+        "older GPUs, fp32 on the CPU; int8 with --backend onnxruntime/openvino); part of the "
+        "feature-cache key",
     )
+    _backend_flag(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument(
@@ -76,9 +79,24 @@ def register(subparsers) -> None:
         "--detector", default="none", help="subject boxes: 'none' (default), 'default', 'json:PATH', ..."
     )
     z.add_argument("--device")
-    z.add_argument("--precision", choices=PRECISIONS, help="default: the device's (fp32 on the CPU)")
+    z.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, "int8"),
+        help="default: the device's (fp32 on the CPU); int8 for the runtimes",
+    )
+    _backend_flag(z)
     z.add_argument("--output", type=Path, help="write the results JSON here (default: print it)")
     z.set_defaults(func=run_zero_shot)
+
+
+def _backend_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default="torch",
+        help="what runs the model (default torch, the release's path; onnxruntime / openvino on the CPU; "
+        "auto: the fastest within cosine 0.999 of fp32, measured once per machine); keys the cache",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -100,6 +118,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             num_frames=args.frames,
             overwrite=args.overwrite,
+            backend=args.backend,
         )
     except (
         FileError,
@@ -131,6 +150,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         detector=args.detector,
         device=args.device,
         precision=args.precision,
+        backend=args.backend,
     )
     text = json.dumps(result, indent=2)
     if args.output:

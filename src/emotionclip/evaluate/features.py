@@ -51,9 +51,13 @@ class Protocol:
     detector: str | None = None
     score_threshold: float = BOX_SCORE_THRESHOLD
     precision: str = "fp32"  # emotionclip.precision name; bf16 and fp32 features differ, so it keys the cache
+    backend: str = "torch"  # emotionclip.backends: an ONNX Runtime / OpenVINO run keys its own entries
 
     def key(self) -> str:
-        text = json.dumps({**asdict(self), "version": CACHE_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if fields["backend"] == "torch":  # keys of torch runs stay those of earlier versions
+            del fields["backend"]
+        text = json.dumps({**fields, "version": CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

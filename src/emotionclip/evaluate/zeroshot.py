@@ -39,19 +39,19 @@ def zero_shot(
     device: str | None = None,
     precision: str | None = None,
     batch_size: int = 8,
+    backend: str | None = None,
 ) -> dict:
     """Zero-shot class probabilities for each video / image.
 
     Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``.
     """
-    from ..factory import load_model
-    from .api import _default_protocol, _no_detector
+    from .api import _default_protocol, _no_detector, load_for_backend
     from .features import extract_features
 
     class_names = list(class_names or VOCABULARIES["basic"])
     templates = list(templates or DEFAULT_TEMPLATES)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(checkpoint, device=dev)
+    model, precision, backend = load_for_backend(checkpoint, dev, backend, precision)
     classifier = zero_shot_classifier(model, class_names, templates)
     det = None
     if _no_detector(detector):
@@ -59,7 +59,11 @@ def zero_shot(
 
         det = get_detector(detector)
     protocol = _default_protocol(
-        model.video_len, model.image_size, det.name if det else None, precision or default_precision(dev)
+        model.video_len,
+        model.image_size,
+        det.name if det else None,
+        precision or default_precision(dev),
+        backend,
     )
     feats = extract_features(
         model,

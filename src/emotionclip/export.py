@@ -1,0 +1,319 @@
+"""Export EmotionCLIP to ONNX or OpenVINO IR: three graphs with a dynamic batch + a preprocessing config.
+
+An export folder holds
+
+- ``frame_encoder``: ``pixels float32 [N, 3, S, S]`` (normalised) + ``mask float32 [N, S, S]``
+  (1 = subject) -> ``features [N, D]``, i.e. :meth:`EmotionCLIP.encode_image` with the subject token;
+- ``temporal_head``: ``frames float32 [B, T, D]`` -> ``features [B, D]`` (``visual_head``; T = video_len);
+- ``text_encoder``: ``tokens int64 [B, 77]`` -> ``features [B, D]``;
+- ``emotionclip_export.json``: the model config, its weights' hash, ``logit_scale`` and the
+  preprocessing (resize, crop, mean/std, box threshold) that :mod:`emotionclip.backends` rebuilds.
+
+``encode_video`` is ``temporal_head(frame_encoder(frames))``, which lets a runtime encode frames
+shared by overlapping windows once. int8 goes through the runtimes' own tools: ONNX Runtime's
+dynamic quantisation (int8 weights, per channel) or NNCF post-training quantisation calibrated on
+frames of the shipped sample media. Only the frame encoder is quantised: it does nearly all the
+work of encoding video, while the temporal head is a few percent of it and the text encoder runs
+once per set of prompts, so quantising them would cost accuracy for no speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._io import FileError, atomic_dir
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "openvino")
+EXPORT_PRECISIONS = ("fp32", "bf16", "int8")
+EXPORT_CONFIG = "emotionclip_export.json"
+GRAPHS = ("frame_encoder", "temporal_head", "text_encoder")
+OPSET = 17
+_SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
+
+
+class ExportError(FileError, ValueError):
+    """An export folder is missing, incomplete or of another model."""
+
+
+def model_hash(model) -> str:
+    """SHA-256 (hex, 16 digits) of a model's config and weights: keys export and backend caches."""
+    import torch
+
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def preprocess_config(model) -> dict[str, Any]:
+    """What a runtime needs to turn frames into the graphs' inputs (the model's saved preprocessing)."""
+    from dataclasses import asdict
+
+    return {
+        **asdict(model.config.preprocess),
+        "crop": "center",
+        "mask": "float32 [N, S, S], 1 inside the subject boxes, transformed with the pixels",
+    }
+
+
+def _graph_modules(model):
+    from torch import nn
+
+    class FrameEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels, mask):
+            return self.model.encode_image(pixels, mask)
+
+    class TextEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = model.backbone
+
+        def forward(self, tokens):  # ids are checked where they enter (backends), not in the graph
+            return self.backbone.encode_text(tokens)
+
+    return {
+        "frame_encoder": FrameEncoder(),
+        "temporal_head": model.visual_head,
+        "text_encoder": TextEncoder(),
+    }
+
+
+def _example_inputs(model, batch: int = 2):
+    import torch
+
+    s, t, d = model.image_size, model.video_len, model.embed_dim
+    mask = torch.zeros(batch, s, s)
+    mask[:, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4] = 1
+    return {
+        "frame_encoder": ((torch.randn(batch, 3, s, s), mask), ["pixels", "mask"]),
+        "temporal_head": ((torch.randn(batch, t, d),), ["frames"]),
+        "text_encoder": ((torch.ones(batch, model.backbone.context_length, dtype=torch.long),), ["tokens"]),
+    }
+
+
+def export_onnx_graphs(model, folder: Path) -> dict[str, Path]:
+    """fp32 ONNX graphs of ``model`` in ``folder`` (the TorchScript-based exporter: no onnxscript needed)."""
+    import torch
+
+    paths = {}
+    examples = _example_inputs(model)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # its fused encoder-layer op has no ONNX form
+    try:
+        for name, module in _graph_modules(model).items():
+            paths[name] = _export_one(module, folder / f"{name}.onnx", *examples[name])
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return paths
+
+
+def _export_one(module, path: Path, args, input_names) -> Path:
+    import torch
+
+    axes = {n: {0: "batch"} for n in [*input_names, "features"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about the shape checks, exporter deprecations
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=["features"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# calibration data: frames of the shipped sample media
+def calibration_frames(model, frames: int = 32):
+    """``(pixels [N, 3, S, S], masks float32 [N, S, S])`` from :data:`~emotionclip.constants.SAMPLE_MEDIA`.
+
+    Frames are spread over each sample video; every other one gets a centred subject box, the rest
+    none (both occur in use).
+    """
+    import torch
+
+    from .constants import SAMPLE_MEDIA
+    from .transform import model_transform
+    from .video_io import probe_video, read_frames_at, uniform_times
+
+    videos = sorted(p for p in SAMPLE_MEDIA.rglob("*") if p.suffix.lower() in (".mp4", ".flv"))
+    per_video = max(1, -(-frames // len(videos)))
+    tf = model_transform(model)
+    pixels, masks = [], []
+    for video in videos:
+        info = probe_video(video)
+        decoded = read_frames_at(video, uniform_times(0.0, info.duration, per_video), short_side=tf.resize)
+        h, w = decoded.shape[1:3]
+        mask = np.zeros((len(decoded), h, w), np.uint8)
+        mask[::2, h // 6 : 5 * h // 6, w // 4 : 3 * w // 4] = 1
+        p, m = tf(decoded, mask)
+        pixels.append(p)
+        masks.append(m)
+    return torch.cat(pixels)[:frames], torch.cat(masks)[:frames].float()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the runtimes' quantisation tools
+def _ort_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+    )
+
+
+def _nncf_int8(ov_model, samples: list[tuple[np.ndarray, ...]]):
+    try:
+        import nncf
+    except ImportError as e:
+        raise ImportError(
+            "int8 OpenVINO export needs NNCF: pip install 'emotionclip[openvino]' (or pip install nncf)"
+        ) from e
+    names = [p.get_any_name() for p in ov_model.inputs]
+    dataset = nncf.Dataset(samples, lambda item: dict(zip(names, item, strict=True)))
+    return nncf.quantize(
+        ov_model,
+        dataset,
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(samples),
+        preset=nncf.QuantizationPreset.MIXED,
+    )
+
+
+def export_model(
+    model,
+    out: str | os.PathLike,
+    format: str = "onnx",
+    precision: str = "fp32",
+    overwrite: bool = False,
+    source: str | None = None,
+    fp32_onnx: str | os.PathLike | None = None,
+) -> Path:
+    """Write an export folder (see the module docstring) of ``model`` to ``out``, atomically.
+
+    ``precision``: ``fp32``; ``int8`` (ONNX: ONNX Runtime dynamic quantisation; OpenVINO: NNCF with
+    sample-media calibration); ``bf16`` (OpenVINO only: fp32 weights, run with the runtime's bf16
+    inference hint, which needs a CPU with bf16 instructions). An existing ``out`` is replaced only
+    with ``overwrite=True`` and only if it is an export folder. ``fp32_onnx``: an fp32 ONNX export
+    of the same model to start from instead of exporting the graphs again.
+    """
+    import torch
+
+    from . import __version__
+
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}")
+    if format == "onnx" and precision == "bf16":
+        raise ValueError(
+            "ONNX Runtime has no bf16 kernels on the CPU; use --format openvino --precision bf16, or int8"
+        )
+    out = Path(out)
+    if out.exists() and (not overwrite or not (out / EXPORT_CONFIG).is_file()):
+        why = (
+            "pass overwrite=True to replace it" if (out / EXPORT_CONFIG).is_file() else "not an export folder"
+        )
+        raise ExportError(out, f"already exists ({why}); choose a new folder")
+    model = model.eval()
+    config = {
+        "format": format,
+        "precision": precision,
+        "quantization": None,
+        "graphs": {g: g + _SUFFIX[format] for g in GRAPHS},
+        "model_config": model.config.to_dict(),
+        "model_hash": model_hash(model),
+        "source": source,
+        "logit_scale": float(model.logit_scale.detach().float()),
+        "video_len": model.video_len,
+        "image_size": model.image_size,
+        "embed_dim": model.embed_dim,
+        "context_length": int(model.backbone.context_length),
+        "vocab_size": int(model.backbone.vocab_size),
+        "preprocess": preprocess_config(model),
+        "opset": OPSET,
+        "emotionclip_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        work = tmp / ".fp32"
+        work.mkdir()
+        if fp32_onnx is not None:
+            base = read_export_config(fp32_onnx)
+            if base["model_hash"] != config["model_hash"] or (base["format"], base["precision"]) != (
+                "onnx",
+                "fp32",
+            ):
+                raise ExportError(fp32_onnx, "is not an fp32 ONNX export of this model")
+            onnx_paths = {
+                g: Path(shutil.copy(Path(fp32_onnx) / base["graphs"][g], work / f"{g}.onnx")) for g in GRAPHS
+            }
+        else:
+            onnx_paths = export_onnx_graphs(model, work)
+        calib = None
+        if (precision, format) == ("int8", "openvino"):
+            pixels, masks = calibration_frames(model)
+            calib = [(p[None].numpy(), m[None].numpy()) for p, m in zip(pixels, masks, strict=True)]
+        for name, src in onnx_paths.items():
+            dst = tmp / config["graphs"][name]
+            quantize = precision == "int8" and name == "frame_encoder"
+            if format == "onnx":
+                if quantize:
+                    _ort_int8(src, dst)
+                    config["quantization"] = (
+                        "frame encoder: onnxruntime dynamic, int8 per-channel MatMul weights"
+                    )
+                else:
+                    shutil.move(src, dst)
+                continue
+            import openvino as ov
+
+            ov_model = ov.convert_model(str(src))
+            if quantize:
+                ov_model = _nncf_int8(ov_model, calib)
+                config["quantization"] = (
+                    f"frame encoder: NNCF post-training (mixed preset), {len(calib)} sample-media frames"
+                )
+            ov.save_model(ov_model, str(dst), compress_to_fp16=False)
+        shutil.rmtree(work)
+        (tmp / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    logger.info("exported %s %s graphs to %s", format, precision, out)
+    return out
+
+
+def read_export_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The config of an export folder, checked for its graphs."""
+    folder = Path(folder)
+    path = folder / EXPORT_CONFIG
+    if not path.is_file():
+        raise ExportError(folder, f"has no {EXPORT_CONFIG} (not written by `emotionclip export`?)")
+    try:
+        config = json.loads(path.read_text())
+        graphs = config["graphs"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExportError(path, f"cannot be read as an export config ({e})") from e
+    missing = [g for g in GRAPHS if not (folder / graphs.get(g, f"<{g}>")).is_file()]
+    if missing:
+        raise ExportError(folder, f"is incomplete: graphs {missing} are missing")
+    return config
