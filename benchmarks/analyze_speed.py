@@ -4,7 +4,7 @@
                                        [--backbone ViT-B-32] [--detector default] [--cache DIR]
 
 Videos: a generated 480p clip of ``--seconds`` (PyAV, moving shapes on a textured background;
-``--seconds 300`` is the 5-minute video of the speed issue) and the real friday clip of the sample
+``--seconds 300`` is a 5-minute video) and the real friday clip of the sample
 media. Window 2 s, stride 1 s, batch 8, as `emotionclip analyze` runs by default. The baseline is
 torch fp32 with the detector on (what `analyze` does without --backend). Random weights: speed does
 not depend on them. The CPU is shared with other processes: absolute numbers are noisy, compare

@@ -1,4 +1,4 @@
-"""`emotionclip demo` end to end on the bundled sample media, with a few training steps (issue #6)."""
+"""`emotionclip demo` end to end on the bundled sample media, with a few training steps."""
 
 import json
 

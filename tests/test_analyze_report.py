@@ -1,4 +1,4 @@
-"""`emotionclip analyze` on real media with the parity checkpoint; the report in a real browser (issue #6)."""
+"""`emotionclip analyze` on real media with the parity checkpoint; the report in a real browser."""
 
 import io
 import json

@@ -1,4 +1,4 @@
-"""Window rule, streaming sampler, embeddings, and bad inputs in a batch (issue #6)."""
+"""Window rule, streaming sampler, embeddings, and bad inputs in a batch."""
 
 import json
 import math
