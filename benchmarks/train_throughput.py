@@ -42,8 +42,8 @@ def one_config(args: argparse.Namespace) -> dict:
     """Time a training step for one (precision, batch size); runs in its own process."""
     from emotionclip.train import TrainConfig
     from emotionclip.train.distributed import DistEnv
-    from emotionclip.train.loop import LossSelector, build_model, compute_loss, wrap_model
     from emotionclip.train.optim import build_optimizer
+    from emotionclip.train.step import LossSelector, build_model, compute_loss, wrap_model
 
     device = torch.device(args.device)
     cfg = TrainConfig(

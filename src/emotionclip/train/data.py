@@ -13,6 +13,7 @@ not disturb the training RNG (dropout).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import torch
 
 from .config import TrainConfig
 from .distributed import DistEnv
+
+logger = logging.getLogger(__name__)
 
 BatchSource = Callable[[int], Iterable[dict[str, torch.Tensor]]]
 _REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "pipe:", "hf://")
@@ -74,10 +77,15 @@ def shard_batch_source(urls: list[str], config: TrainConfig, env: DistEnv, image
 class EpochBatches:
     """One epoch's batches, fetched under a private torch RNG stream seeded by (seed, epoch, rank)."""
 
-    def __init__(self, source: BatchSource, epoch: int, seed: int, rank: int):
+    def __init__(self, source: BatchSource, epoch: int, seed: int, rank: int, skip: int = 0):
         self._state = torch.Generator().manual_seed(hash((seed, epoch, rank)) % 2**63).get_state()
         with self._data_rng():
             self._batches = iter(source(epoch))
+        if skip:
+            logger.info("skipping the %d batches of epoch %d trained before the resume", skip, epoch)
+        for _ in range(skip):  # trained on before the resume
+            if self.next() is None:
+                break
 
     @contextlib.contextmanager
     def _data_rng(self):
