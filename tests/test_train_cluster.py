@@ -67,6 +67,7 @@ def _scenarios(rank, folder):
     yield "save", lambda: _train(save_cfg, evaluator=_break_checkpoints(save_cfg.output), batches=plain)
     yield "uneven", lambda: _train(cfg("uneven"), batches=uneven)
     yield "signal", lambda: _train(cfg("signal"), batches=_signal_source(rank))
+    yield "resume", lambda: _train(cfg("signal", resume="latest"), batches=plain)  # rank 0 picks, both load
 
 
 def _train(config, **kw):
@@ -204,6 +205,9 @@ def test_stop_signal_on_one_rank_stops_both_at_the_same_step_with_a_checkpoint(t
     assert a["checkpoint"] == b["checkpoint"]
     step = torch.load(a["checkpoint"], weights_only=True)["step"]
     assert step == len(b["steps"]) < 4  # stopped early, every trained step checkpointed
+    resumed = r0["resume"].get("result"), r1["resume"].get("result")
+    assert resumed[0] and resumed[1], (r0["resume"], r1["resume"])
+    assert resumed[0]["steps"] == [1, 2, 3, 4] and resumed[1]["steps"] == list(range(step + 1, 5))
 
 
 # ---- single-process units ---------------------------------------------------------------------

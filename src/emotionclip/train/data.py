@@ -49,6 +49,35 @@ def expand_shards(data: str) -> list[str]:
     return urls
 
 
+def check_clips_pass_filter(urls: list[str], config: TrainConfig, data: str = "") -> int:
+    """With ``steps_per_epoch`` the loader resamples shards forever: if the neutral filter keeps no
+    clip it would spin without ever yielding. Read the clips' metadata in shard order until a
+    batch's worth pass (usually within the first shard) and fail with the "no batches" error if
+    the whole corpus has fewer."""
+    import json
+
+    import webdataset as wds
+
+    need, kept, seen = config.batch_size, 0, 0
+    samples = wds.DataPipeline(
+        wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue)
+    )
+    for sample in samples:
+        seen += 1
+        try:
+            neutral = float(json.loads(sample["json"])["neutral"])
+        except (KeyError, TypeError, ValueError):
+            continue  # the loader skips such samples too
+        kept += neutral <= config.neutral_threshold
+        if kept >= need:
+            return kept
+    raise ValueError(
+        f"{data or urls[0]}: the training data gives no batches: {kept} of {seen} clips pass the neutral "
+        f"filter (--neutral-threshold {config.neutral_threshold}), fewer than batch_size={need}; "
+        "with --steps-per-epoch the loader would wait for them forever"
+    )
+
+
 def shard_batch_source(urls: list[str], config: TrainConfig, env: DistEnv, image_size: int) -> BatchSource:
     """Batches from prepared shards. With ``steps_per_epoch`` the shards are resampled and every rank
     yields exactly that many batches; without it an epoch is one pass over the shards."""

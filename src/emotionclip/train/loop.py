@@ -36,7 +36,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .data import BatchSource, EpochBatches, expand_shards, shard_batch_source
+from .data import BatchSource, EpochBatches, check_clips_pass_filter, expand_shards, shard_batch_source
 from .distributed import (
     DistEnv,
     StepFlags,
@@ -134,6 +134,10 @@ class _Run:
 
         # checks on user input before any work; rank 0 holds the run folder for the whole run
         urls = _on_all_ranks(env, lambda: expand_shards(config.data) if batches is None else None)
+        if urls and config.steps_per_epoch:
+            _on_all_ranks(
+                env, lambda: check_clips_pass_filter(urls, config, config.data) if env.is_main else 0
+            )
         _on_all_ranks(env, lambda: self._claim(stack) if env.is_main else None)
         resume_path, ckpt = self._resolve_resume()
 
@@ -197,7 +201,7 @@ class _Run:
         path = broadcast_object(_on_all_ranks(env, pick), env)
         if path is None:
             return None, None
-        ckpt = picked.get("ckpt") or _on_all_ranks(env, lambda: load_checkpoint(path))
+        ckpt = _on_all_ranks(env, lambda: picked["ckpt"] if env.is_main else load_checkpoint(path))
         return Path(path), ckpt
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
