@@ -24,7 +24,7 @@ def test_defaults_are_the_published_recipe():
     )
     assert (c.batch_size, c.epochs) == (128, 25)
     assert (c.beta1, c.beta2, c.eps, c.weight_decay) == (0.98, 0.9, 1e-6, 0.1)
-    assert (c.lr_gain_bias, c.lr_weights, c.lr_logit_scale) == (5e-5, 1e-8, 1e-8)
+    assert (c.lr_gain_bias, c.lr_weights, c.lr_logit_scale) == (5e-5, 1e-8, None)  # None: lr_weights
     assert (c.warmup_steps, c.warmup_start_factor, c.min_lr) == (10_000, 1e-5, 1e-10)
     assert c.logit_scale_max == pytest.approx(math.log(100))
     assert (c.sentiment_scale, c.neutral_threshold) == (10.0, 0.05)

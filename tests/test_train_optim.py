@@ -20,7 +20,8 @@ def test_param_groups_follow_the_release(tiny_config):
     assert set(by_name) == {"gain_bias", "weights", "logit_scale"}
     ids = {name: {id(p) for p in g["params"]} for name, g in by_name.items()}
     params = dict(model.named_parameters())
-    assert ids["logit_scale"] == {id(params["logit_scale"])}  # backbone.logit_scale is frozen (unused)
+    assert ids["logit_scale"] == {id(params["logit_scale"])}  # one temperature, shared with CLIP
+    assert model.backbone.logit_scale is params["logit_scale"]
     for name in (
         "backbone.visual.transformer.resblocks.0.ln_1.weight",
         "backbone.visual.conv1.weight",
@@ -56,15 +57,32 @@ def test_locked_towers_leave_the_optimizer(tiny_config):
     assert trained and all(n.startswith("visual_head.") or n == "logit_scale" for n in trained)
 
 
+def test_release_head_and_logit_scale_settings(tiny_config):
+    model = build_model(tiny_config)
+    by_name = {g["name"]: g for g in build_optimizer(model, tiny_config, torch.device("cpu")).param_groups}
+    assert by_name["logit_scale"]["lr"] == pytest.approx(1e-8)  # follows lr_weights, as the release
+    cfg = TrainConfig.from_dict(
+        {"lr_head_gain_bias": 1e-3, "lr_head_weights": 2e-3, "weight_decay_head": 0.0, "lr_weights": 3e-4},
+        base=tiny_config,
+    )
+    groups = {g["name"]: g for g in build_optimizer(model, cfg, torch.device("cpu")).param_groups}
+    assert set(groups) == {"gain_bias", "weights", "logit_scale", "head_gain_bias", "head_weights"}
+    assert (groups["head_weights"]["lr"], groups["head_weights"]["weight_decay"]) == (2e-3, 0.0)
+    assert groups["head_gain_bias"]["lr"] == 1e-3 and groups["logit_scale"]["lr"] == 3e-4
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith("visual_head.") for p in groups["head_weights"]["params"])
+    assert not any(names[id(p)].startswith("visual_head.") for p in groups["weights"]["params"])
+
+
 def test_warmup_then_cosine_per_epoch(tiny_config):
     model = build_model(tiny_config)
     opt = build_optimizer(model, tiny_config, torch.device("cpu"))
-    sched = WarmupCosineSchedule(opt, tiny_config)
+    sched = WarmupCosineSchedule(opt, tiny_config, steps_per_epoch=200)  # warm-up ends in epoch 0
     lrs = sched.current_lrs()
     assert lrs["gain_bias"] == pytest.approx(5e-5 * 1e-5) and lrs["weights"] == pytest.approx(1e-8 * 1e-5)
     for _ in range(50):
         sched.step()
-    assert sched.current_lrs()["gain_bias"] == pytest.approx(5e-5 * (1e-5 + (1 - 1e-5) * 0.5))
+    assert sched.current_lrs()["gain_bias"] == pytest.approx(5e-5 * 1e-5 * 0.5 + 5e-5 * 0.5)
     for _ in range(50):
         sched.step()
     assert sched.current_lrs()["gain_bias"] == pytest.approx(5e-5)  # warm-up done, epoch 0
@@ -73,7 +91,7 @@ def test_warmup_then_cosine_per_epoch(tiny_config):
     sched.set_epoch(4)
     assert sched.current_lrs()["weights"] == pytest.approx(1e-10)
     state = sched.state_dict()
-    other = WarmupCosineSchedule(build_optimizer(model, tiny_config, torch.device("cpu")), tiny_config)
+    other = WarmupCosineSchedule(build_optimizer(model, tiny_config, torch.device("cpu")), tiny_config, 200)
     other.load_state_dict(state)
     assert other.current_lrs() == sched.current_lrs()
     assert math.isclose(sched.lr_at(1.0, 0, 0), 1e-5)

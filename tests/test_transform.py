@@ -9,6 +9,7 @@ from emotionclip.transform import (
     boxes_to_mask,
     boxes_to_masks,
     image_transform,
+    normalize_frames,
     video_transform,
 )
 
@@ -36,14 +37,40 @@ def test_mask_follows_the_pixels():
     boxes = np.array([[300, 40, 420, 300, 1.0]])
     mask = boxes_to_mask(boxes, h, w)
     frames = (mask[None, :, :, None] * 255).repeat(3, axis=-1).repeat(2, axis=0).astype(np.uint8)
-    for train in (False, True):
-        tf = FrameTransform(train=train, generator=torch.Generator().manual_seed(3))
+    for train, crop in ((False, "frame"), (True, "frame"), (True, "clip")):
+        tf = FrameTransform(train=train, crop=crop, generator=torch.Generator().manual_seed(3))
         pixels, m = tf(frames, np.stack([mask, mask]))
         assert pixels.shape == (2, 3, 224, 224) and m.shape == (2, 224, 224) and m.dtype == torch.uint8
         white = pixels[:, 0] > 0.5  # normalised white vs black
-        agree = (white == m.bool()).float().mean()
-        assert agree > 0.99, (train, agree)
-        assert torch.equal(m[0], m[1])  # one crop window per clip
+        agree = (white == m.bool()).float().mean(dim=(1, 2))
+        assert (agree > 0.99).all(), (train, crop, agree)  # each frame's mask follows its own crop
+        if crop == "clip" or not train:
+            assert torch.equal(m[0], m[1])  # one crop window per clip
+
+
+def test_training_crops_are_per_frame_as_the_release_and_per_clip_as_an_option():
+    """A static video (8 identical frames): per-frame crops differ, the per-clip option agrees."""
+    g = np.random.default_rng(0)
+    frame = g.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    frames = np.repeat(frame[None], 8, axis=0)
+    masks = np.repeat(boxes_to_mask(np.array([[50, 60, 250, 280, 1.0]]), 300, 400)[None], 8, axis=0)
+    per_frame, m_frame = FrameTransform(train=True, generator=torch.Generator().manual_seed(1))(frames, masks)
+    distinct = {tuple(per_frame[k, 0, :2, :2].flatten().tolist()) for k in range(8)}
+    assert len(distinct) > 1 and not torch.equal(m_frame[0], m_frame[1:].amax(0))
+    clip, m_clip = FrameTransform(train=True, crop="clip", generator=torch.Generator().manual_seed(1))(
+        frames, masks
+    )
+    assert all(torch.equal(clip[0], clip[k]) and torch.equal(m_clip[0], m_clip[k]) for k in range(8))
+    with pytest.raises(ValueError, match="crop"):
+        FrameTransform(crop="video")
+
+
+def test_uint8_output_normalised_later_equals_the_float_path():
+    frames = np.random.default_rng(2).integers(0, 256, (4, 240, 320, 3), dtype=np.uint8)
+    as_float, _ = FrameTransform(train=True, generator=torch.Generator().manual_seed(5))(frames)
+    raw, _ = FrameTransform(train=True, normalize=False, generator=torch.Generator().manual_seed(5))(frames)
+    assert raw.dtype == torch.uint8
+    assert torch.equal(normalize_frames(raw), as_float)
 
 
 def test_normalisation_is_imagenet():

@@ -2,13 +2,13 @@
 
 The module tree mirrors the released checkpoint so that its state dict loads strictly:
 ``backbone`` is an open_clip ``CLIP`` (vision and text towers, used unmodified), ``visual_head``
-fuses the T frame features, ``logit_scale`` is EmotionCLIP's own temperature (the backbone's
-``logit_scale`` is kept only because the release stores it).
+fuses the T frame features. There is one temperature, as in the release: ``logit_scale`` IS the
+backbone's parameter (the state dict stores it under both keys), so a model initialised from CLIP
+weights starts at their scale.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,6 +98,16 @@ def _as_float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype) if mask.is_floating_point() else (mask != 0).to(dtype)
 
 
+def _one_logit_scale(state_dict, prefix, *args) -> None:
+    # Both keys load into the one parameter, the backbone's last. Files written before the two were
+    # tied hold a trained ``logit_scale`` beside CLIP's stale copy: the EmotionCLIP key wins.
+    own, clip = prefix + "logit_scale", prefix + "backbone.logit_scale"
+    if own in state_dict:
+        state_dict[clip] = state_dict[own]
+    elif clip in state_dict:
+        state_dict[own] = state_dict[clip]
+
+
 class EmotionCLIP(nn.Module):
     def __init__(self, config: EmotionCLIPConfig):
         super().__init__()
@@ -113,11 +123,10 @@ class EmotionCLIP(nn.Module):
                 f"EmotionCLIP needs a ViT vision tower for its subject token; "
                 f"{config.backbone_name or 'this backbone'} builds {type(self.backbone.visual).__name__}"
             )
-        # the release stores CLIP's temperature but trains its own; a parameter that never gets a
-        # gradient would stall DDP's gradient buckets, so the unused one is frozen
-        self.backbone.logit_scale.requires_grad_(False)
         self.visual_head = build_temporal_head(config, self.embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # one temperature shared with CLIP (the release's `self.logit_scale = self.backbone.logit_scale`)
+        self.logit_scale = self.backbone.logit_scale
+        self._register_load_state_dict_pre_hook(_one_logit_scale)
 
     # ---- sizes -------------------------------------------------------------------------------
     @property

@@ -1,9 +1,10 @@
 """Pixels and subject masks, transformed together.
 
 The released model was trained on frames resized to short side 256 (bicubic), cropped to 224
-(random crop when training, centre crop otherwise) and normalised with ImageNet statistics, not
-CLIP's. The subject mask goes through exactly the same geometry (nearest-neighbour resize, same
-crop window) so that it keeps marking the same pixels.
+(when training, a random crop drawn for each frame independently — the release's
+``_preprocess_frames(..., consistent=False)``; centre crop otherwise) and normalised with ImageNet
+statistics, not CLIP's. The subject mask goes through exactly the same geometry (nearest-neighbour
+resize, the frame's crop window) so that it keeps marking the same pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from torchvision.transforms import InterpolationMode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROPS = ("frame", "clip")  # training crop drawn per frame (the release) or once per clip
+
+
+def normalize_frames(
+    pixels: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` → float32 normalised, on the tensor's device (the training loader
+    ships uint8 so that batches are 4x smaller in shared and pinned memory)."""
+    shape = (3, 1, 1)
+    m = torch.tensor(mean, device=pixels.device).view(shape)
+    s = torch.tensor(std, device=pixels.device).view(shape)
+    return (pixels.float().div_(255.0) - m) / s
 
 
 def boxes_to_mask(
@@ -75,8 +88,10 @@ class FrameTransform:
     """Frames ``uint8 [T, H, W, 3]`` (+ masks ``[T, H, W]``) → model input.
 
     Returns ``(pixels float32 [T, 3, S, S], mask uint8 [T, S, S] | None)``; a single frame
-    ``[H, W, 3]`` gives ``[3, S, S]`` and ``[S, S]``. With ``train=True`` one random crop window is
-    drawn per call (per clip) and applied to every frame and the mask; otherwise the centre crop.
+    ``[H, W, 3]`` gives ``[3, S, S]`` and ``[S, S]``. With ``train=True`` a random crop window is
+    drawn for every frame (``crop="frame"``, the release) or once per call (``crop="clip"``) and
+    applied to the frame and its mask; otherwise the centre crop. ``normalize=False`` returns the
+    cropped uint8 pixels (normalise later with :func:`normalize_frames`).
     """
 
     def __init__(
@@ -87,9 +102,16 @@ class FrameTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         generator: torch.Generator | None = None,
+        crop: str = "frame",
+        normalize: bool = True,
     ):
         if resize < image_size:
             raise ValueError(f"resize ({resize}) must be >= image_size ({image_size})")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        self.crop = crop
+        self.normalize = normalize
+        self.mean_values, self.std_values = tuple(mean), tuple(std)
         self.image_size = image_size
         self.resize = resize
         self.train = train
@@ -126,12 +148,22 @@ class FrameTransform:
             x = TF.resize(x, [nh, nw], interpolation=InterpolationMode.BICUBIC, antialias=True)
             if m is not None:
                 m = TF.resize(m[:, None], [nh, nw], interpolation=InterpolationMode.NEAREST)[:, 0]
-        top, left = self._crop_origin(nh, nw)
         s = self.image_size
-        x = x[..., top : top + s, left : left + s]
-        pixels = (x.float().div_(255.0) - self.mean) / self.std
-        if m is not None:
-            m = m[..., top : top + s, left : left + s].contiguous()
+        per_frame = self.train and self.crop == "frame" and x.shape[0] > 1
+        origins = [self._crop_origin(nh, nw) for _ in range(x.shape[0] if per_frame else 1)]
+        if per_frame:
+            x = torch.stack([f[:, y : y + s, z : z + s] for f, (y, z) in zip(x, origins, strict=True)])
+            if m is not None:
+                m = torch.stack([f[y : y + s, z : z + s] for f, (y, z) in zip(m, origins, strict=True)])
+        else:
+            top, left = origins[0]
+            x = x[..., top : top + s, left : left + s]
+            if m is not None:
+                m = m[..., top : top + s, left : left + s].contiguous()
+        if self.normalize:
+            pixels = normalize_frames(x, self.mean_values, self.std_values)
+        else:
+            pixels = x.contiguous()
         if single:
             return pixels[0], (m[0] if m is not None else None)
         return pixels, m
@@ -142,9 +174,12 @@ def image_transform(image_size: int = 224, resize: int = 256) -> FrameTransform:
     return FrameTransform(image_size=image_size, resize=resize, train=False)
 
 
-def video_transform(image_size: int = 224, resize: int = 256, train: bool = False) -> FrameTransform:
-    """Video counterpart: the same geometry for every frame of a clip (random crop if ``train``)."""
-    return FrameTransform(image_size=image_size, resize=resize, train=train)
+def video_transform(
+    image_size: int = 224, resize: int = 256, train: bool = False, crop: str = "frame"
+) -> FrameTransform:
+    """Video counterpart: centre crop, or when ``train`` a random crop per frame (the release) or
+    per clip (``crop="clip"``)."""
+    return FrameTransform(image_size=image_size, resize=resize, train=train, crop=crop)
 
 
 def model_transform(model, train: bool = False) -> FrameTransform:

@@ -1,15 +1,21 @@
 """Training data from prepared shards: `make_train_loader(urls, ...)`.
 
 Per clip: T frame indices drawn at random without replacement and sorted, only those JPEGs decoded,
-one random 224 crop of the short-side-256 frames applied identically to the subject mask (the
-release's augmentation), ImageNet normalisation, CLIP tokens. Batches are dicts
-``{video [B,T,3,224,224] float, video_mask [B,T,224,224] uint8, tokens [B,77] long,
-sentiment_logits [B,7] float}`` plus metadata lists (``key``, ``text``, ``video_id``, ``start``,
-``end``, ``neutral``, ``has_person``).
+short side resized to 256 and a random 224 crop per frame (the release's; ``crop="clip"``: one per
+clip), applied to the subject mask alike; CLIP tokens. Batches are dicts ``{video [B,T,3,224,224]
+uint8, video_mask [B,T,224,224] bool, tokens [B,77] long, sentiment_logits [B,7] float}`` plus
+metadata lists (``key``, ``text``, ``video_id``, ``start``, ``end``, ``neutral``, ``has_person``) and
+``skipped`` (clips of this batch replaced because they could not be read). Frames stay uint8 until
+the training step normalises them on its device (`emotionclip.transform.normalize_frames`).
 
-Shards are split between ``torch.distributed`` ranks, then between DataLoader workers, so every
-reader sees different shards. With several ranks, pass ``resampled=True`` and ``epoch_batches`` so
-that every rank yields the same number of batches (unequal counts would stall DDP).
+Two orders:
+- ``order="uniform"`` (default, local shards): the release's ``DataLoader(shuffle=True)`` /
+  ``DistributedSampler`` — every epoch a permutation of every clip of the corpus, split between
+  ranks, read by random access into the tars. An index of the samples' byte ranges is built once
+  by reading the tar headers (and cached when ``index_cache`` is given).
+- ``order="stream"``: WebDataset streaming — shards in a shuffled order, split between ranks and
+  loader workers, mixed through a ``shuffle_buffer`` of clips. Works for remote URLs; batches then
+  hold few source videos (a shard holds whole videos in time order).
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import io
 import json
 import logging
 import math
+import os
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +40,8 @@ from emotionclip.transform import FrameTransform, boxes_to_mask
 logger = logging.getLogger(__name__)
 
 META_FIELDS = ("key", "text", "video_id", "start", "end", "neutral", "has_person")
+ORDERS = ("uniform", "stream")
+_REMOTE = ("http://", "https://", "s3://", "gs://", "pipe:", "hf://")
 
 
 def expand_shard_urls(urls: str | Path | list) -> list[str]:
@@ -70,15 +81,46 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
     return 0, 1
 
 
+# ---------------------------------------------------------------------------------------------
+# decoding one sample
+# ---------------------------------------------------------------------------------------------
+class BadSample(ValueError):
+    """A shard sample that cannot become a training clip (missing or broken field)."""
+
+
+def read_meta(sample: dict) -> dict:
+    """The sample's ``.json``, checked for the fields training uses."""
+    where = f"{sample.get('__url__', '?')}: sample {sample.get('__key__', '?')}"
+    if "json" not in sample:
+        raise BadSample(f"{where} has no .json")
+    try:
+        meta = json.loads(sample["json"])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadSample(f"{where} has a broken .json ({e})") from None
+    missing = [k for k in ("video_id", "neutral", "has_person", "sentiment_logits") if k not in meta]
+    if not isinstance(meta, dict) or missing:
+        raise BadSample(f"{where}: .json lacks {missing or 'a mapping'}")
+    return meta
+
+
 class ClipDecoder:
-    """Raw WebDataset sample (bytes per field) → training tensors."""
+    """Raw WebDataset sample (bytes per field) → training tensors (uint8 frames, bool mask)."""
 
     def __init__(
-        self, video_len: int = 8, image_size: int = 224, resize: int = 256, person_score: float = 0.5
+        self,
+        video_len: int = 8,
+        image_size: int = 224,
+        resize: int = 256,
+        person_score: float = 0.5,
+        crop: str = "frame",
+        decode: bool = True,
     ):
         self.video_len = video_len
         self.person_score = person_score
-        self.transform = FrameTransform(image_size=image_size, resize=resize, train=True)
+        self.decode = decode
+        self.transform = FrameTransform(
+            image_size=image_size, resize=resize, train=True, crop=crop, normalize=False
+        )
 
     def frame_indices(self, n: int) -> torch.Tensor:
         if n >= self.video_len:
@@ -86,51 +128,372 @@ class ClipDecoder:
         return torch.randint(n, (self.video_len,)).sort().values  # short clip: repeat frames
 
     def __call__(self, sample: dict) -> dict:
-        meta = json.loads(sample["json"])
+        meta = read_meta(sample)
+        where = f"{sample.get('__url__', '?')}: sample {sample.get('__key__', '?')}"
+        out = {
+            "key": sample["__key__"],
+            **{k: meta.get(k) for k in ("video_id", "start", "end", "neutral", "has_person")},
+        }
+        if not self.decode:  # metadata only (batch-mixing measurements)
+            return out
         frame_keys = sorted(k for k in sample if k.startswith("f") and k.endswith(".jpg"))
         if not frame_keys:
-            raise ValueError(f"{sample.get('__url__')}: sample {sample['__key__']} has no frames")
+            raise BadSample(f"{where} has no frames")
         idx = self.frame_indices(len(frame_keys)).tolist()
-        frames = np.stack(
-            [np.asarray(Image.open(io.BytesIO(sample[frame_keys[i]])).convert("RGB")) for i in idx]
-        )
-        h, w = frames.shape[1:3]
-        boxes = json.loads(sample["boxes.json"])
-        masks = np.stack(
-            [
-                boxes_to_mask(np.asarray(boxes[i], np.float32).reshape(-1, 5), h, w, self.person_score)
-                for i in idx
-            ]
-        )
+        try:
+            frames = np.stack(
+                [np.asarray(Image.open(io.BytesIO(sample[frame_keys[i]])).convert("RGB")) for i in idx]
+            )
+            boxes = json.loads(sample["boxes.json"])
+            h, w = frames.shape[1:3]
+            masks = np.stack(
+                [
+                    boxes_to_mask(np.asarray(boxes[i], np.float32).reshape(-1, 5), h, w, self.person_score)
+                    for i in idx
+                ]
+            )
+            text = sample["txt"].decode("utf-8")
+        except (OSError, ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
+            raise BadSample(f"{where}: {type(e).__name__}: {e}") from None
         pixels, mask = self.transform(frames, masks)
-        text = sample["txt"].decode("utf-8")
         return {
+            **out,
             "video": pixels,
-            "video_mask": mask,
+            "video_mask": mask.bool(),
             "tokens": tokenize([text])[0],
             "sentiment_logits": torch.tensor(meta["sentiment_logits"], dtype=torch.float32),
-            "key": sample["__key__"],
             "text": text,
-            **{k: meta[k] for k in ("video_id", "start", "end", "neutral", "has_person")},
         }
 
 
 def collate(samples: list[dict]) -> dict:
-    batch = {
-        k: torch.stack([s[k] for s in samples]) for k in ("video", "video_mask", "tokens", "sentiment_logits")
-    }
-    batch.update({k: [s[k] for s in samples] for k in META_FIELDS})
+    tensors = [k for k in ("video", "video_mask", "tokens", "sentiment_logits") if k in samples[0]]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in tensors}
+    batch.update({k: [s.get(k) for s in samples] for k in META_FIELDS})
+    batch["skipped"] = [r for s in samples for r in s.get("skipped", [])]
     return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# random access: an index of the samples' byte ranges in the tars
+# ---------------------------------------------------------------------------------------------
+def _tar_members(f, start: int = 0, end: int | None = None):
+    """(name, data offset, size) of the regular files of a tar read from ``f`` between two offsets.
+
+    A small header parser (ustar, GNU long names, pax paths) — Python's tarfile builds an object per
+    member and is ~10x slower, which matters for corpora of millions of frames."""
+    offset, long_name = start, None
+    while end is None or offset < end:
+        f.seek(offset)
+        header = f.read(512)
+        if len(header) < 512 or header.count(0) == 512:
+            return
+        try:
+            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            raise BadSample(f"corrupt tar header at byte {offset}") from None
+        kind = header[156:157]
+        data = offset + 512
+        offset = data + (size + 511) // 512 * 512
+        if kind in (b"L", b"x"):
+            f.seek(data)
+            payload = f.read(size)
+            if kind == b"L":
+                long_name = payload.rstrip(b"\0").decode("utf-8", "replace")
+            else:
+                for record in payload.decode("utf-8", "replace").splitlines():
+                    key, _, value = record.partition(" ")[2].partition("=")
+                    if key == "path":
+                        long_name = value
+            continue
+        if kind not in (b"0", b"\0"):
+            long_name = None
+            continue
+        name = long_name
+        if name is None:
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+            if header[257:262] == b"ustar" and prefix:
+                name = f"{prefix}/{name}"
+        long_name = None
+        yield name, data, size
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """WebDataset's key / field split: at the first dot of the file name."""
+    folder, _, base = name.rpartition("/")
+    key, _, ext = base.partition(".")
+    return (f"{folder}/{key}" if folder else key), ext
+
+
+@dataclass
+class ShardIndex:
+    """Where each sample of a corpus lies (shard, byte range) and what training filters on."""
+
+    urls: list[str]
+    shard: np.ndarray  # int32 per sample
+    start: np.ndarray  # int64: first header
+    end: np.ndarray  # int64: end of the last member's data
+    neutral: np.ndarray  # float32
+    has_person: np.ndarray  # float32
+    video: np.ndarray  # int32 into video_ids
+    video_ids: list[str]
+    skipped: list[str] = field(default_factory=list)  # "<shard>: sample <key> ...: reason"
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def select(self, max_neutral: float | None = None, min_has_person: float | None = None) -> np.ndarray:
+        keep = np.ones(len(self), dtype=bool)
+        if max_neutral is not None:
+            keep &= self.neutral <= max_neutral
+        if min_has_person:
+            keep &= self.has_person >= min_has_person
+        return np.flatnonzero(keep)
+
+
+def _index_shard(path: str) -> tuple[list[tuple], list[str]]:
+    rows, skipped = [], []
+    with open(path, "rb") as f:
+        groups: OrderedDict[str, dict] = OrderedDict()
+        for name, data, size in _tar_members(f):
+            key, ext = _split_name(name)
+            g = groups.get(key)
+            if g is None:
+                if groups:  # members of a sample are contiguous: the previous one is complete
+                    _finish(path, f, groups.popitem()[1], rows, skipped)
+                g = groups[key] = {"key": key, "start": data - 512, "fields": {}}
+            g["fields"][ext] = (data, size)
+            g["end"] = data + (size + 511) // 512 * 512
+        while groups:
+            _finish(path, f, groups.popitem()[1], rows, skipped)
+    return rows, skipped
+
+
+def _finish(path: str, f, g: dict, rows: list, skipped: list) -> None:
+    sample = {"__url__": path, "__key__": g["key"]}
+    if "json" in g["fields"]:
+        data, size = g["fields"]["json"]
+        f.seek(data)
+        sample["json"] = f.read(size)
+    try:
+        meta = read_meta(sample)
+        if not any(k.startswith("f") and k.endswith(".jpg") for k in g["fields"]):
+            raise BadSample(f"{path}: sample {g['key']} has no frames")
+        rows.append(
+            (g["start"], g["end"], float(meta["neutral"]), float(meta["has_person"]), meta["video_id"])
+        )
+    except (BadSample, TypeError, ValueError) as e:
+        skipped.append(str(e))
+
+
+def _shard_signature(urls: list[str]) -> list[list]:
+    return [[u, os.stat(u).st_size, os.stat(u).st_mtime_ns] for u in urls]
+
+
+def build_index(urls: list[str], cache: str | Path | None = None) -> ShardIndex:
+    """Index local shards by reading their tar headers; ``cache`` (an ``.npz``) is reused while
+    every shard keeps its size and modification time."""
+    from tqdm import tqdm
+
+    signature = json.dumps(_shard_signature(urls))
+    if cache is not None and Path(cache).is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["signature"]) == signature:
+                    return ShardIndex(
+                        list(urls), z["shard"], z["start"], z["end"], z["neutral"], z["has_person"],
+                        z["video"], [str(v) for v in z["video_ids"]], [str(s) for s in z["skipped"]],
+                    )  # fmt: skip
+        except (OSError, ValueError, KeyError) as e:
+            logger.warning("%s: unreadable data index, rebuilding it (%s)", cache, e)
+    shard, start, end, neutral, person, video, skipped = [], [], [], [], [], [], []
+    video_ids: dict[str, int] = {}
+    for k, url in enumerate(tqdm(urls, desc="indexing shards", unit="shard", disable=len(urls) < 50)):
+        try:
+            rows, bad = _index_shard(url)
+        except (OSError, BadSample) as e:
+            skipped.append(f"{url}: unreadable shard ({e})")
+            continue
+        skipped += bad
+        for s, e, n, p, v in rows:
+            shard.append(k)
+            start.append(s)
+            end.append(e)
+            neutral.append(n)
+            person.append(p)
+            video.append(video_ids.setdefault(str(v), len(video_ids)))
+    index = ShardIndex(
+        list(urls),
+        np.asarray(shard, np.int32),
+        np.asarray(start, np.int64),
+        np.asarray(end, np.int64),
+        np.asarray(neutral, np.float32),
+        np.asarray(person, np.float32),
+        np.asarray(video, np.int32),
+        list(video_ids),
+        skipped,
+    )
+    for reason in skipped[:20]:
+        logger.warning("%s; skipped", reason)
+    if skipped:
+        logger.warning("%d shard samples skipped while indexing (listed above, first 20)", len(skipped))
+    if cache is not None:
+        _save_index(index, signature, Path(cache))
+    return index
+
+
+def _save_index(index: ShardIndex, signature: str, path: Path) -> None:
+    from emotionclip._io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            signature=np.asarray(signature),
+            shard=index.shard,
+            start=index.start,
+            end=index.end,
+            neutral=index.neutral,
+            has_person=index.has_person,
+            video=index.video,
+            video_ids=np.asarray(index.video_ids, dtype=str),
+            skipped=np.asarray(index.skipped, dtype=str),
+        )
+
+
+class IndexedClips(torch.utils.data.Dataset):
+    """Clip ``i`` of ``positions`` read by random access into its tar, decoded by ``decoder``.
+
+    A clip that cannot be decoded is replaced by the next one of ``positions`` (as the release
+    replaces it by another) and reported in the batch's ``skipped`` list."""
+
+    def __init__(self, index: ShardIndex, positions: np.ndarray, decoder: ClipDecoder, max_open: int = 64):
+        self.index, self.positions, self.decoder = index, positions, decoder
+        self.max_open = max_open
+        self._files: OrderedDict[int, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getstate__(self):  # open files stay in the process that opened them
+        return {**self.__dict__, "_files": OrderedDict()}
+
+    def _file(self, shard: int):
+        f = self._files.pop(shard, None)
+        if f is None:
+            f = open(self.index.urls[shard], "rb")  # noqa: SIM115 - kept open between samples
+            if len(self._files) >= self.max_open:
+                self._files.popitem(last=False)[1].close()
+        self._files[shard] = f
+        return f
+
+    def raw_sample(self, pos: int) -> dict:
+        ix = self.index
+        shard = int(ix.shard[pos])
+        f = self._file(shard)
+        start, end = int(ix.start[pos]), int(ix.end[pos])
+        f.seek(start)
+        buf = io.BytesIO(f.read(end - start))
+        sample = {"__url__": ix.urls[shard]}
+        for name, data, size in _tar_members(buf, 0, end - start):
+            key, ext = _split_name(name)
+            sample["__key__"] = key
+            buf.seek(data)
+            sample[ext] = buf.read(size)
+        return sample
+
+    def __getitem__(self, i: int) -> dict:
+        skipped = []
+        for k in range(min(16, len(self.positions))):
+            pos = int(self.positions[(i + k) % len(self.positions)])
+            try:
+                clip = self.decoder(self.raw_sample(pos))
+            except (BadSample, OSError) as e:
+                logger.warning("%s; replaced by the next clip", e)
+                skipped.append(str(e))
+                continue
+            clip["skipped"] = skipped
+            return clip
+        raise BadSample(f"{len(skipped)} clips in a row could not be read, e.g. {skipped[0]}")
+
+
+def uniform_batches(
+    n: int, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, epoch_batches: int | None
+) -> list[list[int]]:
+    """Per-rank batches of positions ``0..n-1``, as the release's shuffled DataLoader / DistributedSampler.
+
+    Without ``epoch_batches``: one permutation per epoch, padded to a multiple of the ranks by
+    repeating its start, every ``world_size``-th element from ``rank``, cut into full batches.
+    With it: the epoch is the next ``epoch_batches * batch_size * world_size`` draws of an endless
+    sequence of permutations, so every clip is seen once before any is seen twice.
+    """
+    if n == 0:
+        return []
+
+    def perm(k: int) -> np.ndarray:
+        return np.random.default_rng([seed, k]).permutation(n)
+
+    if epoch_batches is None:
+        order = perm(epoch)
+        per_rank = math.ceil(n / world_size)
+        order = np.concatenate([order, order[: per_rank * world_size - n]])[rank::world_size]
+        count = per_rank // batch_size
+    else:
+        need = epoch_batches * batch_size * world_size
+        first, last = epoch * need, (epoch + 1) * need  # positions in the endless sequence
+        parts = [perm(k) for k in range(first // n, (last - 1) // n + 1)]
+        order = np.concatenate(parts)[first - (first // n) * n :][:need][rank::world_size]
+        count = epoch_batches
+    return [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(count)]
+
+
+class UniformLoader:
+    """One epoch of uniformly shuffled batches for this rank (a DataLoader over `IndexedClips`)."""
+
+    def __init__(self, dataset: IndexedClips, batches: list[list[int]], num_workers: int, pin_memory: bool):
+        self.dataset, self.batches = dataset, batches
+        self.loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=collate,
+            pin_memory=pin_memory,
+            prefetch_factor=2 if num_workers else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loader
+# ---------------------------------------------------------------------------------------------
+_bad_in_stream: Counter = Counter()
 
 
 def _meta_filter(max_neutral: float | None, min_has_person: float | None):
     def keep(sample: dict) -> bool:
-        meta = json.loads(sample["json"])
+        try:
+            meta = read_meta(sample)
+        except BadSample as e:
+            _bad_in_stream["samples"] += 1
+            logger.warning("%s; skipped (%d in this process so far)", e, _bad_in_stream["samples"])
+            return False
         if max_neutral is not None and meta["neutral"] > max_neutral:
             return False
-        return min_has_person is None or meta["has_person"] >= min_has_person
+        return not min_has_person or meta["has_person"] >= min_has_person
 
     return keep
+
+
+def _skip_bad(exn: Exception) -> bool:
+    _bad_in_stream["samples"] += 1
+    logger.warning("%s; skipped (%d in this process so far)", exn, _bad_in_stream["samples"])
+    return True
 
 
 def make_train_loader(
@@ -140,6 +503,8 @@ def make_train_loader(
     video_len: int = 8,
     image_size: int = 224,
     resize: int = 256,
+    order: str = "uniform",
+    crop: str = "frame",
     shuffle_buffer: int = 500,
     resampled: bool = False,
     epoch_batches: int | None = None,
@@ -147,21 +512,54 @@ def make_train_loader(
     min_has_person: float | None = None,
     drop_last: bool = True,
     seed: int = 0,
+    epoch: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
     pin_memory: bool = False,
-) -> wds.WebLoader:
-    """A DataLoader over prepared shards yielding ready-to-train batch dicts (see module docstring).
+    index: ShardIndex | None = None,
+    index_cache: str | Path | None = None,
+    decode: bool = True,
+):
+    """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
 
-    ``resampled=False``: each pass reads every shard once, shards shuffled with ``seed`` + epoch,
-    split disjointly between ranks (``rank``/``world_size`` or ``torch.distributed``) then workers.
-    ``resampled=True``: each rank/worker draws shards at random forever; ``epoch_batches`` then
-    sets how many batches one pass over the loader yields per rank (rounded up to a multiple of
-    the workers). ``shuffle_buffer=0`` keeps
-    shard order. ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores.
+    ``order="uniform"``: a new permutation of every clip per (``seed``, ``epoch``), split between
+    ranks (``rank``/``world_size`` or ``torch.distributed``); ``epoch_batches`` sets the batches per
+    rank (else one pass over the corpus); ``len()`` is the number of batches. ``index`` reuses a
+    `build_index` result. Remote URLs fall back to ``"stream"``.
+    ``order="stream"``: shards shuffled with ``seed + epoch``, split between ranks then workers, clips
+    mixed through ``shuffle_buffer`` (0 keeps shard order). ``resampled=True``: each rank/worker draws
+    shards at random (seeded, the same on every run) and ``epoch_batches`` sets the batches per rank
+    (rounded up to a multiple of the workers).
+    ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores. ``decode=False``
+    yields metadata only.
     """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     shard_urls = expand_shard_urls(urls)
     rank, world_size = _dist_rank_world(rank, world_size)
+    decoder = ClipDecoder(video_len, image_size, resize, crop=crop, decode=decode)
+    if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
+        logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
+        order = "stream"
+    if order == "uniform":
+        index = index if index is not None else build_index(shard_urls, index_cache)
+        positions = index.select(max_neutral, min_has_person)
+        batches = uniform_batches(len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches)
+        if not drop_last and epoch_batches is None:
+            rest = len(positions) - len(batches) * batch_size * world_size
+            if rest > 0:
+                logger.info("order='uniform' drops the last partial batch (as the release)")
+        return UniformLoader(IndexedClips(index, positions, decoder), batches, num_workers, pin_memory)
+    return _stream_loader(
+        shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
+        max_neutral, min_has_person, drop_last, seed + epoch, rank, world_size, pin_memory,
+    )  # fmt: skip
+
+
+def _stream_loader(
+    shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
+    max_neutral, min_has_person, drop_last, seed, rank, world_size, pin_memory,
+) -> wds.WebLoader:  # fmt: skip
     readers = world_size * max(1, num_workers)
     if not resampled and len(shard_urls) < readers:
         logger.warning(
@@ -171,22 +569,22 @@ def make_train_loader(
             readers,
         )
     if resampled:
-        stages = [wds.ResampledShards(shard_urls, seed=seed + rank)]
+        # deterministic: the same shard draws on every run and every resume (seed per epoch and rank)
+        stages = [wds.ResampledShards(shard_urls, seed=seed * 1000 + rank, deterministic=True)]
     else:
         stages = [wds.SimpleShardList(shard_urls)]
         if shuffle_buffer:
             stages.append(wds.detshuffle(bufsize=len(shard_urls), initial=len(shard_urls), seed=seed))
         stages += [_RankSplit(rank, world_size), wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples(handler=wds.warn_and_continue))
+    stages.append(wds.tarfile_to_samples(handler=_skip_bad))
     if shuffle_buffer:
         # seeded so that a resumed run replays the same clip order (seed changes per epoch and rank)
         stages.append(
             wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed * 100_003 + rank)
         )
-    if max_neutral is not None or min_has_person is not None:
-        stages.append(wds.select(_meta_filter(max_neutral, min_has_person)))
+    stages.append(wds.select(_meta_filter(max_neutral, min_has_person)))
     stages += [
-        wds.map(ClipDecoder(video_len, image_size, resize), handler=wds.warn_and_continue),
+        wds.map(decoder, handler=_skip_bad),
         wds.batched(batch_size, collation_fn=collate, partial=not drop_last),
     ]
     dataset = wds.DataPipeline(*stages)

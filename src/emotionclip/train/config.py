@@ -23,6 +23,8 @@ import yaml
 from emotionclip.precision import PRECISIONS
 
 _OLD_PRECISIONS = {"amp_fp16": "fp16", "amp_bf16": "bf16"}  # names before the one precision policy
+CROPS = ("frame", "clip")
+DATA_ORDERS = ("uniform", "stream")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -43,6 +45,13 @@ class TrainConfig:
     batch_size: int = _opt(128, "clips per process and step (the release: 128 per GPU)")
     workers: int = _opt(8, "data-loader worker processes per training process")
     neutral_threshold: float = _opt(0.05, "keep only clips whose neutral sentiment probability is below this")
+    min_person_fraction: float = _opt(
+        0.0, "skip clips with a person in fewer than this fraction of frames (0 keeps all, the release)"
+    )
+    crop: str = _opt("frame", "random crop per 'frame' (the release) or one per 'clip'")
+    data_order: str = _opt(
+        "uniform", "'uniform': shuffle over every clip (the release); 'stream': shard order + buffer"
+    )
     epochs: int = _opt(25, "epochs")
     steps_per_epoch: int | None = _opt(
         None, "steps that make an epoch, shards resampled ('none' = one pass over the shards)"
@@ -56,8 +65,15 @@ class TrainConfig:
     pretrained: str | None = _opt(
         "laion2b_e16", "open_clip tag or local CLIP weights file; 'none' = random init"
     )
+    init: str | None = _opt(
+        None, "fine-tune this EmotionCLIP checkpoint (release format or ours; architecture from the file)"
+    )
     temporal_fusion: str = _opt("transformer", "transformer, mean or conv1d")
     head_layers: int = _opt(6, "temporal transformer layers")
+    head_dropout: float = _opt(0.1, "dropout of the temporal transformer (torch's default, as the release)")
+    reset_logit_scale: bool = _opt(
+        False, "start the temperature at 1/0.07 instead of the initial weights' (the release's option)"
+    )
 
     # ---- loss ------------------------------------------------------------------------------
     sentiment_scale: float = _opt(10.0, "alpha of the sentiment-guided loss (0 = plain CLIP loss)")
@@ -71,12 +87,20 @@ class TrainConfig:
         5e-5, "learning rate of gains (norm weights, 1-d params) and biases, weight decay 0"
     )
     lr_weights: float = _opt(1e-8, "learning rate of every other weight (with --weight-decay)")
-    lr_logit_scale: float = _opt(1e-8, "learning rate of the logit scale (weight decay 0)")
+    lr_logit_scale: float | None = _opt(
+        None, "learning rate of the logit scale, weight decay 0 ('none' = --lr-weights, the release)"
+    )
     weight_decay: float = _opt(0.1, "AdamW weight decay of the 'weights' group")
+    # the temporal head's own settings (the release's lr_head_gb / lr_head_rest / weight_decay_head)
+    lr_head_gain_bias: float | None = _opt(None, "temporal head gains/biases ('none' = --lr-gain-bias)")
+    lr_head_weights: float | None = _opt(None, "temporal head weights ('none' = --lr-weights)")
+    weight_decay_head: float | None = _opt(None, "temporal head weight decay ('none' = --weight-decay)")
     beta1: float = _opt(0.98, "AdamW beta1")
     beta2: float = _opt(0.9, "AdamW beta2")
     eps: float = _opt(1e-6, "AdamW epsilon")
-    warmup_steps: int = _opt(10_000, "linear warm-up steps")
+    warmup_steps: int = _opt(
+        10_000, "linear warm-up steps, to the cosine rate of the epoch the warm-up ends in (the release's)"
+    )
     warmup_start_factor: float = _opt(1e-5, "warm-up starts at this fraction of the scheduled lr")
     min_lr: float = _opt(1e-10, "end point of the per-epoch cosine decay")
     logit_scale_max: float = _opt(math.log(100.0), "logit scale is clamped to [0, this] after each step")
@@ -131,11 +155,18 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.data_order not in DATA_ORDERS:
+            raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {self.data_order!r}")
         for name in ("workers", "warmup_steps", "save_every", "eval_every", "head_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr_gain_bias", "lr_weights", "lr_logit_scale", "weight_decay", "min_lr"):
-            if getattr(self, name) < 0:
+        for name in ("lr_gain_bias", "lr_weights", "lr_logit_scale", "lr_head_gain_bias", "lr_head_weights"):
+            if (getattr(self, name) or 0) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "weight_decay_head", "min_lr", "head_dropout", "min_person_fraction"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     # ---- conversions -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Where training batches come from: WebDataset shards via the prepare stage's loader.
+"""Where training batches come from: prepared WebDataset shards via `emotionclip.shards.reader`.
 
 A *batch source* is ``source(epoch) -> iterable of batch dicts`` for this process
 (``video [B,T,3,H,W]``, ``video_mask [B,T,H,W]``, ``tokens [B,77]``, optionally
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -49,58 +50,113 @@ def expand_shards(data: str) -> list[str]:
     return urls
 
 
-def check_clips_pass_filter(urls: list[str], config: TrainConfig, data: str = "") -> int:
-    """With ``steps_per_epoch`` the loader resamples shards forever: if the neutral filter keeps no
-    clip it would spin without ever yielding. Read the clips' metadata in shard order until a
-    batch's worth pass (usually within the first shard) and fail with the "no batches" error if
-    the whole corpus has fewer."""
+def check_clips_pass_filter(urls: list[str], config: TrainConfig, index=None) -> int:
+    """With ``steps_per_epoch`` the loader resamples shards forever: if the filters keep no clip it
+    would spin without ever yielding. Count the kept clips (from the shard index, or by reading
+    the clips' metadata in shard order until a batch's worth pass, usually within the first shard)
+    and fail with the "no batches" error if the whole corpus has fewer."""
     import json
 
     import webdataset as wds
 
     need, kept, seen = config.batch_size, 0, 0
+    if index is not None:
+        kept, seen = len(index.select(config.neutral_threshold, config.min_person_fraction)), len(index)
+        if kept >= need:
+            return kept
+        _raise_no_batches(urls, config, kept, seen)
     samples = wds.DataPipeline(
         wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue)
     )
     for sample in samples:
         seen += 1
         try:
-            neutral = float(json.loads(sample["json"])["neutral"])
+            meta = json.loads(sample["json"])
+            neutral, person = float(meta["neutral"]), float(meta["has_person"])
         except (KeyError, TypeError, ValueError):
             continue  # the loader skips such samples too
-        kept += neutral <= config.neutral_threshold
+        kept += neutral <= config.neutral_threshold and person >= config.min_person_fraction
         if kept >= need:
             return kept
+    _raise_no_batches(urls, config, kept, seen)
+
+
+def _raise_no_batches(urls: list[str], config: TrainConfig, kept: int, seen: int):
     raise ValueError(
-        f"{data or urls[0]}: the training data gives no batches: {kept} of {seen} clips pass the neutral "
-        f"filter (--neutral-threshold {config.neutral_threshold}), fewer than batch_size={need}; "
-        "with --steps-per-epoch the loader would wait for them forever"
+        f"{config.data or urls[0]}: the training data gives no batches: {kept} of {seen} clips pass the "
+        f"filters (--neutral-threshold {config.neutral_threshold}, --min-person-fraction "
+        f"{config.min_person_fraction}), fewer than batch_size={config.batch_size}; with "
+        "--steps-per-epoch the loader would wait for them forever"
     )
 
 
-def shard_batch_source(urls: list[str], config: TrainConfig, env: DistEnv, image_size: int) -> BatchSource:
-    """Batches from prepared shards. With ``steps_per_epoch`` the shards are resampled and every rank
-    yields exactly that many batches; without it an epoch is one pass over the shards."""
-    from emotionclip.shards.reader import make_train_loader
+def shard_batch_source(
+    urls: list[str], config: TrainConfig, env: DistEnv, image_size: int, video_len: int | None = None
+) -> BatchSource:
+    """Batches from prepared shards, in the order ``config.data_order`` names (see
+    `emotionclip.shards.reader`). With ``steps_per_epoch`` every rank yields exactly that many
+    batches per epoch; without it an epoch is one pass over the corpus."""
+    return _ShardSource(urls, config, env, image_size, video_len or config.video_len)
 
-    def source(epoch: int):
+
+class _ShardSource:
+    def __init__(self, urls: list[str], config: TrainConfig, env: DistEnv, image_size: int, video_len: int):
+        from emotionclip.shards.reader import build_index
+
+        self.urls, self.config, self.env = urls, config, env
+        self.image_size, self.video_len = image_size, video_len
+        local = not any(u.startswith(_REMOTE_PREFIXES) for u in urls)
+        self.index = None
+        if config.data_order == "uniform" and local:
+            # every rank reads the tar headers once; the index is cached in the run folder for resumes
+            cache = Path(config.output).expanduser() / "data-index.npz" if config.output else None
+            self.index = build_index(urls, cache)
+            kept = len(self.index.select(config.neutral_threshold, config.min_person_fraction))
+            logger.info(
+                "%d clips in %d shards, %d kept by the neutral/person filters, %d skipped as unreadable",
+                len(self.index),
+                len(urls),
+                kept,
+                len(self.index.skipped),
+            )
+
+    def check_enough_clips(self) -> int:
+        return check_clips_pass_filter(self.urls, self.config, self.index)
+
+    def steps_per_epoch(self) -> int | None:
+        """Batches per rank and epoch when known before the epoch (the warm-up target needs it)."""
+        cfg = self.config
+        if cfg.steps_per_epoch:
+            return cfg.steps_per_epoch
+        if self.index is None:
+            return None
+        kept = len(self.index.select(cfg.neutral_threshold, cfg.min_person_fraction))
+        return math.ceil(kept / self.env.world_size) // cfg.batch_size
+
+    def __call__(self, epoch: int):
+        from emotionclip.shards.reader import make_train_loader
+
+        cfg = self.config
         return make_train_loader(
-            urls,
-            batch_size=config.batch_size,
-            num_workers=config.workers,
-            video_len=config.video_len,
-            image_size=image_size,
-            resize=round(image_size * 256 / 224),
-            resampled=config.steps_per_epoch is not None,
-            epoch_batches=config.steps_per_epoch,
-            max_neutral=config.neutral_threshold,
-            seed=config.seed + epoch,  # a new shard order each epoch
-            rank=env.rank,
-            world_size=env.world_size,
-            pin_memory=env.device.type == "cuda",
+            self.urls,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.workers,
+            video_len=self.video_len,
+            image_size=self.image_size,
+            resize=round(self.image_size * 256 / 224),
+            order="uniform" if self.index is not None else "stream",
+            crop=cfg.crop,
+            resampled=cfg.steps_per_epoch is not None,
+            epoch_batches=cfg.steps_per_epoch,
+            max_neutral=cfg.neutral_threshold,
+            min_has_person=cfg.min_person_fraction,
+            seed=cfg.seed,
+            epoch=epoch,  # a new order each epoch
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            pin_memory=self.env.device.type == "cuda",
+            index=self.index,
         )
-
-    return source
 
 
 class EpochBatches:

@@ -179,10 +179,15 @@ class StepFlags:
     stop: bool  # a rank was asked to stop (SIGTERM / SIGUSR1)
     nonfinite_ranks: tuple[int, ...]  # ranks whose previous loss was NaN/inf
     loss: float | None  # this rank's previous loss
+    extra: tuple[float, ...] = ()  # this rank's `extra` values, read in the same sync
 
 
 def exchange_step_flags(
-    env: DistEnv, batch_size: int | None, loss: torch.Tensor | None, stop: bool
+    env: DistEnv,
+    batch_size: int | None,
+    loss: torch.Tensor | None,
+    stop: bool,
+    extra: torch.Tensor | None = None,
 ) -> StepFlags:
     """One all-reduce (MAX) and one host read per step: does every rank have a next batch of the
     same size, was any rank asked to stop, and was the previous loss finite on every rank.
@@ -197,13 +202,16 @@ def exchange_step_flags(
         own_loss = loss.detach().float().reshape(1)
     if env.distributed:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    values = torch.cat([flags, own_loss]).tolist()
+    own = [own_loss] if extra is None else [own_loss, extra.detach().float().reshape(-1)]
+    values = torch.cat([flags, *own]).tolist()
+    n_extra = 0 if extra is None else extra.numel()
     return StepFlags(
         all_have_batch=values[0] == 0.0,
         batch_sizes=(int(-values[2]), int(values[1])),
         stop=values[3] > 0,
         nonfinite_ranks=tuple(r for r in range(n) if values[4 + r] > 0),
-        loss=None if loss is None else values[-1],
+        loss=None if loss is None else values[len(flags)],
+        extra=tuple(values[len(flags) + 1 : len(flags) + 1 + n_extra]),
     )
 
 

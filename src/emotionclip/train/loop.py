@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import signal
 import threading
 import time
@@ -36,7 +37,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .data import BatchSource, EpochBatches, check_clips_pass_filter, expand_shards, shard_batch_source
+from .data import BatchSource, EpochBatches, expand_shards, shard_batch_source
 from .distributed import (
     DistEnv,
     StepFlags,
@@ -50,7 +51,10 @@ from .distributed import (
 )
 from .optim import WarmupCosineSchedule, build_optimizer
 from .runlog import RunLog
-from .step import TrainStep, build_model, seed_everything, wrap_model
+from .step import LossSelector, TrainStep, build_model, compute_loss, seed_everything, wrap_model
+
+# the building blocks live in step.py; these names stay importable from here too
+__all__ = ["Evaluator", "TrainResult", "train", "LossSelector", "build_model", "compute_loss", "wrap_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,9 @@ class TrainResult:
     loss_kind: str  # "sentiment_guided" or "clip": the loss of the last step
     checkpoint: Path | None  # the last checkpoint written
     stopped_by: str | None = None  # "SIGTERM"/"SIGUSR1" when a signal ended the run early (checkpointed)
+    # one dict per optimiser step of this process since it started (or resumed): step (1-based),
+    # epoch, loss, lr (per parameter group, the rates used in that step), logit_scale (after the clamp)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def train(
@@ -134,21 +141,21 @@ class _Run:
 
         # checks on user input before any work; rank 0 holds the run folder for the whole run
         urls = _on_all_ranks(env, lambda: expand_shards(config.data) if batches is None else None)
-        if urls and config.steps_per_epoch:
-            _on_all_ranks(
-                env, lambda: check_clips_pass_filter(urls, config, config.data) if env.is_main else 0
-            )
         _on_all_ranks(env, lambda: self._claim(stack) if env.is_main else None)
         resume_path, ckpt = self._resolve_resume()
 
         # on resume the weights come from the checkpoint: no need to fetch the pretrained CLIP
         self.model = build_model(dataclasses.replace(config, pretrained=None) if ckpt else config, env.device)
         self.optimizer = build_optimizer(self.model, config, env.device)
-        self.schedule = WarmupCosineSchedule(self.optimizer, config)
-        scaler = torch.amp.GradScaler(env.device.type) if config.precision == "fp16" else None
         self.source = (
-            batches if batches is not None else shard_batch_source(urls, config, env, self.model.image_size)
+            batches
+            if batches is not None
+            else shard_batch_source(urls, config, env, self.model.image_size, self.model.video_len)
         )
+        if batches is None and config.steps_per_epoch:  # resampling would spin forever on no clips
+            _on_all_ranks(env, lambda: self.source.check_enough_clips() if env.is_main else 0)
+        self.schedule = WarmupCosineSchedule(self.optimizer, config, _steps_per_epoch(self.source, config))
+        scaler = torch.amp.GradScaler(env.device.type) if config.precision == "fp16" else None
         self.step = self.epoch = self.step_in_epoch = 0
         self.scaler = scaler
         self.stopped_by: str | None = None
@@ -260,7 +267,13 @@ class _Run:
                 self.last_checkpoint,
             )
         return TrainResult(
-            self.run_dir, steps, losses, self.train_step.loss_kind, self.last_checkpoint, self.stopped_by
+            self.run_dir,
+            steps,
+            losses,
+            self.train_step.loss_kind,
+            self.last_checkpoint,
+            self.stopped_by,
+            log.records,
         )
 
     def _run_epoch(self, log: RunLog, bar: tqdm) -> bool:
@@ -275,6 +288,7 @@ class _Run:
         flags = self._agree(batch, None)
         epoch_full = hit_max = False
         while flags.all_have_batch:
+            lrs = self.schedule.current_lrs()  # the rates this step uses
             loss = self.train_step(batch)
             self.step += 1
             self.step_in_epoch += 1
@@ -283,7 +297,7 @@ class _Run:
             hit_max = cfg.max_steps is not None and self.step >= cfg.max_steps
             batch = None if epoch_full or hit_max else self._next_batch(batches, log)
             flags = self._agree(batch, loss)  # also says whether `loss` was finite on every rank
-            log.add(self.step, self.epoch, flags.loss)
+            log.add(self.step, self.epoch, flags.loss, lrs, flags.extra[0])
             bar.update(1)
             if self.step % cfg.log_every == 0:
                 self._log(log, bar, time.perf_counter() - window_start)
@@ -322,7 +336,8 @@ class _Run:
         """The once-per-step exchange; raises on every rank alike when a rank's loss was not
         finite or the batch sizes differ (the feature gather needs equal sizes)."""
         size = None if batch is None else _batch_size(batch)
-        flags = exchange_step_flags(self.env, size, loss, self.stop.received is not None)
+        scale = self.model.logit_scale.detach().reshape(1)  # read with the flags: no extra sync
+        flags = exchange_step_flags(self.env, size, loss, self.stop.received is not None, extra=scale)
         if flags.nonfinite_ranks:
             ranks = ", ".join(map(str, flags.nonfinite_ranks))
             raise FloatingPointError(
@@ -348,7 +363,7 @@ class _Run:
         clips = len(losses) * self.config.batch_size * self.env.world_size
         scalars = {
             "train/loss_mean": sum(losses) / len(losses),  # over the log window; train/loss is per step
-            "train/logit_scale": float(self.model.logit_scale.detach().exp()),
+            "train/logit_scale": math.exp(log.records[-1]["logit_scale"]),
             "perf/clips_per_s": clips / max(elapsed, 1e-9),
             "perf/data_wait_fraction": min(1.0, log.data_wait / max(elapsed, 1e-9)),
             **{f"lr/{name}": lr for name, lr in self.schedule.current_lrs().items()},
@@ -418,6 +433,25 @@ class _Run:
 def _batch_size(batch: dict[str, Any]) -> int:
     video = batch.get("video")
     return int(video.shape[0]) if isinstance(video, torch.Tensor) else 0
+
+
+def _steps_per_epoch(source: BatchSource, config: TrainConfig) -> int | None:
+    """Optimiser steps per epoch, which the release's warm-up target depends on (its len(loader))."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if not config.warmup_steps:
+        return None
+    steps = getattr(source, "steps_per_epoch", None)
+    if callable(steps):
+        steps = steps()
+    elif hasattr(epoch0 := source(0), "__len__"):
+        steps = len(epoch0)
+    if steps is not None:
+        return max(1, steps)  # an empty epoch stops the run later, with its own message
+    raise ValueError(
+        "the warm-up needs the number of steps per epoch and the batch source does not say it: "
+        "set steps_per_epoch, or warmup_steps 0"
+    )
 
 
 def _on_all_ranks(env: DistEnv, check: Callable[[], Any]) -> Any:

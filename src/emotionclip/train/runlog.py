@@ -23,6 +23,7 @@ class RunLog:
         self.run_dir, self.main = run_dir, main
         self.csv_path = run_dir / "loss.csv"
         self.pending: list[tuple[int, int, float]] = []  # rows not yet in loss.csv / TensorBoard
+        self.records: list[dict] = []  # TrainResult.history
         self.own_steps: list[int] = []
         self.own_losses: list[float] = []
         self.window: list[float] = []  # losses since the last scalar log (mean, clips/s)
@@ -56,8 +57,12 @@ class RunLog:
         with open(self.csv_path, newline="") as f:
             return [(int(r["step"]), int(r["epoch"]), float(r["loss"])) for r in csv.DictReader(f)]
 
-    def add(self, step: int, epoch: int, loss: float) -> None:
+    def add(self, step: int, epoch: int, loss: float, lrs: dict[str, float], logit_scale: float) -> None:
+        """One step's values, already on the host (read with the step's flags)."""
         self.pending.append((step, epoch, loss))
+        self.records.append(
+            {"step": step, "epoch": epoch, "loss": loss, "lr": lrs, "logit_scale": logit_scale}
+        )
         self.own_steps.append(step)
         self.own_losses.append(loss)
         self.window.append(loss)

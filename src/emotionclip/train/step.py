@@ -6,6 +6,8 @@ backward, AdamW, logit-scale clamp); the benchmark times the same object.
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from typing import Any
 
@@ -18,6 +20,8 @@ from emotionclip.precision import autocast
 from .config import TrainConfig
 from .distributed import DistEnv
 
+logger = logging.getLogger(__name__)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -26,17 +30,29 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
-    """The EmotionCLIP to train: same initial weights on every rank (seeded), towers locked as asked."""
-    from emotionclip.factory import create_model
+    """The EmotionCLIP to train: same initial weights on every rank (seeded), towers locked as asked.
+
+    ``config.init`` fine-tunes an EmotionCLIP checkpoint (its architecture comes from the file);
+    otherwise a new model from ``backbone`` with CLIP weights from ``pretrained``.
+    """
+    from emotionclip.factory import create_model, load_model
 
     seed_everything(config.seed)
-    model = create_model(
-        backbone=config.backbone,
-        pretrained=config.pretrained,
-        temporal_fusion=config.temporal_fusion,
-        video_len=config.video_len,
-        head_layers=config.head_layers,
-    )
+    if config.init:
+        model = load_model(config.init, head_dropout=config.head_dropout)
+        logger.info("fine-tuning %s (architecture from the file)", config.init)
+    else:
+        model = create_model(
+            backbone=config.backbone,
+            pretrained=config.pretrained,
+            temporal_fusion=config.temporal_fusion,
+            video_len=config.video_len,
+            head_layers=config.head_layers,
+            head_dropout=config.head_dropout,
+        )
+    if config.reset_logit_scale:  # the release's reset_logit_scale
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1 / 0.07))
     model.lock_towers(image=config.lock_image, text=config.lock_text)
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -99,8 +115,13 @@ def compute_loss(
     missing = [k for k in ("video", "tokens") if k not in batch]
     if missing:
         raise KeyError(f"training batch lacks {missing}; it has {sorted(batch)}")
+    video = batch["video"]
+    if not video.is_floating_point():  # the shard loader ships uint8: normalise here, on the device
+        from emotionclip.transform import normalize_frames
+
+        video = normalize_frames(video)
     with autocast(device, precision):
-        video_feats, text_feats, logit_scale = model(batch["video"], batch.get("video_mask"), batch["tokens"])
+        video_feats, text_feats, logit_scale = model(video, batch.get("video_mask"), batch["tokens"])
     return losses(video_feats, text_feats, logit_scale, batch.get("sentiment_logits"))
 
 
