@@ -298,3 +298,20 @@ def test_sigterm_checkpoints_and_exits_then_resume_continues(tmp_path):
     assert main([*args, "--resume", "latest", "--max-steps", str(stopped_at + 2)]) == 0
     steps = [int(line.split(",")[0]) for line in csv.read_text().splitlines()[1:]]
     assert steps == list(range(1, stopped_at + 3))
+
+
+def test_resume_skips_batches_without_reading_them_and_gets_the_same_ones(tmp_path):
+    from _train_util import write_shards
+    from emotionclip.shards.reader import make_train_loader
+
+    pattern = write_shards(tmp_path / "corpus", n_shards=2, clips_per_shard=8, frames=6, size=64)
+    common = dict(batch_size=2, video_len=4, image_size=32, resize=36, seed=5, epoch=1)
+    full = list(make_train_loader(pattern, **common))
+    rest = make_train_loader(pattern, **common, skip_batches=5)
+    assert len(full) == 8 and len(rest) == 3  # the skipped batches are never read
+    for a, b in zip(full[5:], list(rest), strict=True):
+        assert a["key"] == b["key"]
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["video_mask"], b["video_mask"])
+    with_workers = list(make_train_loader(pattern, **common, skip_batches=5, num_workers=2))
+    for a, b in zip(full[5:], with_workers, strict=True):  # a clip's crops do not depend on the worker
+        assert torch.equal(a["video"], b["video"])

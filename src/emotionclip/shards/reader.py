@@ -368,9 +368,18 @@ class IndexedClips(torch.utils.data.Dataset):
     A clip that cannot be decoded is replaced by the next one of ``positions`` (as the release
     replaces it by another) and reported in the batch's ``skipped`` list."""
 
-    def __init__(self, index: ShardIndex, positions: np.ndarray, decoder: ClipDecoder, max_open: int = 64):
+    def __init__(
+        self,
+        index: ShardIndex,
+        positions: np.ndarray,
+        decoder: ClipDecoder,
+        max_open: int = 64,
+        seed: int | None = None,
+    ):
         self.index, self.positions, self.decoder = index, positions, decoder
         self.max_open = max_open
+        self.seed = seed  # per-clip augmentation seed: a clip's crops do not depend on which worker or
+        # which batches came before it, so a resume can skip batches without decoding them
         self._files: OrderedDict[int, object] = OrderedDict()
 
     def __len__(self) -> int:
@@ -404,6 +413,13 @@ class IndexedClips(torch.utils.data.Dataset):
         return sample
 
     def __getitem__(self, i: int) -> dict:
+        if self.seed is None:
+            return self._clip(i)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, i)) % 2**63)
+            return self._clip(i)
+
+    def _clip(self, i: int) -> dict:
         skipped = []
         for k in range(min(16, len(self.positions))):
             pos = int(self.positions[(i + k) % len(self.positions)])
@@ -519,6 +535,7 @@ def make_train_loader(
     index: ShardIndex | None = None,
     index_cache: str | Path | None = None,
     decode: bool = True,
+    skip_batches: int = 0,
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
 
@@ -531,7 +548,9 @@ def make_train_loader(
     shards at random (seeded, the same on every run) and ``epoch_batches`` sets the batches per rank
     (rounded up to a multiple of the workers).
     ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores. ``decode=False``
-    yields metadata only.
+    yields metadata only. ``skip_batches`` (uniform order; a resume mid-epoch) starts the epoch at
+    that batch without reading the ones before: each clip's augmentation is seeded by (``seed``,
+    ``epoch``, its place in the epoch), so the rest are the batches an uninterrupted epoch gives.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -541,6 +560,8 @@ def make_train_loader(
     if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
         logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
         order = "stream"
+    if skip_batches and order != "uniform":
+        raise ValueError("skip_batches needs order='uniform' (a stream is skipped by reading it)")
     if order == "uniform":
         index = index if index is not None else build_index(shard_urls, index_cache)
         positions = index.select(max_neutral, min_has_person)
@@ -549,7 +570,8 @@ def make_train_loader(
             rest = len(positions) - len(batches) * batch_size * world_size
             if rest > 0:
                 logger.info("order='uniform' drops the last partial batch (as the release)")
-        return UniformLoader(IndexedClips(index, positions, decoder), batches, num_workers, pin_memory)
+        clips = IndexedClips(index, positions, decoder, seed=hash((seed, epoch)) % 2**63)
+        return UniformLoader(clips, batches[skip_batches:], num_workers, pin_memory)
     return _stream_loader(
         shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
         max_neutral, min_has_person, drop_last, seed + epoch, rank, world_size, pin_memory,

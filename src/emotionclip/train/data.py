@@ -133,7 +133,12 @@ class _ShardSource:
         kept = len(self.index.select(cfg.neutral_threshold, cfg.min_person_fraction))
         return math.ceil(kept / self.env.world_size) // cfg.batch_size
 
-    def __call__(self, epoch: int):
+    @property
+    def skips_batches(self) -> bool:
+        """Whether ``source(epoch, skip=n)`` starts at batch n without decoding the ones before."""
+        return self.index is not None
+
+    def __call__(self, epoch: int, skip: int = 0):
         from emotionclip.shards.reader import make_train_loader
 
         cfg = self.config
@@ -156,6 +161,7 @@ class _ShardSource:
             world_size=self.env.world_size,
             pin_memory=self.env.device.type == "cuda",
             index=self.index,
+            skip_batches=skip,
         )
 
 
@@ -164,11 +170,13 @@ class EpochBatches:
 
     def __init__(self, source: BatchSource, epoch: int, seed: int, rank: int, skip: int = 0):
         self._state = torch.Generator().manual_seed(hash((seed, epoch, rank)) % 2**63).get_state()
+        at_sample_level = skip and getattr(source, "skips_batches", False)
         with self._data_rng():
-            self._batches = iter(source(epoch))
+            self._batches = iter(source(epoch, skip=skip) if at_sample_level else source(epoch))
         if skip:
-            logger.info("skipping the %d batches of epoch %d trained before the resume", skip, epoch)
-        for _ in range(skip):  # trained on before the resume
+            how = "without reading them" if at_sample_level else "by reading them"
+            logger.info("skipping the %d batches of epoch %d trained before the resume, %s", skip, epoch, how)
+        for _ in range(0 if at_sample_level else skip):  # trained on before the resume
             if self.next() is None:
                 break
 
