@@ -76,7 +76,7 @@ def test_steps_per_epoch_with_no_clip_left_by_the_filter_stops_with_no_batches(c
         [sys.executable, "-m", "emotionclip", *cmd], env=_env(), capture_output=True, text=True, timeout=180
     )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "gives no batches: 0 of 8 clips pass the neutral filter" in done.stderr
+    assert "gives no batches: 0 of 8 clips pass the filters (--neutral-threshold 0.001" in done.stderr
     assert corpus[0] in done.stderr and "Traceback" not in done.stderr
 
 

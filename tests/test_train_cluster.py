@@ -315,3 +315,20 @@ def test_resume_skips_batches_without_reading_them_and_gets_the_same_ones(tmp_pa
     with_workers = list(make_train_loader(pattern, **common, skip_batches=5, num_workers=2))
     for a, b in zip(full[5:], with_workers, strict=True):  # a clip's crops do not depend on the worker
         assert torch.equal(a["video"], b["video"])
+
+
+def test_uniform_loader_keeps_its_workers_from_epoch_to_epoch(tmp_path):
+    from _train_util import write_shards
+    from emotionclip.shards.reader import make_train_loader
+
+    pattern = write_shards(tmp_path / "corpus", n_shards=2, clips_per_shard=8, frames=6, size=64)
+    common = dict(batch_size=2, video_len=4, image_size=32, resize=36, seed=5, num_workers=2)
+    first = make_train_loader(pattern, **common, epoch=0)
+    list(first)
+    workers = {w.pid for w in first.loader._iterator._workers}
+    second = make_train_loader(pattern, **common, epoch=1, reuse=first)
+    epoch1 = list(second)
+    assert second is first and {w.pid for w in second.loader._iterator._workers} == workers
+    fresh = list(make_train_loader(pattern, **{**common, "num_workers": 0}, epoch=1))
+    for a, b in zip(epoch1, fresh, strict=True):  # the reused loader gives epoch 1's own batches
+        assert a["key"] == b["key"] and torch.equal(a["video"], b["video"])

@@ -412,11 +412,12 @@ class IndexedClips(torch.utils.data.Dataset):
             sample[ext] = buf.read(size)
         return sample
 
-    def __getitem__(self, i: int) -> dict:
-        if self.seed is None:
+    def __getitem__(self, item: int | tuple[int | None, int]) -> dict:
+        seed, i = item if isinstance(item, tuple) else (self.seed, item)
+        if seed is None:
             return self._clip(i)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, i)) % 2**63)
+            torch.manual_seed(hash((seed, i)) % 2**63)
             return self._clip(i)
 
     def _clip(self, i: int) -> dict:
@@ -464,22 +465,49 @@ def uniform_batches(
     return [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(count)]
 
 
+class _EpochSampler:
+    """The current epoch's batches as (augmentation seed, clip) items; iterated in the main process."""
+
+    def __init__(self, batches: list[list[int]], seed: int | None):
+        self.batches, self.seed = batches, seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter([[(self.seed, i) for i in batch] for batch in self.batches])
+
+
 class UniformLoader:
-    """One epoch of uniformly shuffled batches for this rank (a DataLoader over `IndexedClips`)."""
+    """One epoch of uniformly shuffled batches for this rank (a DataLoader over `IndexedClips`).
+
+    `next_epoch` gives the same loader another epoch's batches: its worker processes persist
+    (each item carries its epoch's augmentation seed, so the workers' copy of the dataset never
+    changes)."""
 
     def __init__(self, dataset: IndexedClips, batches: list[list[int]], num_workers: int, pin_memory: bool):
-        self.dataset, self.batches = dataset, batches
+        self.dataset = dataset
+        self.sampler = _EpochSampler(batches, dataset.seed)
         self.loader = torch.utils.data.DataLoader(
             dataset,
-            batch_sampler=batches,
+            batch_sampler=self.sampler,
             num_workers=num_workers,
             collate_fn=collate,
             pin_memory=pin_memory,
             prefetch_factor=2 if num_workers else None,
+            persistent_workers=num_workers > 0,
         )
 
+    @property
+    def batches(self) -> list[list[int]]:
+        return self.sampler.batches
+
+    def next_epoch(self, batches: list[list[int]], seed: int | None) -> UniformLoader:
+        self.sampler.batches, self.sampler.seed = batches, seed
+        return self
+
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.sampler)
 
     def __iter__(self):
         return iter(self.loader)
@@ -536,6 +564,7 @@ def make_train_loader(
     index_cache: str | Path | None = None,
     decode: bool = True,
     skip_batches: int = 0,
+    reuse: UniformLoader | None = None,
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
 
@@ -551,6 +580,8 @@ def make_train_loader(
     yields metadata only. ``skip_batches`` (uniform order; a resume mid-epoch) starts the epoch at
     that batch without reading the ones before: each clip's augmentation is seeded by (``seed``,
     ``epoch``, its place in the epoch), so the rest are the batches an uninterrupted epoch gives.
+    ``reuse``: the `UniformLoader` of an earlier epoch with the same settings; it is given this
+    epoch's batches and keeps its worker processes.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -570,7 +601,10 @@ def make_train_loader(
             rest = len(positions) - len(batches) * batch_size * world_size
             if rest > 0:
                 logger.info("order='uniform' drops the last partial batch (as the release)")
-        clips = IndexedClips(index, positions, decoder, seed=hash((seed, epoch)) % 2**63)
+        clip_seed = hash((seed, epoch)) % 2**63
+        if reuse is not None:  # same data, filters and workers: keep its worker processes
+            return reuse.next_epoch(batches[skip_batches:], clip_seed)
+        clips = IndexedClips(index, positions, decoder, seed=clip_seed)
         return UniformLoader(clips, batches[skip_batches:], num_workers, pin_memory)
     return _stream_loader(
         shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,

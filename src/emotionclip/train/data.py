@@ -105,6 +105,7 @@ class _ShardSource:
 
         self.urls, self.config, self.env = urls, config, env
         self.image_size, self.video_len = image_size, video_len
+        self._loader = None  # the uniform loader, reused from epoch to epoch
         local = not any(u.startswith(_REMOTE_PREFIXES) for u in urls)
         self.index = None
         if config.data_order == "uniform" and local:
@@ -142,7 +143,7 @@ class _ShardSource:
         from emotionclip.shards.reader import make_train_loader
 
         cfg = self.config
-        return make_train_loader(
+        loader = make_train_loader(
             self.urls,
             batch_size=cfg.batch_size,
             num_workers=cfg.workers,
@@ -162,7 +163,11 @@ class _ShardSource:
             pin_memory=self.env.device.type == "cuda",
             index=self.index,
             skip_batches=skip,
+            reuse=self._loader,
         )
+        if self.index is not None:
+            self._loader = loader  # its workers persist into the next epoch
+        return loader
 
 
 class EpochBatches:
