@@ -315,7 +315,15 @@ def main() -> None:
                 print(f"{precision:>9} {batch:>5}  failed: {done.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            gflop = r["flop_per_clip"] / 1e9 if r["flop_per_clip"] else args.gflop_per_clip
+            # the 230 GFLOP figure is ViT-B/32's: other backbones need --count-flops (or --gflop-per-clip)
+            known = args.backbone == "ViT-B-32" or args.gflop_per_clip != GFLOP_PER_TRAIN_CLIP
+            gflop = (
+                r["flop_per_clip"] / 1e9
+                if r["flop_per_clip"]
+                else args.gflop_per_clip
+                if known
+                else float("nan")
+            )
             mfu = r["clips_per_s"] * gflop * 1e9 / peak
             loop = (
                 f" {r['loop_clips_per_s']:>12.2f} {r['loop_clips_per_s'] / r['clips_per_s']:>9.2f}"

@@ -147,11 +147,12 @@ class _Run:
         # on resume the weights come from the checkpoint: no need to fetch the pretrained CLIP
         self.model = build_model(dataclasses.replace(config, pretrained=None) if ckpt else config, env.device)
         self.optimizer = build_optimizer(self.model, config, env.device)
-        self.source = (
-            batches
-            if batches is not None
-            else shard_batch_source(urls, config, env, self.model.image_size, self.model.video_len)
-        )
+        self.source = batches
+        if batches is None:  # the shard index is read here, which may fail on one rank only
+            self.source = _on_all_ranks(
+                env,
+                lambda: shard_batch_source(urls, config, env, self.model.image_size, self.model.video_len),
+            )
         if batches is None and config.steps_per_epoch:  # resampling would spin forever on no clips
             _on_all_ranks(env, lambda: self.source.check_enough_clips() if env.is_main else 0)
         self.schedule = WarmupCosineSchedule(self.optimizer, config, _steps_per_epoch(self.source, config))
