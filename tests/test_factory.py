@@ -230,3 +230,78 @@ def test_bad_tokens(tiny):
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="unknown backbone"):
         emotionclip.create_model("ViT-Nope")
+
+
+# ---- preprocessing travels with the model ----------------------------------------------------
+def test_preprocessing_is_saved_with_the_model(tmp_path):
+    from emotionclip.transform import model_transform
+
+    custom = {"resize": 240, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "box_score_threshold": 0.7}
+    model = emotionclip.create_model("tiny", video_len=2, head_layers=1, preprocess=custom)
+    loaded = emotionclip.load_model(emotionclip.save_model(model, tmp_path / "m"))
+    assert loaded.config.preprocess == model.config.preprocess
+    tf = model_transform(loaded)
+    assert (tf.image_size, tf.resize, tf.box_score_threshold) == (224, 240, 0.7)
+    torch.testing.assert_close(tf.std.flatten(), torch.full((3,), 0.25))
+    _, train_tf, eval_tf = emotionclip.create_model_and_transforms("tiny", preprocess=custom)
+    assert train_tf.train and not eval_tf.train and eval_tf.resize == 240
+
+
+def test_release_checkpoint_gets_release_preprocessing(parity_dir):
+    cfg = emotionclip.load_model(parity_dir / "official_format_checkpoint.pt").config.preprocess
+    assert (cfg.crop_size, cfg.resize, cfg.interpolation, cfg.box_score_threshold) == (
+        224,
+        256,
+        "bicubic",
+        0.5,
+    )
+    assert cfg.mean == emotionclip.IMAGENET_MEAN and cfg.std == emotionclip.IMAGENET_STD
+
+
+def test_config_of_version_0_1_still_loads(tmp_path):
+    import json
+
+    model = emotionclip.create_model("tiny", video_len=2, head_layers=1)
+    out = emotionclip.save_model(model, tmp_path / "m")
+    old = model.config.to_dict()
+    del old["preprocess"]
+    (out / "config.json").write_text(json.dumps({**old, "extra": {}}))  # what 0.1 wrote
+    assert emotionclip.load_model(out).config == model.config
+
+
+def test_crop_size_must_match_the_tower():
+    with pytest.raises(ValueError, match="crop_size 256 differs"):
+        emotionclip.create_model("tiny", preprocess={"crop_size": 256, "resize": 288})
+
+
+# ---- temporal heads ----------------------------------------------------------------------------
+def test_temporal_heads_table():
+    from emotionclip.model import TEMPORAL_HEADS, MeanFusion
+
+    assert set(TEMPORAL_HEADS) == {"transformer", "mean", "conv1d"}
+    assert isinstance(emotionclip.create_model("tiny", temporal_fusion="mean").visual_head, MeanFusion)
+    with pytest.raises(ValueError, match=r"unknown temporal_fusion 'lstm'; choose one of \['conv1d'"):
+        emotionclip.create_model("tiny", temporal_fusion="lstm")
+
+
+def test_conv1d_head_needs_three_frames():
+    model = emotionclip.create_model("tiny", temporal_fusion="conv1d", video_len=4)
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        model.encode_video(torch.randn(1, 2, 3, 224, 224))
+
+
+# ---- token ids: checked where they enter, never read back in the training forward ---------------
+def test_training_forward_reads_no_values_off_the_device():
+    """On the meta device any read of a value raises, so this forward provably does not sync."""
+    model = emotionclip.create_model("tiny", video_len=4, head_layers=1).to("meta").train()
+    tokens = torch.empty(2, 77, dtype=torch.long, device="meta")
+    video, mask = torch.empty(2, 4, 3, 224, 224, device="meta"), torch.empty(2, 4, 224, 224, device="meta")
+    v, t, _ = model(video, mask, tokens)
+    assert v.shape == t.shape == (2, 64)
+    with pytest.raises(RuntimeError, match="meta"):  # the public entry does check the ids
+        model.encode_text(tokens)
+
+
+def test_out_of_vocabulary_ids_in_a_cpu_forward(tiny):
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 49408\)"):
+        tiny(torch.randn(1, 4, 3, 224, 224), None, torch.full((1, 77), -1))

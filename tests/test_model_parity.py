@@ -105,3 +105,60 @@ def test_default_model_matches_released_state_dict_shapes(parity_dir):
     sd = emotionclip.create_model().state_dict()
     assert sorted(sd) == sorted(expected)
     assert {k: list(v.shape) for k, v in sd.items()} == expected
+
+
+# ---- the open_clip boundary: the private steps the frame encoder relies on -------------------------
+def test_open_clip_is_in_the_tested_range():
+    from pathlib import Path
+
+    import open_clip
+    from packaging.requirements import Requirement
+
+    from emotionclip.model import OPEN_CLIP_TESTED
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("no pyproject.toml beside the tests")
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (req,) = [Requirement(d) for d in deps if d.startswith("open_clip_torch")]
+    assert str(req.specifier) == str(Requirement(f"x{OPEN_CLIP_TESTED}").specifier)
+    assert req.specifier.contains(open_clip.__version__), (
+        f"open_clip {open_clip.__version__} is outside the range model.py was tested with ({req.specifier})"
+    )
+
+
+@pytest.fixture(scope="module")
+def vit():
+    cfg, _, _ = emotionclip.get_backbone_config("tiny")
+    torch.manual_seed(0)
+    return emotionclip.create_model(cfg).backbone.visual.eval()
+
+
+def test_open_clip_embeds_is_patch_and_position_embedding_then_ln_pre(vit):
+    x = torch.randn(2, 3, 224, 224)
+    patches = vit.conv1(x).flatten(2).transpose(1, 2)
+    cls = vit.class_embedding.expand(2, 1, -1)
+    expected = vit.ln_pre(torch.cat([cls, patches], 1) + vit.positional_embedding)
+    with torch.no_grad():
+        torch.testing.assert_close(vit._embeds(x), expected)
+
+
+def test_open_clip_forward_is_embeds_transformer_pool_proj(vit):
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        pooled, tokens = vit._pool(vit.transformer(vit._embeds(x)))
+        assert pooled.shape == (2, vit.transformer.width) and tokens.shape[1] == vit.grid_size[0] ** 2
+        torch.testing.assert_close(pooled @ vit.proj, vit(x))
+
+
+def test_patch_dropout_keeps_the_subject_token():
+    """open_clip drops patches inside _embeds; the subject token, appended after, always stays."""
+    cfg, _, _ = emotionclip.get_backbone_config("tiny")
+    cfg["vision_cfg"]["patch_dropout"] = 0.5
+    model = emotionclip.create_model(cfg, video_len=2, head_layers=1).train()
+    seen = []
+    hook = model.backbone.visual.transformer.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+    model.encode_image(torch.randn(2, 3, 224, 224), torch.ones(2, 224, 224))
+    hook.remove()
+    assert seen[0][1] == 1 + 49 // 2 + 1  # class token, half the patches, subject token

@@ -7,6 +7,7 @@ import torch
 import emotionclip
 from emotionclip.prepare import ClipFilter, PrepareConfig, prepare
 from emotionclip.shards.reader import ClipDecoder, expand_shard_urls, make_train_loader
+from emotionclip.transform import normalize_frames
 from prepare_support import KeywordScorer, write_boxes_json
 
 CREMAD = [f"1001_DFA_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
@@ -38,18 +39,19 @@ def test_batches_have_model_shapes(corpus):
     batches = list(loader)
     assert [len(b["key"]) for b in batches] == [4, 2]
     b = batches[0]
-    assert b["video"].shape == (4, 8, 3, 224, 224) and b["video"].dtype == torch.float32
-    assert b["video_mask"].shape == (4, 8, 224, 224) and b["video_mask"].dtype == torch.uint8
+    assert b["video"].shape == (4, 8, 3, 224, 224) and b["video"].dtype == torch.uint8
+    assert b["video_mask"].shape == (4, 8, 224, 224) and b["video_mask"].dtype == torch.bool
     assert b["tokens"].shape == (4, 77) and b["tokens"].dtype == torch.long
     assert b["sentiment_logits"].shape == (4, 7) and b["sentiment_logits"].dtype == torch.float32
     assert torch.equal(b["tokens"][0], emotionclip.tokenize(["Don't forget a jacket"])[0])
     assert b["text"][0] == "Don't forget a jacket" and len(b["video_id"]) == 4
-    # ImageNet-normalised pixels, and a subject mask covering the actor but not the whole frame
-    assert -2.2 < b["video"].min() < -1.0 and 1.0 < b["video"].max() < 2.7
+    # ImageNet-normalised on the device, and a subject mask covering the actor but not the whole frame
+    pixels = normalize_frames(b["video"])
+    assert -2.2 < pixels.min() < -1.0 and 1.0 < pixels.max() < 2.7
     frac = b["video_mask"].float().mean().item()
     assert 0.2 < frac < 0.95
-    # one crop window per clip: the mask is the same in every frame (the box does not move)
-    assert torch.equal(b["video_mask"][:, :1].expand_as(b["video_mask"]), b["video_mask"])
+    # a crop window per frame (the release): the mask moves although the box does not
+    assert not torch.equal(b["video_mask"][:, :1].expand_as(b["video_mask"]), b["video_mask"])
 
 
 def test_frame_sampling_is_sorted_without_replacement():
@@ -100,7 +102,8 @@ def test_training_step_of_the_core_model_on_a_batch(corpus):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = next(iter(make_train_loader(corpus, batch_size=4)))
     before = [p.detach().clone() for p in model.parameters()]
-    video_f, text_f, scale = model(batch["video"], batch["video_mask"], batch["tokens"])
+    video = normalize_frames(batch["video"])
+    video_f, text_f, scale = model(video, batch["video_mask"], batch["tokens"])
     loss = loss_fn(video_f, text_f, scale, batch["sentiment_logits"])
     assert torch.isfinite(loss)
     opt.zero_grad()

@@ -118,3 +118,16 @@ def test_training_from_shards_uses_the_uniform_order(shards, tmp_path):
     assert result.steps == list(range(1, 9))  # 18 clips // 4 = 4 steps per epoch
     assert [h["epoch"] for h in result.history] == [0] * 4 + [1] * 4
     assert (tmp_path / "run" / "data-index.npz").is_file()
+
+
+def test_the_models_preprocessing_reaches_the_loader(shards):
+    from emotionclip.transform import PreprocessConfig
+
+    common = dict(batch_size=6, video_len=T, seed=0, epoch=0)
+    torch.manual_seed(0)  # the same frames and crops for both
+    kept = next(iter(make_train_loader(shards, preprocess=PreprocessConfig(64, 73), **common)))
+    strict = PreprocessConfig(64, 73, box_score_threshold=0.95)  # the shards' boxes score 0.9
+    torch.manual_seed(0)
+    dropped = next(iter(make_train_loader(shards, preprocess=strict, **common)))
+    assert kept["video"].shape[-2:] == (64, 64) and kept["video_mask"].any()
+    assert not dropped["video_mask"].any() and torch.equal(kept["video"], dropped["video"])

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,40 @@ def test_bad_frames():
         tf(np.zeros((2, 3, 256, 256), dtype=np.uint8))
     with pytest.raises(ValueError, match="does not match"):
         tf(np.zeros((2, 256, 256, 3), dtype=np.uint8), np.zeros((2, 128, 128)))
+
+
+def test_preprocess_config_round_trip_and_release_defaults():
+    from emotionclip.transform import PreprocessConfig
+
+    cfg = PreprocessConfig()
+    assert (cfg.crop_size, cfg.resize, cfg.interpolation) == (224, 256, "bicubic")
+    assert (cfg.mean, cfg.std, cfg.box_score_threshold) == (IMAGENET_MEAN, IMAGENET_STD, 0.5)
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert PreprocessConfig.for_crop(336).resize == 384  # the release's 256/224 ratio
+    with pytest.raises(ValueError, match="interpolation"):
+        PreprocessConfig(interpolation="lanczos9")
+    with pytest.raises(ValueError, match="crop_size <= resize"):
+        PreprocessConfig(crop_size=224, resize=200)
+    with pytest.raises(ValueError, match="unknown preprocess keys"):
+        PreprocessConfig.from_dict({"size": 224})
+
+
+def test_transform_follows_config():
+    from emotionclip.transform import PreprocessConfig
+
+    cfg = PreprocessConfig(resize=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), box_score_threshold=0.9)
+    tf = FrameTransform.from_config(cfg)
+    frame = np.full((300, 224, 3), 255, dtype=np.uint8)
+    pixels, _ = tf(frame)
+    assert pixels.shape == (3, 224, 224)
+    torch.testing.assert_close(pixels[:, 0, 0], torch.ones(3))  # (1 - 0.5) / 0.5
+    masks = tf.masks_from_boxes([[[0, 0, 2, 2, 0.8]], [[0, 0, 2, 2, 0.95]]], 4, 4)
+    assert masks.sum(axis=(1, 2)).tolist() == [0, 4]
+
+
+def test_interpolation_is_used():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    bicubic, _ = FrameTransform()(frame)
+    nearest, _ = FrameTransform(interpolation="nearest")(frame)
+    assert not torch.allclose(bicubic, nearest)

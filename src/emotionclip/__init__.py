@@ -2,7 +2,7 @@
 
 Zhang, Pan & Wang, CVPR 2023. The public API::
 
-    model = emotionclip.load_model("emotionclip.pt")            # released weights
+    model = emotionclip.load_model("emotionclip-release")      # released weights (a local copy)
     feats = model.encode_video(video, video_mask)                  # [B, T, 3, 224, 224] -> [B, 512]
     model = emotionclip.create_model("ViT-B-32", pretrained="laion2b_e16")   # to train your own
 
@@ -30,9 +30,11 @@ _EXPORTS = {
             "load_model",
             "read_clip_state_dict",
             "save_model",
+            "save_pretrained",
         ),
         "emotionclip.factory",
     ),
+    "list_pretrained": "emotionclip.pretrained",
     **dict.fromkeys(("ClipLoss", "SentimentGuidedClipLoss"), "emotionclip.loss"),
     **dict.fromkeys(("EmotionCLIP", "EmotionCLIPConfig"), "emotionclip.model"),
     "tokenize": "emotionclip.tokenizer",
@@ -41,6 +43,7 @@ _EXPORTS = {
             "IMAGENET_MEAN",
             "IMAGENET_STD",
             "FrameTransform",
+            "PreprocessConfig",
             "boxes_to_mask",
             "boxes_to_masks",
             "image_transform",

@@ -5,7 +5,10 @@
   ``.pth``/``.safetensors`` file).
 - ``load_model``: a trained EmotionCLIP — the official release checkpoint (architecture inferred from
   tensor shapes), this project's own format (``save_model``), or a trainer checkpoint.
-- ``save_model``: safetensors weights + JSON config, written atomically.
+- ``save_model``: safetensors weights + JSON config (architecture and preprocessing), written
+  atomically; ``save_pretrained`` adds what a Hugging Face Hub repository shows (preprocessing
+  config, model card).
+- Named weights and ``hf-hub:`` ids are resolved by :mod:`emotionclip.pretrained`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import copy
 import json
 import logging
 import os
+import pickle
 import re
 import warnings
 import zipfile
@@ -27,15 +31,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from emotionclip._io import FileError, atomic_dir
-from emotionclip.model import TEMPORAL_FUSIONS, EmotionCLIP, EmotionCLIPConfig
-from emotionclip.transform import FrameTransform, video_transform
+from emotionclip.model import TEMPORAL_HEADS, EmotionCLIP, EmotionCLIPConfig
+from emotionclip.transform import FrameTransform, PreprocessConfig, model_transform
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+PREPROCESS_NAME = "preprocessor_config.json"  # Hub folders: the preprocessing on its own
 _CONFIG_META_KEY = "emotionclip_config"
 _OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its messages
 
 
 class CheckpointError(FileError, ValueError):
@@ -116,10 +122,16 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(path, "no such file") from None
+    except pickle.UnpicklingError as e:  # weights_only refused a Python object: keep torch's whole reason
+        raise CheckpointError(
+            path,
+            "cannot be read with torch.load(weights_only=True): it holds Python objects, not only "
+            f"tensors, and unpickling them could run code. torch says:\n{_ANSI.sub('', str(e)).strip()}",
+        ) from e
     except Exception as e:  # torch raises many types for truncated/corrupt/foreign files
         raise CheckpointError(
             path,
-            f"cannot be read as a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"cannot be read as a PyTorch checkpoint ({type(e).__name__}: {_ANSI.sub('', str(e)).strip()}); "
             "the file may be truncated, corrupt, or not a weights file",
         ) from e
 
@@ -221,15 +233,20 @@ def create_model(
     head_dropout: float = 0.1,
     quick_gelu: bool | None = None,
     device: str | torch.device = "cpu",
+    preprocess: dict[str, Any] | None = None,
 ) -> EmotionCLIP:
     """A new EmotionCLIP.
 
     ``pretrained`` initialises the CLIP towers: an open_clip tag for ``backbone`` (e.g.
     ``"laion2b_e16"``, as the release did) or a local weights file. ``quick_gelu=None`` takes it from
     the backbone name/config, or turns it on for OpenAI weights (which were trained with QuickGELU).
+    ``preprocess`` overrides fields of the frame preprocessing saved with the model
+    (:class:`~emotionclip.transform.PreprocessConfig`; default: the release's at the tower's size).
     """
-    if temporal_fusion not in TEMPORAL_FUSIONS:
-        raise ValueError(f"unknown temporal_fusion {temporal_fusion!r}; choose one of {TEMPORAL_FUSIONS}")
+    if temporal_fusion not in TEMPORAL_HEADS:
+        raise ValueError(
+            f"unknown temporal_fusion {temporal_fusion!r}; choose one of {sorted(TEMPORAL_HEADS)}"
+        )
     if video_len < 1 or head_layers < 0:
         raise ValueError("video_len must be >= 1 and head_layers >= 0")
     clip_cfg, cfg_quick_gelu, name = get_backbone_config(backbone)
@@ -249,6 +266,7 @@ def create_model(
         head_ffn=head_ffn,
         head_dropout=head_dropout,
         backbone_name=name,
+        preprocess=_preprocess_for(clip_cfg, preprocess),
     )
     model = EmotionCLIP(config)
     if state_dict is not None:
@@ -256,14 +274,16 @@ def create_model(
     return model.to(device)
 
 
-def create_model_and_transforms(
-    *args, image_size: int | None = None, **kwargs
-) -> tuple[EmotionCLIP, FrameTransform, FrameTransform]:
-    """``(model, train_transform, eval_transform)`` like open_clip's front door."""
+def _preprocess_for(clip_cfg: dict[str, Any], overrides: dict[str, Any] | None) -> PreprocessConfig:
+    base = PreprocessConfig.for_crop(int(clip_cfg["vision_cfg"]["image_size"])).to_dict()
+    return PreprocessConfig.from_dict({**base, **(overrides or {})})
+
+
+def create_model_and_transforms(*args, **kwargs) -> tuple[EmotionCLIP, FrameTransform, FrameTransform]:
+    """``(model, train_transform, eval_transform)`` like open_clip's front door; the transforms are
+    the model's own (:func:`~emotionclip.transform.model_transform`)."""
     model = create_model(*args, **kwargs)
-    size = image_size or model.image_size
-    resize = round(size * 256 / 224)
-    return model, video_transform(size, resize, train=True), video_transform(size, resize, train=False)
+    return model, model_transform(model, train=True), model_transform(model, train=False)
 
 
 def _load_backbone(model: EmotionCLIP, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -392,49 +412,115 @@ def _emotionclip_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tenso
     return sd, config
 
 
-def load_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu", strict: bool = True, **overrides: Any
-) -> EmotionCLIP:
-    """Load a trained EmotionCLIP in eval mode, fp32.
-
-    ``path``: the official release checkpoint (``{'model': state_dict}``; the architecture is
-    inferred from tensor shapes), a directory or ``.safetensors`` written by :func:`save_model`, or
-    a checkpoint of ``emotionclip train``. ``overrides`` set config fields the weights cannot show
-    (``quick_gelu``, ``head_heads``, ``head_dropout``).
-    """
-    path = Path(path).expanduser()
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, Path]:
+    """``(state dict, saved config or None, weights file)`` from a folder, ``.safetensors`` or torch file."""
     if path.is_dir():
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(
                 path, f"directory has no {WEIGHTS_NAME} (not saved by emotionclip.save_model?)"
             )
-        sd = _read_safetensors(weights)
-        cfg_file = path / CONFIG_NAME
-        config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
-        path = weights
-    elif path.suffix == ".safetensors":
-        if not path.is_file():
-            raise CheckpointError(path, "no such file")
+        cfg_file, pre_file = path / CONFIG_NAME, path / PREPROCESS_NAME
+        config = _read_json(cfg_file) if cfg_file.is_file() else None
+        if config is not None and "preprocess" not in config and pre_file.is_file():
+            config["preprocess"] = _read_json(pre_file)
+        return _read_safetensors(weights), config, weights
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    if path.suffix == ".safetensors":
         meta = _safetensors_metadata(path)
-        sd = _read_safetensors(path)
         config = json.loads(meta[_CONFIG_META_KEY]) if _CONFIG_META_KEY in meta else None
-    else:
-        if not path.is_file():
-            raise CheckpointError(path, "no such file")
-        if _is_torchscript(path):
-            raise CheckpointError(
-                path, "is a TorchScript archive (OpenAI CLIP?); use create_model(pretrained=...)"
-            )
-        sd, config = _emotionclip_state_dict(_torch_load(path), path)
+        return _read_safetensors(path), config, path
+    if _is_torchscript(path):
+        raise CheckpointError(
+            path, "is a TorchScript archive (OpenAI CLIP?); use create_model(pretrained=...)"
+        )
+    sd, config = _emotionclip_state_dict(_torch_load(path), path)
+    return sd, config, path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(path, f"is not a readable JSON model config ({e})") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(path, f"model config must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _refuse_nonfinite(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """A diverged run's NaN/inf weights would give empty scores downstream: refuse them here."""
+    # one sum per tensor is the fast screen (NaN/inf propagate); isfinite confirms the few it flags
+    bad = [
+        k
+        for k, v in sd.items()
+        if v.is_floating_point() and not torch.isfinite(v.sum()) and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            path,
+            f"{len(bad)} of {len(sd)} weight tensors hold NaN or infinite values (a diverged run?): "
+            f"{', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}",
+        )
+
+
+def _architecture(cfg: EmotionCLIPConfig) -> dict[str, Any]:
+    """The config fields that tensor shapes show, with open_clip's defaults filled in."""
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(**cfg.backbone["vision_cfg"])
+    text = CLIPTextCfg(**cfg.backbone["text_cfg"])
+    image_size = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
+    out = {
+        "embed_dim": cfg.backbone["embed_dim"],
+        "vision_cfg.layers": vision.layers,
+        "vision_cfg.width": vision.width,
+        "vision_cfg.patch_size": vision.patch_size,
+        "vision_cfg.image_size": image_size // vision.patch_size * vision.patch_size,
+        "vision_cfg.mlp_width": int(vision.width * vision.mlp_ratio),  # what open_clip builds
+        "text_cfg.layers": text.layers,
+        "text_cfg.width": text.width,
+        "text_cfg.vocab_size": text.vocab_size,
+        "text_cfg.context_length": text.context_length,
+        "text_cfg.mlp_width": int(text.width * text.mlp_ratio),
+        "temporal_fusion": cfg.temporal_fusion,
+    }
+    if cfg.temporal_fusion == "transformer":
+        out.update(video_len=cfg.video_len, head_layers=cfg.head_layers, head_ffn=cfg.head_ffn)
+    return out
+
+
+def _check_config_fits(cfg: EmotionCLIPConfig, sd: dict[str, torch.Tensor], path: Path) -> None:
+    """Compare a stored config with what the weights' shapes show, before anything is built: a
+    config claiming 2,000 layers must not allocate them."""
+    try:
+        claimed = _architecture(cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(path, f"invalid model config ({e})") from e
+    shown = _architecture(infer_config(sd, path))
+    diff = {k: (v, shown.get(k)) for k, v in claimed.items() if shown.get(k) != v}
+    if diff:
+        details = ", ".join(f"{k}: config {a} vs weights {b}" for k, (a, b) in list(diff.items())[:6])
+        raise CheckpointError(path, f"model config does not match the weights' shapes ({details})")
+
+
+def _build(
+    sd: dict[str, torch.Tensor], config: dict | None, path: Path, strict: bool, overrides: dict[str, Any]
+) -> EmotionCLIP:
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+    _refuse_nonfinite(sd, path)
     if config is None:
         config = infer_config(sd, path).to_dict()
     try:
         cfg = EmotionCLIPConfig.from_dict({**config, **overrides})
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(path, f"invalid model config ({e})") from e
+    _check_config_fits(cfg, sd, path)
+    try:
+        model = EmotionCLIP(cfg)
     except (TypeError, ValueError) as e:
         raise CheckpointError(path, f"invalid model config ({e})") from e
-    model = EmotionCLIP(cfg)
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
     result = model.load_state_dict(sd, strict=False)
     if strict and (result.missing_keys or result.unexpected_keys):
         raise CheckpointError(
@@ -442,21 +528,69 @@ def load_model(
             f"weights do not match the EmotionCLIP architecture: missing {result.missing_keys[:4]}, "
             f"unexpected {result.unexpected_keys[:4]}",
         )
-    return model.to(device).eval()
+    return model
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", strict: bool = True, **overrides: Any
+) -> EmotionCLIP:
+    """Load a trained EmotionCLIP in eval mode, fp32.
+
+    ``path``: the official release checkpoint (``{'model': state_dict}``; the architecture is
+    inferred from tensor shapes), a directory or ``.safetensors`` written by :func:`save_model` or
+    :func:`save_pretrained`, a checkpoint of ``emotionclip train``, a named entry
+    (``"emotionclip-release"``: a local copy, see :mod:`emotionclip.pretrained`) or
+    ``"hf-hub:ORG/NAME[@REVISION]"``. ``overrides`` set config fields the weights cannot show
+    (``quick_gelu``, ``head_heads``, ``head_dropout``). Weights holding NaN/inf, and configs that
+    disagree with the weights' shapes, are refused before a model is built.
+    """
+    from emotionclip import pretrained
+
+    local, entry = pretrained.resolve_checkpoint(path)
+    sd, config, weights = _read_checkpoint(local)
+    if entry is not None:
+        pretrained.check_layout(entry, sd, weights)
+    return _build(sd, config, weights, strict, overrides).to(device).eval()
 
 
 def save_model(model: EmotionCLIP, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``path/`` with ``model.safetensors`` (config also in its metadata) and ``config.json``.
+    """Write ``path/`` with ``model.safetensors`` (config also in its metadata) and ``config.json``
+    (architecture and preprocessing).
 
     Written to a temporary directory and renamed, so an interrupted save leaves nothing half-written.
     An existing ``path`` is replaced only with ``overwrite=True``.
     """
+    return _save(model, path, overwrite, card=None)
+
+
+def save_pretrained(
+    model: EmotionCLIP,
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    name: str = "EmotionCLIP",
+    license: str = "mit",
+    card_text: str = "",
+) -> Path:
+    """A Hugging Face Hub-shaped folder: ``config.json``, ``model.safetensors``,
+    ``preprocessor_config.json`` and a ``README.md`` model card with metadata. Upload it with
+    ``huggingface_hub.upload_folder``; ``load_model("hf-hub:ORG/NAME")`` reads it back."""
+    from emotionclip.pretrained import model_card
+
+    return _save(model, path, overwrite, card=model_card(model.config, name, license, card_text))
+
+
+def _save(model: EmotionCLIP, path: str | os.PathLike, overwrite: bool, card: str | None) -> Path:
     path = Path(path).expanduser()
     if not isinstance(model, EmotionCLIP):
-        raise TypeError(f"save_model expects an EmotionCLIP, got {type(model).__name__}")
-    config_json = json.dumps(model.config.to_dict(), indent=2)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        raise TypeError(f"expected an EmotionCLIP, got {type(model).__name__}")
+    config = model.config.to_dict()
+    config_json = json.dumps(config, indent=2)
+    # the shared temperature is stored under both keys, as the release; safetensors wants distinct memory
+    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_dir(path, overwrite=overwrite) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={_CONFIG_META_KEY: config_json, "format": "pt"})
         (tmp / CONFIG_NAME).write_text(config_json + "\n")
+        if card is not None:
+            (tmp / PREPROCESS_NAME).write_text(json.dumps(config["preprocess"], indent=2) + "\n")
+            (tmp / "README.md").write_text(card)
     return path

@@ -9,7 +9,8 @@ weights starts at their scale.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import open_clip
@@ -17,12 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TEMPORAL_FUSIONS = ("transformer", "mean", "conv1d")
+from emotionclip.tokenizer import check_tokens
+from emotionclip.transform import PreprocessConfig
+
+_LEGACY_KEYS = ("extra",)  # written by 0.1 config files, never read
+# open_clip has no public hook for an extra token, so the frame encoder calls these two private
+# steps of its VisionTransformer; tests/test_model_parity.py checks that they still behave
+_OPEN_CLIP_PRIVATE = ("_embeds", "_pool")
+OPEN_CLIP_TESTED = ">=2.32,<3.4"  # as in pyproject.toml
 
 
 @dataclass
 class EmotionCLIPConfig:
-    """Everything needed to rebuild the architecture (weights not included)."""
+    """Everything needed to rebuild the architecture and feed it (weights not included)."""
 
     backbone: dict[str, Any]  # open_clip CLIP config: embed_dim, vision_cfg, text_cfg
     quick_gelu: bool = False
@@ -33,13 +41,27 @@ class EmotionCLIPConfig:
     head_ffn: int = 2048
     head_dropout: float = 0.1
     backbone_name: str | None = None  # informative: the open_clip model name it came from
-    extra: dict[str, Any] = field(default_factory=dict)
+    # how frames are prepared; None = the release's recipe at the vision tower's input size
+    preprocess: PreprocessConfig | None = None
+
+    def __post_init__(self):
+        if isinstance(self.preprocess, dict):
+            self.preprocess = PreprocessConfig.from_dict(self.preprocess)
+        elif self.preprocess is None:  # 224 is open_clip's default input size
+            self.preprocess = PreprocessConfig.for_crop(
+                int(self.backbone["vision_cfg"].get("image_size", 224))
+            )
+        elif not isinstance(self.preprocess, PreprocessConfig):
+            raise TypeError(
+                f"preprocess must be a PreprocessConfig or a dict, got {type(self.preprocess).__name__}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "preprocess": self.preprocess.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EmotionCLIPConfig:
+        d = {k: v for k, v in d.items() if k not in _LEGACY_KEYS}
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -60,12 +82,21 @@ class TransformerFusion(nn.Module):
         # persistent: the released checkpoint stores it
         self.register_buffer("position_ids", torch.arange(video_len), persistent=True)
 
+    def check_length(self, t: int) -> None:
+        if t > len(self.position_ids):
+            raise ValueError(
+                f"clip has {t} frames but the model's frame-position table holds {len(self.position_ids)}"
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pos = self.frame_position_embedding(self.position_ids[: x.shape[1]])
         return (self.fusion_layer(x + pos) + x).mean(dim=1)
 
 
 class MeanFusion(nn.Module):
+    def check_length(self, t: int) -> None:
+        pass
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=1)
 
@@ -77,20 +108,32 @@ class Conv1dFusion(nn.Module):
         super().__init__()
         self.fusion_layer = nn.Conv1d(dim, dim, kernel_size=3, groups=dim, bias=False)
 
+    def check_length(self, t: int) -> None:
+        if t < 3:
+            raise ValueError(f"conv1d temporal fusion needs at least 3 frames, got {t}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fusion_layer(x.transpose(1, 2)).mean(dim=2)
 
 
+# name -> builder(config, feature dim); a head maps [B, T, D] frame features to [B, D] and has
+# check_length(T) to refuse clip lengths it cannot take
+TEMPORAL_HEADS: dict[str, Callable[[EmotionCLIPConfig, int], nn.Module]] = {
+    "transformer": lambda cfg, dim: TransformerFusion(
+        dim, cfg.video_len, cfg.head_layers, cfg.head_heads, cfg.head_ffn, cfg.head_dropout
+    ),
+    "mean": lambda cfg, dim: MeanFusion(),
+    "conv1d": lambda cfg, dim: Conv1dFusion(dim),
+}
+
+
 def build_temporal_head(cfg: EmotionCLIPConfig, dim: int) -> nn.Module:
-    if cfg.temporal_fusion == "transformer":
-        return TransformerFusion(
-            dim, cfg.video_len, cfg.head_layers, cfg.head_heads, cfg.head_ffn, cfg.head_dropout
+    builder = TEMPORAL_HEADS.get(cfg.temporal_fusion)
+    if builder is None:
+        raise ValueError(
+            f"unknown temporal_fusion {cfg.temporal_fusion!r}; choose one of {sorted(TEMPORAL_HEADS)}"
         )
-    if cfg.temporal_fusion == "mean":
-        return MeanFusion()
-    if cfg.temporal_fusion == "conv1d":
-        return Conv1dFusion(dim)
-    raise ValueError(f"unknown temporal_fusion {cfg.temporal_fusion!r}; choose one of {TEMPORAL_FUSIONS}")
+    return builder(cfg, dim)
 
 
 def _as_float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -123,6 +166,17 @@ class EmotionCLIP(nn.Module):
                 f"EmotionCLIP needs a ViT vision tower for its subject token; "
                 f"{config.backbone_name or 'this backbone'} builds {type(self.backbone.visual).__name__}"
             )
+        missing = [m for m in _OPEN_CLIP_PRIVATE if not hasattr(self.backbone.visual, m)]
+        if missing:
+            raise RuntimeError(
+                f"open_clip {open_clip.__version__} lacks VisionTransformer.{', .'.join(missing)}; "
+                f"EmotionCLIP is tested with open_clip_torch{OPEN_CLIP_TESTED}"
+            )
+        if config.preprocess.crop_size != self.image_size:
+            raise ValueError(
+                f"preprocess crop_size {config.preprocess.crop_size} differs from the vision tower's "
+                f"input size {self.image_size}"
+            )
         self.visual_head = build_temporal_head(config, self.embed_dim)
         # one temperature shared with CLIP (the release's `self.logit_scale = self.backbone.logit_scale`)
         self.logit_scale = self.backbone.logit_scale
@@ -147,15 +201,18 @@ class EmotionCLIP(nn.Module):
         if x.shape[-3:] != (3, h, w):
             raise ValueError(f"{what} frames must be [3, {h}, {w}], got {list(x.shape[-3:])}")
 
-    def _subject_token(self, mask: torch.Tensor | None, n: int, dtype, device) -> torch.Tensor:
+    def _subject_token(self, mask: torch.Tensor | None, n: int) -> torch.Tensor:
+        """``[N, 1, width]``: the positional embeddings of the patches the subject covers, weighted
+        by how much of each it covers (zero without a subject), through the tower's ``ln_pre``."""
         visual = self.backbone.visual
-        width = visual.positional_embedding.shape[1]
+        pos = visual.positional_embedding[1:]
         if mask is None:
-            return torch.zeros(n, 1, width, dtype=dtype, device=device)
-        # fraction of each patch covered by the subject, [N, grid_h * grid_w]
-        cover = F.avg_pool2d(_as_float_mask(mask, torch.float32)[:, None], visual.patch_size).flatten(1)
-        token = cover.to(dtype) @ visual.positional_embedding[1:].to(dtype)
-        return token[:, None]
+            token = pos.new_zeros(n, pos.shape[1])
+        else:  # fraction of each patch covered by the subject, [N, grid_h * grid_w]
+            cover = F.avg_pool2d(_as_float_mask(mask, torch.float32)[:, None], visual.patch_size).flatten(1)
+            token = cover.to(pos.dtype) @ pos
+        # LayerNorm is per token, so normalising it alone equals normalising it inside the sequence
+        return visual.ln_pre(token[:, None])
 
     def encode_image(self, image: torch.Tensor, image_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Frame features ``[B, D]`` (un-normalised) with the subject token from ``image_mask``."""
@@ -167,14 +224,12 @@ class EmotionCLIP(nn.Module):
                 f"image_mask must be [B, H, W] = {[image.shape[0], *image.shape[-2:]]}, got {list(image_mask.shape)}"
             )
         visual = self.backbone.visual
-        x = visual.conv1(image.to(visual.conv1.weight.dtype))
-        x = x.flatten(2).transpose(1, 2)  # [N, grid², width]
-        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        x = torch.cat([x, self._subject_token(image_mask, x.shape[0], x.dtype, x.device)], dim=1)
-        x = visual.ln_pre(x)
+        # open_clip's own steps (pinned and tested in test_model_parity.py): patch + position
+        # embedding, patch dropout and ln_pre; the subject token is appended after them
+        x = visual._embeds(image.to(visual.conv1.weight.dtype))
+        x = torch.cat([x, self._subject_token(image_mask, x.shape[0]).to(x.dtype)], dim=1)
         x = visual.transformer(x)
-        pooled, _ = visual._pool(x)
+        pooled, _ = visual._pool(x[:, :-1])  # the subject token is a prompt, not an output token
         return pooled @ visual.proj if visual.proj is not None else pooled
 
     def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,12 +238,7 @@ class EmotionCLIP(nn.Module):
             raise ValueError(f"video must be [B, T, 3, H, W], got shape {list(video.shape)}")
         self._check_frames(video, "video")
         b, t = video.shape[:2]
-        if self.config.temporal_fusion == "transformer" and t > self.video_len:
-            raise ValueError(
-                f"clip has {t} frames but the model's frame-position table holds {self.video_len}"
-            )
-        if self.config.temporal_fusion == "conv1d" and t < 3:
-            raise ValueError(f"conv1d temporal fusion needs at least 3 frames, got {t}")
+        self.visual_head.check_length(t)
         if video_mask is not None:
             if tuple(video_mask.shape) != (b, t, *video.shape[-2:]):
                 raise ValueError(
@@ -198,25 +248,19 @@ class EmotionCLIP(nn.Module):
         frames = self.encode_image(video.flatten(0, 1), video_mask)
         return self.visual_head(frames.view(b, t, -1))
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(
-                f"tokens must be an integer tensor [B, L], got {tokens.dtype} {list(tokens.shape)}"
-            )
-        if tokens.shape[1] != self.backbone.context_length:
-            raise ValueError(f"tokens must have length {self.backbone.context_length}, got {tokens.shape[1]}")
-        if tokens.numel() and (int(tokens.max()) >= self.backbone.vocab_size or int(tokens.min()) < 0):
-            raise ValueError(
-                f"token ids must be in [0, {self.backbone.vocab_size}) for this model's vocabulary, "
-                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
-            )
+    def encode_text(self, tokens: torch.Tensor, validate: bool = True) -> torch.Tensor:
+        """Text features ``[B, D]`` (un-normalised). ``validate`` checks the token ids against the
+        vocabulary, which reads them back from the device: the training forward skips it there."""
+        check_tokens(tokens, self.backbone.vocab_size, self.backbone.context_length, check_ids=validate)
         return self.backbone.encode_text(tokens)
 
     def forward(
         self, video: torch.Tensor, video_mask: torch.Tensor | None, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         video_features = F.normalize(self.encode_video(video, video_mask), dim=-1)
-        text_features = F.normalize(self.encode_text(tokens), dim=-1)
+        # ids are checked for free on the CPU; on an accelerator the loader's tokenizer vouches for them
+        on_host = tokens.device.type == "cpu" and not torch.compiler.is_compiling()
+        text_features = F.normalize(self.encode_text(tokens, validate=on_host), dim=-1)
         return video_features, text_features, self.logit_scale.exp()
 
     # ---- training helpers --------------------------------------------------------------------

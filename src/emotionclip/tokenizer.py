@@ -27,3 +27,32 @@ def tokenize(texts: str | Sequence[str], context_length: int = 77) -> torch.Long
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("tokenize expects a string or a sequence of strings")
     return get_tokenizer(context_length)(list(texts), context_length=context_length)
+
+
+def check_tokens(
+    tokens: torch.Tensor, vocab_size: int, context_length: int = 77, check_ids: bool = True
+) -> None:
+    """Refuse what is not ``int[B, context_length]`` with ids in ``[0, vocab_size)``.
+
+    The id range check reads the tensor's values (a host sync on an accelerator), so it is
+    optional; shape and dtype checks are free.
+    """
+    if (
+        not isinstance(tokens, torch.Tensor)
+        or tokens.ndim != 2
+        or tokens.dtype not in (torch.int64, torch.int32)
+    ):
+        got = (
+            f"{tokens.dtype} {list(tokens.shape)}"
+            if isinstance(tokens, torch.Tensor)
+            else type(tokens).__name__
+        )
+        raise ValueError(f"tokens must be an integer tensor [B, L], got {got}")
+    if tokens.shape[1] != context_length:
+        raise ValueError(f"tokens must have length {context_length}, got {tokens.shape[1]}")
+    if check_ids and tokens.numel():
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"token ids must be in [0, {vocab_size}) for this model's vocabulary, got range [{lo}, {hi}]"
+            )

@@ -5,19 +5,74 @@ The released model was trained on frames resized to short side 256 (bicubic), cr
 ``_preprocess_frames(..., consistent=False)``; centre crop otherwise) and normalised with ImageNet
 statistics, not CLIP's. The subject mask goes through exactly the same geometry (nearest-neighbour
 resize, the frame's crop window) so that it keeps marking the same pixels.
+
+How a model wants its frames (:class:`PreprocessConfig`) is part of its config and is saved with
+it, as open_clip's ``preprocess_cfg`` and timm's ``pretrained_cfg`` are: :func:`model_transform`
+reads it, so no caller recomputes sizes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from emotionclip.constants import BOX_SCORE_THRESHOLD
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How frames are prepared for a model (saved with it). Defaults are the release's."""
+
+    crop_size: int = 224  # square crop, equal to the vision tower's input size
+    resize: int = 256  # short side before the crop
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    box_score_threshold: float = BOX_SCORE_THRESHOLD  # person boxes above it make the subject
+
+    def __post_init__(self):
+        # JSON gives lists; keep tuples so that configs compare equal after a round trip
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values (std > 0), got {self.mean} and {self.std}")
+        if not 0 < self.crop_size <= self.resize:
+            raise ValueError(f"need 0 < crop_size <= resize, got {self.crop_size} and {self.resize}")
+
+    @classmethod
+    def for_crop(cls, crop_size: int, **kw: Any) -> PreprocessConfig:
+        """The release's recipe at another input size: the 256/224 resize ratio is kept."""
+        return cls(crop_size=crop_size, resize=round(crop_size * 256 / 224), **kw)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocess keys {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
 CROPS = ("frame", "clip")  # training crop drawn per frame (the release) or once per clip
 
 
@@ -36,7 +91,7 @@ def boxes_to_mask(
     boxes: np.ndarray | Sequence[Sequence[float]] | None,
     height: int,
     width: int,
-    score_threshold: float = 0.5,
+    score_threshold: float = BOX_SCORE_THRESHOLD,
 ) -> np.ndarray:
     """Binary subject mask ``uint8[height, width]``: 1 inside any box ``(x1, y1, x2, y2[, score])``.
 
@@ -66,7 +121,10 @@ def boxes_to_mask(
 
 
 def boxes_to_masks(
-    boxes_per_frame: Sequence[np.ndarray | None], height: int, width: int, score_threshold: float = 0.5
+    boxes_per_frame: Sequence[np.ndarray | None],
+    height: int,
+    width: int,
+    score_threshold: float = BOX_SCORE_THRESHOLD,
 ) -> np.ndarray:
     """``uint8[T, height, width]`` from one box array per frame."""
     return np.stack([boxes_to_mask(b, height, width, score_threshold) for b in boxes_per_frame])
@@ -102,11 +160,15 @@ class FrameTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         generator: torch.Generator | None = None,
+        interpolation: str = "bicubic",
+        box_score_threshold: float = BOX_SCORE_THRESHOLD,
         crop: str = "frame",
         normalize: bool = True,
     ):
         if resize < image_size:
             raise ValueError(f"resize ({resize}) must be >= image_size ({image_size})")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
         self.crop = crop
@@ -118,6 +180,34 @@ class FrameTransform:
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         self.generator = generator
+        self.interpolation = interpolation
+        self.box_score_threshold = box_score_threshold
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: PreprocessConfig,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        crop: str = "frame",
+        normalize: bool = True,
+    ) -> FrameTransform:
+        return cls(
+            image_size=cfg.crop_size,
+            resize=cfg.resize,
+            train=train,
+            mean=cfg.mean,
+            std=cfg.std,
+            generator=generator,
+            interpolation=cfg.interpolation,
+            box_score_threshold=cfg.box_score_threshold,
+            crop=crop,
+            normalize=normalize,
+        )
+
+    def masks_from_boxes(self, boxes_per_frame: Sequence[np.ndarray | None], height: int, width: int):
+        """Subject masks ``uint8[T, height, width]`` with this model's box-score threshold."""
+        return boxes_to_masks(boxes_per_frame, height, width, self.box_score_threshold)
 
     def _size(self, h: int, w: int) -> tuple[int, int]:
         # short side -> resize, long side scaled and truncated (torchvision's Resize(int) rule)
@@ -145,7 +235,7 @@ class FrameTransform:
             m = (m != 0).to(torch.uint8)
         nh, nw = self._size(h, w)
         if (nh, nw) != (h, w):
-            x = TF.resize(x, [nh, nw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            x = TF.resize(x, [nh, nw], interpolation=INTERPOLATIONS[self.interpolation], antialias=True)
             if m is not None:
                 m = TF.resize(m[:, None], [nh, nw], interpolation=InterpolationMode.NEAREST)[:, 0]
         s = self.image_size
@@ -169,21 +259,22 @@ class FrameTransform:
         return pixels, m
 
 
-def image_transform(image_size: int = 224, resize: int = 256) -> FrameTransform:
+def image_transform(image_size: int = 224, resize: int | None = None) -> FrameTransform:
     """Inference transform of the release: short side 256 bicubic, centre crop 224, ImageNet stats."""
-    return FrameTransform(image_size=image_size, resize=resize, train=False)
+    return video_transform(image_size, resize, train=False)
 
 
 def video_transform(
-    image_size: int = 224, resize: int = 256, train: bool = False, crop: str = "frame"
+    image_size: int = 224, resize: int | None = None, train: bool = False, crop: str = "frame"
 ) -> FrameTransform:
     """Video counterpart: centre crop, or when ``train`` a random crop per frame (the release) or
-    per clip (``crop="clip"``)."""
-    return FrameTransform(image_size=image_size, resize=resize, train=train, crop=crop)
+    per clip (``crop="clip"``). ``resize=None`` keeps the release's 256/224 ratio."""
+    cfg = PreprocessConfig.for_crop(image_size)
+    return FrameTransform(image_size=image_size, resize=resize or cfg.resize, train=train, crop=crop)
 
 
-def model_transform(model, train: bool = False) -> FrameTransform:
-    """The frame transform a model was trained with: the release resizes to 256 before its 224 crop,
-    and other sizes keep that ratio."""
-    size = model.image_size
-    return FrameTransform(image_size=size, resize=round(size * 256 / 224), train=train)
+def model_transform(
+    model, train: bool = False, generator: torch.Generator | None = None, crop: str = "frame"
+) -> FrameTransform:
+    """The frame transform saved with ``model`` (``model.config.preprocess``)."""
+    return FrameTransform.from_config(model.config.preprocess, train=train, generator=generator, crop=crop)

@@ -18,6 +18,7 @@ import torch
 from scipy.signal import savgol_filter
 
 from .._io import atomic_write
+from ..transform import PreprocessConfig
 from . import metrics as M
 from .benchmarks import BENCHMARKS, Task
 from .datasets import Split, load_split
@@ -120,7 +121,7 @@ def _default_protocol(model_frames: int, image_size: int, detector: str | None) 
     return Protocol(
         num_frames=model_frames,
         image_size=image_size,
-        video_resize=round(image_size * 256 / 224),
+        video_resize=PreprocessConfig.for_crop(image_size).resize,
         image_resize=image_size,
         detector=detector,
     )

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._io import atomic_path, atomic_write
+from ..pretrained import resolve_checkpoint
 from ..transform import FrameTransform, boxes_to_mask
 from ..video_io import probe_video, read_frames_at, uniform_times
 from .datasets import Sample, Split
@@ -58,7 +59,7 @@ class Features:
 
 def checkpoint_hash(path: str | Path) -> str:
     """SHA-256 of a checkpoint file, or of a model directory's files (names and contents)."""
-    path = Path(path)
+    path = resolve_checkpoint(path)[0]  # also named weights and hf-hub: ids
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"{path}: no checkpoint files")

@@ -34,8 +34,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from emotionclip.constants import BOX_SCORE_THRESHOLD
 from emotionclip.tokenizer import tokenize
-from emotionclip.transform import FrameTransform, boxes_to_mask
+from emotionclip.transform import FrameTransform, PreprocessConfig, boxes_to_mask
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +112,21 @@ class ClipDecoder:
         video_len: int = 8,
         image_size: int = 224,
         resize: int = 256,
-        person_score: float = 0.5,
+        person_score: float = BOX_SCORE_THRESHOLD,
         crop: str = "frame",
         decode: bool = True,
+        preprocess: PreprocessConfig | None = None,
     ):
         self.video_len = video_len
-        self.person_score = person_score
         self.decode = decode
-        self.transform = FrameTransform(
-            image_size=image_size, resize=resize, train=True, crop=crop, normalize=False
-        )
+        if preprocess is not None:  # the model's own sizes, interpolation and box-score threshold
+            self.transform = FrameTransform.from_config(preprocess, train=True, crop=crop, normalize=False)
+            person_score = preprocess.box_score_threshold
+        else:
+            self.transform = FrameTransform(
+                image_size=image_size, resize=resize, train=True, crop=crop, normalize=False
+            )
+        self.person_score = person_score
 
     def frame_indices(self, n: int) -> torch.Tensor:
         if n >= self.video_len:
@@ -436,12 +442,20 @@ class IndexedClips(torch.utils.data.Dataset):
 
 
 def uniform_batches(
-    n: int, batch_size: int, rank: int, world_size: int, seed: int, epoch: int, epoch_batches: int | None
+    n: int,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    epoch_batches: int | None,
+    drop_last: bool = True,
 ) -> list[list[int]]:
     """Per-rank batches of positions ``0..n-1``, as the release's shuffled DataLoader / DistributedSampler.
 
     Without ``epoch_batches``: one permutation per epoch, padded to a multiple of the ranks by
-    repeating its start, every ``world_size``-th element from ``rank``, cut into full batches.
+    repeating its start, every ``world_size``-th element from ``rank``, cut into full batches
+    (and the partial last one unless ``drop_last``).
     With it: the epoch is the next ``epoch_batches * batch_size * world_size`` draws of an endless
     sequence of permutations, so every clip is seen once before any is seen twice.
     """
@@ -455,7 +469,7 @@ def uniform_batches(
         order = perm(epoch)
         per_rank = math.ceil(n / world_size)
         order = np.concatenate([order, order[: per_rank * world_size - n]])[rank::world_size]
-        count = per_rank // batch_size
+        count = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
     else:
         need = epoch_batches * batch_size * world_size
         first, last = epoch * need, (epoch + 1) * need  # positions in the endless sequence
@@ -565,6 +579,7 @@ def make_train_loader(
     decode: bool = True,
     skip_batches: int = 0,
     reuse: UniformLoader | None = None,
+    preprocess: PreprocessConfig | None = None,
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
 
@@ -577,7 +592,9 @@ def make_train_loader(
     shards at random (seeded, the same on every run) and ``epoch_batches`` sets the batches per rank
     (rounded up to a multiple of the workers).
     ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores. ``decode=False``
-    yields metadata only. ``skip_batches`` (uniform order; a resume mid-epoch) starts the epoch at
+    yields metadata only. ``preprocess`` (a model's `PreprocessConfig`) replaces ``image_size`` /
+    ``resize`` and brings its interpolation and box-score threshold.
+    ``skip_batches`` (uniform order; a resume mid-epoch) starts the epoch at
     that batch without reading the ones before: each clip's augmentation is seeded by (``seed``,
     ``epoch``, its place in the epoch), so the rest are the batches an uninterrupted epoch gives.
     ``reuse``: the `UniformLoader` of an earlier epoch with the same settings; it is given this
@@ -587,7 +604,7 @@ def make_train_loader(
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     shard_urls = expand_shard_urls(urls)
     rank, world_size = _dist_rank_world(rank, world_size)
-    decoder = ClipDecoder(video_len, image_size, resize, crop=crop, decode=decode)
+    decoder = ClipDecoder(video_len, image_size, resize, crop=crop, decode=decode, preprocess=preprocess)
     if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
         logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
         order = "stream"
@@ -596,11 +613,9 @@ def make_train_loader(
     if order == "uniform":
         index = index if index is not None else build_index(shard_urls, index_cache)
         positions = index.select(max_neutral, min_has_person)
-        batches = uniform_batches(len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches)
-        if not drop_last and epoch_batches is None:
-            rest = len(positions) - len(batches) * batch_size * world_size
-            if rest > 0:
-                logger.info("order='uniform' drops the last partial batch (as the release)")
+        batches = uniform_batches(
+            len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches, drop_last
+        )
         clip_seed = hash((seed, epoch)) % 2**63
         if reuse is not None:  # same data, filters and workers: keep its worker processes
             return reuse.next_epoch(batches[skip_batches:], clip_seed)

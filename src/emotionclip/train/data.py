@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..transform import PreprocessConfig
 from .config import TrainConfig
 from .distributed import DistEnv
 
@@ -91,20 +92,26 @@ def _raise_no_batches(urls: list[str], config: TrainConfig, kept: int, seen: int
 
 
 def shard_batch_source(
-    urls: list[str], config: TrainConfig, env: DistEnv, image_size: int, video_len: int | None = None
+    urls: list[str],
+    config: TrainConfig,
+    env: DistEnv,
+    preprocess: PreprocessConfig,
+    video_len: int | None = None,
 ) -> BatchSource:
     """Batches from prepared shards, in the order ``config.data_order`` names (see
     `emotionclip.shards.reader`). With ``steps_per_epoch`` every rank yields exactly that many
     batches per epoch; without it an epoch is one pass over the corpus."""
-    return _ShardSource(urls, config, env, image_size, video_len or config.video_len)
+    return _ShardSource(urls, config, env, preprocess, video_len or config.video_len)
 
 
 class _ShardSource:
-    def __init__(self, urls: list[str], config: TrainConfig, env: DistEnv, image_size: int, video_len: int):
+    def __init__(
+        self, urls: list[str], config: TrainConfig, env: DistEnv, preprocess: PreprocessConfig, video_len: int
+    ):
         from emotionclip.shards.reader import build_index
 
         self.urls, self.config, self.env = urls, config, env
-        self.image_size, self.video_len = image_size, video_len
+        self.preprocess, self.video_len = preprocess, video_len
         self._loader = None  # the uniform loader, reused from epoch to epoch
         local = not any(u.startswith(_REMOTE_PREFIXES) for u in urls)
         self.index = None
@@ -148,8 +155,8 @@ class _ShardSource:
             batch_size=cfg.batch_size,
             num_workers=cfg.workers,
             video_len=self.video_len,
-            image_size=self.image_size,
-            resize=round(self.image_size * 256 / 224),
+            image_size=self.preprocess.crop_size,
+            resize=self.preprocess.resize,
             order="uniform" if self.index is not None else "stream",
             crop=cfg.crop,
             resampled=cfg.steps_per_epoch is not None,
@@ -164,6 +171,7 @@ class _ShardSource:
             index=self.index,
             skip_batches=skip,
             reuse=self._loader,
+            preprocess=self.preprocess,
         )
         if self.index is not None:
             self._loader = loader  # its workers persist into the next epoch

@@ -151,7 +151,9 @@ class _Run:
         if batches is None:  # the shard index is read here, which may fail on one rank only
             self.source = _on_all_ranks(
                 env,
-                lambda: shard_batch_source(urls, config, env, self.model.image_size, self.model.video_len),
+                lambda: shard_batch_source(
+                    urls, config, env, self.model.config.preprocess, self.model.video_len
+                ),
             )
         if batches is None and config.steps_per_epoch:  # resampling would spin forever on no clips
             _on_all_ranks(env, lambda: self.source.check_enough_clips() if env.is_main else 0)

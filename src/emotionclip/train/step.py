@@ -119,10 +119,17 @@ def compute_loss(
     if not video.is_floating_point():  # the shard loader ships uint8: normalise here, on the device
         from emotionclip.transform import normalize_frames
 
-        video = normalize_frames(video)
+        pre = _unwrap(model).config.preprocess  # the mean/std the model was trained with
+        video = normalize_frames(video, pre.mean, pre.std)
     with autocast(device, precision):
         video_feats, text_feats, logit_scale = model(video, batch.get("video_mask"), batch["tokens"])
     return losses(video_feats, text_feats, logit_scale, batch.get("sentiment_logits"))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The EmotionCLIP inside torch.compile / DDP wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 class TrainStep:
