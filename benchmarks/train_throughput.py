@@ -227,6 +227,8 @@ def loader_throughput(args: argparse.Namespace) -> float:
         if batch is None:
             break
         clips += batch["video"].shape[0]
+    if not clips:
+        return float("nan")  # the corpus holds fewer than two loader batches
     return clips / (time.perf_counter() - start)
 
 
