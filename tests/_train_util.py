@@ -159,7 +159,7 @@ def ddp_gradients(rank: int, world_size: int, port: int, folder: str, out: str) 
         )
     torch.set_num_threads(1)
     from emotionclip.train.distributed import cleanup, init_distributed
-    from emotionclip.train.loop import LossSelector, build_model, compute_loss, wrap_model
+    from emotionclip.train.step import LossSelector, build_model, compute_loss, wrap_model
 
     env = init_distributed("cpu")
     batch = make_batch(7, batch_size=8)

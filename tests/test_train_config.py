@@ -47,11 +47,12 @@ def test_yaml_then_flags_override(tmp_path):
             "none",
         ]
     )
-    c = config_from_args(args)
+    with pytest.warns(FutureWarning, match="'amp_bf16' is deprecated; use 'bf16'"):
+        c = config_from_args(args)
     assert c.batch_size == 4  # flag beats YAML
     assert c.lr_weights == 1e-6 and isinstance(c.lr_weights, float)  # YAML's '1e-6' string converted
     assert c.max_steps is None and c.pretrained is None
-    assert c.precision == "amp_bf16"
+    assert c.precision == "bf16"  # the old name still works (with a deprecation warning)
     assert c.epochs == 25  # untouched default
     round_trip = TrainConfig.from_dict(__import__("yaml").safe_load(c.to_yaml()))
     assert round_trip == c
@@ -83,3 +84,22 @@ def test_unknown_key_lists_valid_keys(tmp_path):
 def test_bad_values_are_clear(values, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig.from_dict(values)
+
+
+def test_every_flag_has_its_help_from_the_field():
+    from dataclasses import fields
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    helps = {a.dest: a.help for a in train_parser._actions}
+    for f in fields(TrainConfig):
+        assert f.metadata.get("help"), f"TrainConfig.{f.name} has no help metadata"
+        assert helps[f.name].startswith(f.metadata["help"]), f.name
+
+
+@pytest.mark.parametrize("old, new", [("amp_fp16", "fp16"), ("amp_bf16", "bf16")])
+def test_old_precision_names_are_aliases(old, new):
+    with pytest.warns(FutureWarning, match="deprecated"):
+        assert TrainConfig.from_dict({"precision": old}).precision == new
+    assert TrainConfig().precision == "fp16"  # the release trains with fp16 autocast

@@ -39,14 +39,16 @@ def test_world_info_from_torchrun_and_slurm():
     assert world_info_from_env({}) == (0, 0, 1, "none")
     torchrun = {"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
     assert world_info_from_env(torchrun) == (1, 5, 8, "torchrun")  # torchrun inside an allocation wins
-    slurm = {"SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_NTASKS": "4"}
-    assert world_info_from_env(slurm) == (3, 3, 4, "slurm")
+    slurm = {"SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "4"}
+    assert world_info_from_env(slurm) == (3, 3, 4, "slurm")  # the srun step's tasks, not the allocation's
 
 
 def test_multi_process_launch_without_master_address_is_a_clear_error(monkeypatch):
-    for var in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for var in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_NNODES"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setitem(os.environ, "SLURM_NTASKS", "2")
+    monkeypatch.setitem(os.environ, "SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setitem(os.environ, "SLURM_STEP_NUM_NODES", "2")
     monkeypatch.setitem(os.environ, "SLURM_PROCID", "0")
     with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT not set"):
         init_distributed("cpu")

@@ -11,7 +11,7 @@ from emotionclip.loss import ClipLoss, SentimentGuidedClipLoss
 from emotionclip.train import TrainConfig, train
 from emotionclip.train.checkpoint import ResumeError
 from emotionclip.train.distributed import DistEnv
-from emotionclip.train.loop import LossSelector, build_model, compute_loss
+from emotionclip.train.step import LossSelector, build_model, compute_loss
 
 
 def test_overfits_a_fixed_batch(tmp_path):
@@ -149,9 +149,7 @@ def test_bad_input_fails_before_any_work(tmp_path):
 
 def test_logit_scale_is_clamped_and_bf16_runs(tmp_path):
     batch = make_batch(5)
-    cfg = tiny_config(
-        tmp_path, max_steps=3, precision="amp_bf16", lr_logit_scale=10.0, grad_checkpointing=True
-    )
+    cfg = tiny_config(tmp_path, max_steps=3, precision="bf16", lr_logit_scale=10.0, grad_checkpointing=True)
     result = train(cfg, batches=lambda e: [copy.deepcopy(batch)] * 4)
     model = emotionclip.load_model(result.checkpoint)
     # lr 10 moves it by ~10 per step: it must sit at a bound of [0, ln 100]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from emotionclip.train import TrainConfig
-from emotionclip.train.loop import build_model
 from emotionclip.train.optim import WarmupCosineSchedule, build_optimizer
+from emotionclip.train.step import build_model
 
 
 @pytest.fixture(scope="module")

@@ -374,9 +374,18 @@ class IndexedClips(torch.utils.data.Dataset):
     A clip that cannot be decoded is replaced by the next one of ``positions`` (as the release
     replaces it by another) and reported in the batch's ``skipped`` list."""
 
-    def __init__(self, index: ShardIndex, positions: np.ndarray, decoder: ClipDecoder, max_open: int = 64):
+    def __init__(
+        self,
+        index: ShardIndex,
+        positions: np.ndarray,
+        decoder: ClipDecoder,
+        max_open: int = 64,
+        seed: int | None = None,
+    ):
         self.index, self.positions, self.decoder = index, positions, decoder
         self.max_open = max_open
+        self.seed = seed  # per-clip augmentation seed: a clip's crops do not depend on which worker or
+        # which batches came before it, so a resume can skip batches without decoding them
         self._files: OrderedDict[int, object] = OrderedDict()
 
     def __len__(self) -> int:
@@ -409,7 +418,15 @@ class IndexedClips(torch.utils.data.Dataset):
             sample[ext] = buf.read(size)
         return sample
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, item: int | tuple[int | None, int]) -> dict:
+        seed, i = item if isinstance(item, tuple) else (self.seed, item)
+        if seed is None:
+            return self._clip(i)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((seed, i)) % 2**63)
+            return self._clip(i)
+
+    def _clip(self, i: int) -> dict:
         skipped = []
         for k in range(min(16, len(self.positions))):
             pos = int(self.positions[(i + k) % len(self.positions)])
@@ -462,22 +479,49 @@ def uniform_batches(
     return [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(count)]
 
 
+class _EpochSampler:
+    """The current epoch's batches as (augmentation seed, clip) items; iterated in the main process."""
+
+    def __init__(self, batches: list[list[int]], seed: int | None):
+        self.batches, self.seed = batches, seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter([[(self.seed, i) for i in batch] for batch in self.batches])
+
+
 class UniformLoader:
-    """One epoch of uniformly shuffled batches for this rank (a DataLoader over `IndexedClips`)."""
+    """One epoch of uniformly shuffled batches for this rank (a DataLoader over `IndexedClips`).
+
+    `next_epoch` gives the same loader another epoch's batches: its worker processes persist
+    (each item carries its epoch's augmentation seed, so the workers' copy of the dataset never
+    changes)."""
 
     def __init__(self, dataset: IndexedClips, batches: list[list[int]], num_workers: int, pin_memory: bool):
-        self.dataset, self.batches = dataset, batches
+        self.dataset = dataset
+        self.sampler = _EpochSampler(batches, dataset.seed)
         self.loader = torch.utils.data.DataLoader(
             dataset,
-            batch_sampler=batches,
+            batch_sampler=self.sampler,
             num_workers=num_workers,
             collate_fn=collate,
             pin_memory=pin_memory,
             prefetch_factor=2 if num_workers else None,
+            persistent_workers=num_workers > 0,
         )
 
+    @property
+    def batches(self) -> list[list[int]]:
+        return self.sampler.batches
+
+    def next_epoch(self, batches: list[list[int]], seed: int | None) -> UniformLoader:
+        self.sampler.batches, self.sampler.seed = batches, seed
+        return self
+
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.sampler)
 
     def __iter__(self):
         return iter(self.loader)
@@ -533,6 +577,8 @@ def make_train_loader(
     index: ShardIndex | None = None,
     index_cache: str | Path | None = None,
     decode: bool = True,
+    skip_batches: int = 0,
+    reuse: UniformLoader | None = None,
     preprocess: PreprocessConfig | None = None,
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
@@ -548,6 +594,11 @@ def make_train_loader(
     ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores. ``decode=False``
     yields metadata only. ``preprocess`` (a model's `PreprocessConfig`) replaces ``image_size`` /
     ``resize`` and brings its interpolation and box-score threshold.
+    ``skip_batches`` (uniform order; a resume mid-epoch) starts the epoch at
+    that batch without reading the ones before: each clip's augmentation is seeded by (``seed``,
+    ``epoch``, its place in the epoch), so the rest are the batches an uninterrupted epoch gives.
+    ``reuse``: the `UniformLoader` of an earlier epoch with the same settings; it is given this
+    epoch's batches and keeps its worker processes.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -557,13 +608,19 @@ def make_train_loader(
     if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
         logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
         order = "stream"
+    if skip_batches and order != "uniform":
+        raise ValueError("skip_batches needs order='uniform' (a stream is skipped by reading it)")
     if order == "uniform":
         index = index if index is not None else build_index(shard_urls, index_cache)
         positions = index.select(max_neutral, min_has_person)
         batches = uniform_batches(
             len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches, drop_last
         )
-        return UniformLoader(IndexedClips(index, positions, decoder), batches, num_workers, pin_memory)
+        clip_seed = hash((seed, epoch)) % 2**63
+        if reuse is not None:  # same data, filters and workers: keep its worker processes
+            return reuse.next_epoch(batches[skip_batches:], clip_seed)
+        clips = IndexedClips(index, positions, decoder, seed=clip_seed)
+        return UniformLoader(clips, batches[skip_batches:], num_workers, pin_memory)
     return _stream_loader(
         shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
         max_neutral, min_has_person, drop_last, seed + epoch, rank, world_size, pin_memory,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import atomic_path, remove_temporaries
+from .._io import FileError, atomic_path, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +32,18 @@ FORMAT = "emotionclip-train/1"
 _STEP_FILE = re.compile(r"^step-(\d{9})\.pt$")
 
 
-class ResumeError(ValueError):
-    """A checkpoint cannot be resumed by this run."""
+class ResumeError(FileError, ValueError):
+    """A checkpoint cannot be resumed by this run (``"PATH: problem"``)."""
 
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        super().__init__(f"{path}: {problem}")
+
+class UnreadableCheckpoint(ResumeError):
+    """The file is not a loadable checkpoint at all (truncated, foreign, empty)."""
 
 
 # ---- RNG state ------------------------------------------------------------------------------
-def rng_state() -> dict[str, Any]:
-    """Python, numpy, torch and CUDA generator states, in types ``weights_only`` loading accepts."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Python, numpy, torch and (for a CUDA ``device``) that device's generator state, in types
+    ``weights_only`` loading accepts. Only the process's own GPU: a resume may see other devices."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -55,12 +56,14 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore `rng_state`; the CUDA state goes to ``device`` (when it is a GPU). Checkpoints of
+    older versions hold one state per visible GPU: the first is taken."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -68,8 +71,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, (list, tuple)):
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -133,17 +139,42 @@ class CheckpointDir:
             shutil.copyfile(source, tmp)
         os.replace(tmp, name)
 
-    def resolve(self, resume: str) -> Path:
-        """``'latest'`` or a path -> an existing checkpoint file."""
+    def resolve(self, resume: str) -> tuple[Path, dict[str, Any]]:
+        """``'latest'``, ``'auto'`` or a path -> (checkpoint file, its contents).
+
+        ``latest`` is the newest step file and must be readable (else the error names the newest
+        readable one); ``auto`` falls back to the newest readable one with a warning, so that a
+        requeued job whose last write was cut short continues from the one before."""
+        if resume not in ("latest", "auto"):
+            path = Path(resume).expanduser()
+            if not path.is_file():
+                raise ResumeError(path, "--resume: no such checkpoint file")
+            return path, load_checkpoint(path)
+        files = [p for _, p in reversed(self.step_files())]
+        if not files:
+            raise ResumeError(self.path, f"--resume {resume}: no checkpoint (step-*.pt) in this folder")
+        broken: list[UnreadableCheckpoint] = []
+        for path in files:
+            try:
+                ckpt = load_checkpoint(path)
+            except UnreadableCheckpoint as e:
+                broken.append(e)
+                if resume == "latest":
+                    continue  # only to name an older readable one in the error
+                logger.warning("--resume auto: skipping %s", e)
+                continue
+            if resume == "latest" and broken:
+                raise ResumeError(
+                    files[0],
+                    f"the newest checkpoint cannot be read ({broken[0].problem}); the newest readable one "
+                    f"is {path}: pass --resume {path}, or --resume auto to fall back to it",
+                )
+            if broken:
+                logger.warning("--resume auto: resuming from %s, the newest readable checkpoint", path)
+            return path, ckpt
         if resume == "latest":
-            latest = self.latest()
-            if latest is None:
-                raise ResumeError(self.path, "--resume latest: no checkpoint (step-*.pt) in this folder")
-            return latest
-        path = Path(resume).expanduser()
-        if not path.is_file():
-            raise ResumeError(path, "--resume: no such checkpoint file")
-        return path
+            raise broken[0]
+        raise ResumeError(self.path, f"--resume auto: none of the {len(files)} checkpoints can be read")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -152,7 +183,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / foreign files raise many types
-        raise ResumeError(path, f"cannot be read as a checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+        raise UnreadableCheckpoint(
+            path, f"cannot be read as a checkpoint, truncated or not one ({type(e).__name__}: {str(e)[:300]})"
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         kind = (
             "a model-only checkpoint (weights without optimiser state)"

@@ -51,6 +51,46 @@ def expand_shards(data: str) -> list[str]:
     return urls
 
 
+def check_clips_pass_filter(urls: list[str], config: TrainConfig, index=None) -> int:
+    """With ``steps_per_epoch`` the loader resamples shards forever: if the filters keep no clip it
+    would spin without ever yielding. Count the kept clips (from the shard index, or by reading
+    the clips' metadata in shard order until a batch's worth pass, usually within the first shard)
+    and fail with the "no batches" error if the whole corpus has fewer."""
+    import json
+
+    import webdataset as wds
+
+    need, kept, seen = config.batch_size, 0, 0
+    if index is not None:
+        kept, seen = len(index.select(config.neutral_threshold, config.min_person_fraction)), len(index)
+        if kept >= need:
+            return kept
+        _raise_no_batches(urls, config, kept, seen)
+    samples = wds.DataPipeline(
+        wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue)
+    )
+    for sample in samples:
+        seen += 1
+        try:
+            meta = json.loads(sample["json"])
+            neutral, person = float(meta["neutral"]), float(meta["has_person"])
+        except (KeyError, TypeError, ValueError):
+            continue  # the loader skips such samples too
+        kept += neutral <= config.neutral_threshold and person >= config.min_person_fraction
+        if kept >= need:
+            return kept
+    _raise_no_batches(urls, config, kept, seen)
+
+
+def _raise_no_batches(urls: list[str], config: TrainConfig, kept: int, seen: int):
+    raise ValueError(
+        f"{config.data or urls[0]}: the training data gives no batches: {kept} of {seen} clips pass the "
+        f"filters (--neutral-threshold {config.neutral_threshold}, --min-person-fraction "
+        f"{config.min_person_fraction}), fewer than batch_size={config.batch_size}; with "
+        "--steps-per-epoch the loader would wait for them forever"
+    )
+
+
 def shard_batch_source(
     urls: list[str],
     config: TrainConfig,
@@ -72,6 +112,7 @@ class _ShardSource:
 
         self.urls, self.config, self.env = urls, config, env
         self.preprocess, self.video_len = preprocess, video_len
+        self._loader = None  # the uniform loader, reused from epoch to epoch
         local = not any(u.startswith(_REMOTE_PREFIXES) for u in urls)
         self.index = None
         if config.data_order == "uniform" and local:
@@ -87,6 +128,9 @@ class _ShardSource:
                 len(self.index.skipped),
             )
 
+    def check_enough_clips(self) -> int:
+        return check_clips_pass_filter(self.urls, self.config, self.index)
+
     def steps_per_epoch(self) -> int | None:
         """Batches per rank and epoch when known before the epoch (the warm-up target needs it)."""
         cfg = self.config
@@ -97,11 +141,16 @@ class _ShardSource:
         kept = len(self.index.select(cfg.neutral_threshold, cfg.min_person_fraction))
         return math.ceil(kept / self.env.world_size) // cfg.batch_size
 
-    def __call__(self, epoch: int):
+    @property
+    def skips_batches(self) -> bool:
+        """Whether ``source(epoch, skip=n)`` starts at batch n without decoding the ones before."""
+        return self.index is not None
+
+    def __call__(self, epoch: int, skip: int = 0):
         from emotionclip.shards.reader import make_train_loader
 
         cfg = self.config
-        return make_train_loader(
+        loader = make_train_loader(
             self.urls,
             batch_size=cfg.batch_size,
             num_workers=cfg.workers,
@@ -120,17 +169,29 @@ class _ShardSource:
             world_size=self.env.world_size,
             pin_memory=self.env.device.type == "cuda",
             index=self.index,
+            skip_batches=skip,
+            reuse=self._loader,
             preprocess=self.preprocess,
         )
+        if self.index is not None:
+            self._loader = loader  # its workers persist into the next epoch
+        return loader
 
 
 class EpochBatches:
     """One epoch's batches, fetched under a private torch RNG stream seeded by (seed, epoch, rank)."""
 
-    def __init__(self, source: BatchSource, epoch: int, seed: int, rank: int):
+    def __init__(self, source: BatchSource, epoch: int, seed: int, rank: int, skip: int = 0):
         self._state = torch.Generator().manual_seed(hash((seed, epoch, rank)) % 2**63).get_state()
+        at_sample_level = skip and getattr(source, "skips_batches", False)
         with self._data_rng():
-            self._batches = iter(source(epoch))
+            self._batches = iter(source(epoch, skip=skip) if at_sample_level else source(epoch))
+        if skip:
+            how = "without reading them" if at_sample_level else "by reading them"
+            logger.info("skipping the %d batches of epoch %d trained before the resume, %s", skip, epoch, how)
+        for _ in range(0 if at_sample_level else skip):  # trained on before the resume
+            if self.next() is None:
+                break
 
     @contextlib.contextmanager
     def _data_rng(self):
