@@ -148,7 +148,7 @@ def test_boxes_make_the_subject_mask_of_a_training_batch(media_dir, tmp_path):
     assert manifest["detector"].startswith("nanodet")
     batch = next(iter(make_train_loader(out, batch_size=1, shuffle_buffer=0)))
     mask = batch["video_mask"]
-    assert mask.shape == (1, 8, 224, 224) and mask.dtype == torch.uint8
+    assert mask.shape == (1, 8, 224, 224) and mask.dtype == torch.bool
     # several people boxed: the union covers a large part of most frames, never all of a frame
     frac = mask.float().mean((0, 2, 3))
     assert (frac > 0.3).float().mean() >= 0.75 and (frac < 0.98).all(), frac

@@ -229,3 +229,29 @@ def test_kill_9_mid_batch_then_rerun_resumes_without_loss(tmp_path, media_dir, c
     assert done == {"friday.mp4", "flower.mp4"} and not summary["failed"]
     assert (out / "friday" / "emotions.csv").read_bytes() == finished
     assert (out / "flower" / "report.html").exists()
+
+
+@pytest.mark.parametrize("classes", ["", "happy,happy,sad", " , "])
+def test_zero_shot_command_refuses_empty_and_duplicate_classes(tmp_path, classes, capsys):
+    from emotionclip.cli import main
+
+    rc = main(
+        [
+            "zero-shot",
+            "--checkpoint",
+            str(tmp_path / "never-loaded.pt"),
+            str(tmp_path / "x.mp4"),
+            "--classes",
+            classes,
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--classes" in err and ("non-empty" in err or "given twice" in err)
+
+
+def test_zero_shot_api_refuses_duplicates_before_loading(tmp_path):
+    from emotionclip.evaluate import zero_shot
+
+    with pytest.raises(ValueError, match="given twice"):
+        zero_shot(tmp_path / "never-loaded.pt", [tmp_path / "x.mp4"], ["joy", "joy"])

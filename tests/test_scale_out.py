@@ -120,6 +120,7 @@ def test_torchrun_ranks_equal_one_process(job, single, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_torchrun_two_processes(job, single, tmp_path):
     ckpt, inputs = job
     cmd = [

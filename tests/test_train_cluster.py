@@ -18,6 +18,8 @@ import torch.multiprocessing as mp
 
 from _train_util import make_batch, tiny_config
 
+pytestmark = pytest.mark.multiprocess
+
 JOIN_TIMEOUT_S = 240  # two spawned interpreters on a shared 2-core machine; a hang would last 30 min
 
 

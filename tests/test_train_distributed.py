@@ -9,6 +9,8 @@ import torch.multiprocessing as mp
 from _train_util import ddp_gradients, free_port
 from emotionclip.train.distributed import init_distributed, world_info_from_env
 
+pytestmark = pytest.mark.multiprocess
+
 
 def test_two_process_gloo_matches_one_process(tmp_path, monkeypatch):
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):

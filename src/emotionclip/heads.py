@@ -46,6 +46,15 @@ def check_head_or_classes(head=None, classes=None) -> None:
 
 
 @torch.no_grad()
+def check_class_names(classes: Sequence[str]) -> None:
+    """At least one class, none blank, none twice (duplicates would split one class's probability)."""
+    if not classes or any(not str(c).strip() for c in classes):
+        raise ValueError(f"need one or more non-empty emotion class names, got {list(classes)}")
+    twice = sorted({c for c in classes if list(classes).count(c) > 1})
+    if twice:
+        raise ValueError(f"class names given twice: {', '.join(twice)} (scores would no longer sum to 1)")
+
+
 def zero_shot_classifier(
     model,
     class_names: Sequence[str],
@@ -57,8 +66,7 @@ def zero_shot_classifier(
 
     Encoded in eval mode on ``device`` (default: the model's; another device encodes with a copy),
     so the caller's model is neither moved nor left in eval mode."""
-    if not class_names:
-        raise ValueError("zero-shot needs at least one class name")
+    check_class_names(class_names)
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
         raise ValueError(f"every template needs a '{{}}' for the class name; bad: {bad or 'no templates'}")
@@ -77,8 +85,8 @@ def zero_shot_classifier(
 
 def zero_shot_scores(features, classifier: torch.Tensor, logit_scale: float = 100.0) -> np.ndarray:
     """Class probabilities ``[N, K]`` for visual ``features`` ``[N, D]`` (normalised here)."""
-    f = F.normalize(torch.as_tensor(features).float().cpu(), dim=-1)
-    return torch.softmax(logit_scale * f @ classifier.float().cpu().T, dim=-1).numpy()
+    f = F.normalize(torch.as_tensor(features).detach().float().cpu(), dim=-1)
+    return torch.softmax(logit_scale * f @ classifier.detach().float().cpu().T, dim=-1).numpy()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..heads import check_head_or_classes
+from ..heads import check_class_names, check_head_or_classes
 from .embed import VideoEmbedding, embed_video
 from .table import EmotionTable, emotion_table
 
@@ -72,11 +72,7 @@ def probe_scorer(head_path: str | Path) -> EmotionScorer:
 
 def check_classes(classes: Sequence[str]) -> None:
     """Class names become table columns: at least one, none blank, none twice, none a fixed column."""
-    if not classes or any(not str(c).strip() for c in classes):
-        raise ValueError(f"need one or more non-empty emotion class names, got {list(classes)}")
-    twice = sorted({c for c in classes if list(classes).count(c) > 1})
-    if twice:
-        raise ValueError(f"class names given twice: {', '.join(twice)} (scores would no longer sum to 1)")
+    check_class_names(classes)
     clash = [c for c in classes if c in FIXED_COLUMNS]
     if clash:
         raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from .._io import FileError, atomic_write
@@ -137,8 +138,17 @@ def run_zero_shot(args: argparse.Namespace) -> int:
 
     if args.classes and args.vocabulary:
         raise SystemExit("give --classes or --vocabulary, not both")
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    classes = classes or (list(VOCABULARIES[args.vocabulary]) if args.vocabulary else None)
+    from ..heads import check_class_names
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
+    if classes is None and args.vocabulary:
+        classes = list(VOCABULARIES[args.vocabulary])
+    if classes is not None:
+        try:
+            check_class_names(classes)
+        except ValueError as e:
+            print(f"--classes: {e}", file=sys.stderr)
+            return 2
     templates = None
     if args.templates_file:
         templates = [t.strip() for t in args.templates_file.read_text().splitlines() if t.strip()]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..heads import DEFAULT_TEMPLATES, VOCABULARIES, zero_shot_classifier, zero_shot_scores
+from ..heads import DEFAULT_TEMPLATES, VOCABULARIES, check_class_names, zero_shot_classifier, zero_shot_scores
 from ..precision import default_precision
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .datasets.common import Sample
@@ -48,7 +48,8 @@ def zero_shot(
     from .api import _default_protocol, _no_detector, load_for_backend
     from .features import extract_features
 
-    class_names = list(class_names or VOCABULARIES["basic"])
+    class_names = list(VOCABULARIES["basic"]) if class_names is None else list(class_names)
+    check_class_names(class_names)  # before the model loads
     templates = list(templates or DEFAULT_TEMPLATES)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, precision, backend = load_for_backend(checkpoint, dev, backend, precision)
