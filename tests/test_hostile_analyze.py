@@ -128,7 +128,7 @@ def test_zero_shot_scorer_refuses_an_empty_class_list(parity_dir):
     assert len(zero_shot_scorer(model, None).classes) == 7
 
 
-def test_huge_and_inverted_boxes_still_give_a_complete_report(tmp_path, media_dir, checkpoint):
+def test_huge_and_inverted_boxes_still_give_a_complete_report(tmp_path, media_dir, checkpoint, caplog):
     boxes = tmp_path / "boxes.json"
     frames = [
         {"t": 0.25 + 0.5 * k, "boxes": [[-1e6, -1e6, 1e9, 1e9, 0.9], [500, 400, 100, 50, 0.95]]}
@@ -145,6 +145,10 @@ def test_huge_and_inverted_boxes_still_give_a_complete_report(tmp_path, media_di
     out = tmp_path / "out"
     code = _analyze(media_dir / "friday.mp4", out, checkpoint, "--detector", f"json:{boxes}")
     folder = out / "friday"
+    if code == 2:  # the boxes file refused as it is read (json: validation): named, nothing written
+        assert str(boxes) in caplog.text and "inverted" in caplog.text.lower()
+        assert not folder.exists()
+        return
     if code == 1:  # refused where the boxes enter: then with the reason, and no partial outputs
         assert str(boxes) in json.loads((out / "summary.json").read_text())["failed"][0]["error"]
         assert not folder.exists() or not any(folder.iterdir())
