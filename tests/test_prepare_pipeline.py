@@ -285,7 +285,8 @@ def test_kill_9_leaves_no_partial_shard_and_rerun_completes(media_dir, tmp_path)
     config = damaged_config(tmp_path)
     config.shard_clips = 1
     # a real process running prepare(), killed with SIGKILL as soon as its first shard is out
-    proc = multiprocessing.get_context("fork").Process(target=prepare, args=(src, out, config))
+    # (spawned: forking this multi-threaded test process can crash it)
+    proc = multiprocessing.get_context("spawn").Process(target=prepare, args=(src, out, config))
     proc.start()
     deadline = time.time() + 60
     while time.time() < deadline and proc.is_alive() and not list(out.glob("*.tar")):
