@@ -45,7 +45,6 @@ def check_head_or_classes(head=None, classes=None) -> None:
         raise ValueError("give either --classes (zero-shot) or --head (linear probe), not both")
 
 
-@torch.no_grad()
 def check_class_names(classes: Sequence[str]) -> None:
     """At least one class, none blank, none twice (duplicates would split one class's probability)."""
     if not classes or any(not str(c).strip() for c in classes):
@@ -55,6 +54,7 @@ def check_class_names(classes: Sequence[str]) -> None:
         raise ValueError(f"class names given twice: {', '.join(twice)} (scores would no longer sum to 1)")
 
 
+@torch.no_grad()
 def zero_shot_classifier(
     model,
     class_names: Sequence[str],
