@@ -33,3 +33,10 @@ def media_dir(shared_dir) -> Path:
     if not d.is_dir():
         pytest.skip(f"{d} not present")
     return d
+
+
+if os.environ.get("EMOTIONCLIP_FAULT_LOG"):  # native crashes in a long test process: where it died
+    import faulthandler
+
+    _FAULT_LOG = open(os.environ["EMOTIONCLIP_FAULT_LOG"], "w")  # noqa: SIM115 - open for the session
+    faulthandler.enable(file=_FAULT_LOG, all_threads=True)
