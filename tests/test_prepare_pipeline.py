@@ -3,6 +3,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tarfile
 import time
@@ -281,6 +282,18 @@ def test_interrupted_run_state_is_recovered(media_dir, tmp_path):
 
 
 def test_kill_9_leaves_no_partial_shard_and_rerun_completes(media_dir, tmp_path):
+    # the whole scenario runs in a fresh interpreter: after a few hundred tests this long-lived
+    # process has died in native code while starting and killing processes, never a fresh one
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); from pathlib import Path; import test_prepare_pipeline as t; "
+        f"t._kill_9_scenario(Path({str(media_dir)!r}), Path({str(tmp_path)!r}))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+
+
+def _kill_9_scenario(media_dir: Path, tmp_path: Path) -> None:
     src = make_damaged_inputs(media_dir, tmp_path)
     out = tmp_path / "out"
     config = damaged_config(tmp_path)
