@@ -20,28 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    names = {"amx_tile": "AMX", "avx512_bf16": "AVX-512 bf16", "avx512_vnni": "VNNI", "avx_vnni": "AVX-VNNI"}
-    have = [label for flag, label in names.items() if flag in flags]
-    return f"CPU: {model}; flags: {', '.join(have) or 'none of AMX / AVX-512 bf16 / VNNI'}"
+from _cpu import describe  # benchmarks/ is the script's folder
 
 
 def write_corpus(folder: Path, videos: int, clips_per_video: int, shard_clips: int = 500) -> list[str]:
@@ -98,7 +82,7 @@ def main() -> None:
 
     from emotionclip.shards.reader import build_index, make_train_loader
 
-    print(cpu_line())
+    print(describe())
     print("timings are wall-clock on a CPU shared with other jobs: noisy, for orientation only")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
