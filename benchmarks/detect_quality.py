@@ -1,7 +1,7 @@
 """Person-detector quality and speed on hand-labelled frames of the shared media.
 
     python benchmarks/detect_quality.py [--labels benchmarks/data/detect_labels.json] [--root ../shared]
-        [--detectors default,faces,torchvision] [--sweep] [--png DIR]
+        [--detectors default,faces,torchvision] [--sweep [--sizes 288,352,384,416,480]] [--png DIR]
 
 The labels (``benchmarks/data/detect_labels.json``) say, per frame, how many people are visible
 (0 = an empty scene; null = only a fragment at the edge, left out). Frames are decoded at short side
@@ -10,7 +10,7 @@ is found, per group and overall, and on the "from behind" Intel clip), frames wh
 the label, false-alarm frames on empty real scenes and, apart, on cartoon frames (drawn people), and
 ms per frame on one thread (wall and CPU; the machine may be shared, so CPU time is the steadier
 number). ``--sweep`` prints recall and false alarms per score threshold (how the default's
-threshold was chosen); ``--png DIR`` saves contact sheets with the boxes drawn.
+threshold was chosen), for the default at each of ``--sizes`` (its input size, long side); ``--png DIR`` saves contact sheets with the boxes drawn.
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ def scores(items, boxes, threshold: float = 0.0) -> dict[str, float]:
     return r
 
 
+def _gated(boxes, box_threshold: float, frame_threshold: float) -> list[np.ndarray]:
+    """Raw-score boxes as a two-threshold detector keeps them: none unless the best passes the frame
+    threshold, then those above the box threshold."""
+    return [b[b[:, 4] > box_threshold] if (b[:, 4] > frame_threshold).any() else b[:0] for b in boxes]
+
+
 def sheet(items, boxes, path: Path, cols: int = 8) -> None:
     tiles = []
     for (name, _, frame, people), b in zip(items, boxes):
@@ -137,41 +143,59 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--detectors", default="default,faces,torchvision")
     ap.add_argument("--sweep", action="store_true", help="recall / false alarms per score threshold")
+    ap.add_argument(
+        "--sizes", default="", help="with --sweep: NanoDet input sizes to sweep, e.g. 352,384,416"
+    )
     ap.add_argument("--png", type=Path, default=None, help="folder for contact sheets with boxes")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"CPU: {cpu_line()}; 1 thread; shared machine: wall times are noisy, CPU times steadier")
     items = load_frames(args.labels, args.root)
     print(f"{len(items)} labelled frames at short side 256")
-    for spec in args.detectors.split(","):
+    runs = [(spec, {}) for spec in args.detectors.split(",")]
+    if args.sweep and args.sizes:  # the default detector at each input size
+        runs = [
+            (s, {"size": int(z)})
+            for s, _ in runs
+            for z in args.sizes.split(",")
+            if s in ("default", "nanodet")
+        ]
+    for spec, extra in runs:
         if spec == "torchvision" and not torchvision_weights_present():
             print(
                 f"{spec:10s} absent (no COCO weights in the torch hub cache; they are downloaded on first use)"
             )
             continue
         kw = {"num_threads": 1} if spec in ("default", "nanodet", "faces") else {}
-        det = get_detector(spec, **kw)
+        det = get_detector(spec, **kw, **extra)
         threshold = raw_threshold = det.score_threshold
+        gate = getattr(det, "frame_threshold", None)
         if args.sweep:  # raw scores from a low threshold up; scores() then applies each threshold
             det.score_threshold = 0.1
             det.rescale = False
+            if gate is not None:
+                det.frame_threshold = 0.1
         elif getattr(det, "rescale", False):
             threshold = 0.5  # rescaled scores: the calibrated threshold reads 0.5
         boxes, wall, cpu = run(det, items)
-        r = scores(items, boxes, threshold)
+        r = scores(items, _gated(boxes, threshold, gate) if args.sweep and gate else boxes, threshold)
         print(
             f"{spec:10s} {det.name}: recall {r['recall']:.3f} ({r['n_people']} frames with people; "
             f"from behind, Intel clip {r['recall_intel']:.3f}), count exact {r['count_exact']:.2f}, "
             f"false-alarm frames: empty scenes {r['false_alarm_empty']}/{r['n_empty']}, "
             f"cartoon {r['false_alarm_cartoon']}/{r['n_cartoon']}; {wall:.1f} ms/frame wall, {cpu:.1f} ms CPU "
-            f"(threshold {raw_threshold})"
+            f"(threshold {raw_threshold}{'' if gate is None else f', frame threshold {gate}'})"
         )
         print(f"{'':10s} found per group: {r['groups']}")
-        if args.sweep:
-            for t in np.arange(0.15, 0.61, 0.05):
-                s = scores(items, boxes, t)
+        if args.sweep:  # with a frame gate: each frame threshold, boxes kept above the box threshold
+            for t in np.arange(0.15, 0.61, 0.05) if gate is None else np.arange(0.30, 0.57, 0.02):
+                s = (
+                    scores(items, boxes, t)
+                    if gate is None
+                    else scores(items, _gated(boxes, raw_threshold, t))
+                )
                 print(
-                    f"{'':10s} threshold {t:.2f}: recall {s['recall']:.3f} (Intel {s['recall_intel']:.3f}), "
+                    f"{'':10s} {'threshold' if gate is None else 'frame threshold'} {t:.2f}: recall {s['recall']:.3f} (Intel {s['recall_intel']:.3f}), "
                     f"count exact {s['count_exact']:.2f}, false alarms empty {s['false_alarm_empty']}/{s['n_empty']}, "
                     f"cartoon {s['false_alarm_cartoon']}/{s['n_cartoon']}"
                 )

@@ -91,6 +91,13 @@ def test_auto_picks_the_fastest_within_the_cosine_bound():
     assert auto_mod._pick(results[1:2]) == {"backend": "torch", "precision": "fp32"}  # only int8 asked
 
 
+def test_auto_never_considers_statically_calibrated_int8():
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    assert ("openvino", "int8") in auto_mod.candidates()  # there for explicit use and the benchmark
+    assert ("openvino", "int8") not in auto_mod.candidates(for_auto=True)
+
+
 def _no_runtimes(monkeypatch):
     for name in ("onnxruntime", "openvino", "nncf"):
         monkeypatch.setitem(sys.modules, name, None)  # `import onnxruntime` now raises ImportError
@@ -118,7 +125,7 @@ def test_auto_with_runtimes_measures_each_and_logs_the_choice(tiny, cache, monke
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
     pairs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
-    monkeypatch.setattr(auto_mod, "candidates", lambda: pairs)
+    monkeypatch.setattr(auto_mod, "candidates", lambda for_auto=False: pairs)
     with caplog.at_level("INFO", logger="emotionclip.backends.auto"):
         chosen = choose_backend(tiny, "cpu")
     assert chosen in pairs

@@ -145,11 +145,13 @@ def _export_one(module, path: Path, args, input_names) -> Path:
 
 # ---------------------------------------------------------------------------------------------------
 # calibration data: frames of the shipped sample media
-def calibration_frames(model, frames: int = 32):
+def calibration_frames(model, frames: int = 32, per_video: int | None = None):
     """``(pixels [N, 3, S, S], masks float32 [N, S, S])`` from :data:`~emotionclip.constants.SAMPLE_MEDIA`.
 
-    Frames are spread over each sample video; every other one gets a centred subject box, the rest
-    none (both occur in use).
+    ``per_video`` frames (default: enough for ``frames``) at the centres of equal segments of each
+    sample video; every other one gets a centred subject box, the rest none (both occur in use).
+    ``per_video=2`` (1/4, 3/4 of each video) shares no frame with the default 32-frame calibration
+    set (4 per video: 1/8, 3/8, 5/8, 7/8), which keeps a check set apart from calibration.
     """
     import torch
 
@@ -158,7 +160,7 @@ def calibration_frames(model, frames: int = 32):
     from .video_io import probe_video, read_frames_at, uniform_times
 
     videos = sorted(p for p in SAMPLE_MEDIA.rglob("*") if p.suffix.lower() in (".mp4", ".flv"))
-    per_video = max(1, -(-frames // len(videos)))
+    per_video = per_video or max(1, -(-frames // len(videos)))
     tf = model_transform(model)
     pixels, masks = [], []
     for video in videos:
