@@ -107,6 +107,42 @@ def write_bold(root: Path, n_train: int = 24, n_val: int = 12, seed: int = 0) ->
     return broken
 
 
+def write_meld(folder: Path) -> tuple[Path, Path]:
+    """``(root, boxes.json)``: MELD with 9 / 3 / 3 utterances (emotion follows the colour) and one
+    person box per 1/8 s of every clip, listed by file name (dev and test reuse train's names)."""
+    from emotionclip.detect.json_boxes import write_boxes_json
+
+    root = folder / "meld"
+    root.mkdir()
+    cols = [
+        "Sr No.",
+        "Utterance",
+        "Speaker",
+        "Emotion",
+        "Sentiment",
+        "Dialogue_ID",
+        "Utterance_ID",
+        "Season",
+        "Episode",
+        "StartTime",
+        "EndTime",
+    ]
+    emotions, colours = ["joy", "anger", "neutral"], [(240, 200, 40), (200, 20, 20), (90, 90, 90)]
+    for split, sub, n in (
+        ("train", "train_splits", 9),
+        ("dev", "dev_splits_complete", 3),
+        ("test", "output_repeated_splits_test", 3),
+    ):
+        rows = [[i, "hi", "Ross", emotions[i % 3], "neutral", 1, i, 1, 1, "0", "1"] for i in range(n)]
+        pd.DataFrame(rows, columns=cols).to_csv(root / f"{split}_sent_emo.csv", index=False)
+        for i in range(n):
+            write_video(root / sub / f"dia1_utt{i}.mp4", colours[i % 3])
+    times = [k / 8 for k in range(8)]
+    boxes = {f"dia1_utt{i}.mp4": (64, 48, times, [np.array([[8, 4, 40, 44, 0.9]])] * 8) for i in range(9)}
+    write_boxes_json(folder / "boxes.json", boxes)
+    return root, folder / "boxes.json"
+
+
 def write_json(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import emotionclip
+import emotionclip.factory
 from emotionclip.cli import main
 from emotionclip.evaluate import ProbeHead, evaluate, make_probe_evaluator
 from emotionclip.evaluate.features import _load_features
-from evaluate_media import write_bold, write_video
+from evaluate_media import write_bold, write_meld, write_video
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_cli_evaluate_bold_table_cache_and_fast_probe_matches_sklearn(
     def no_model(*a, **k):
         raise AssertionError("the model was loaded although every feature was cached")
 
-    monkeypatch.setattr(emotionclip, "load_model", no_model)
+    monkeypatch.setattr(emotionclip.factory, "load_model", no_model)  # what evaluate calls
     assert main([*args, "--overwrite", "--solver", "sklearn"]) == 0
     again = json.loads((out / "bold_metrics.json").read_text())
     assert again["metrics"]["val"] == pytest.approx(ref, abs=1e-6)
@@ -106,43 +107,13 @@ def test_probe_evaluator_hook_for_training(checkpoint, bold_root):
 
 
 def test_meld_with_precomputed_boxes_caches_detector_output(checkpoint, tmp_path):
-    from emotionclip.detect.json_boxes import write_boxes_json
-
-    root = tmp_path / "meld"
-    root.mkdir()
-    cols = [
-        "Sr No.",
-        "Utterance",
-        "Speaker",
-        "Emotion",
-        "Sentiment",
-        "Dialogue_ID",
-        "Utterance_ID",
-        "Season",
-        "Episode",
-        "StartTime",
-        "EndTime",
-    ]
-    emotions, colours = ["joy", "anger", "neutral"], [(240, 200, 40), (200, 20, 20), (90, 90, 90)]
-    for split, folder, n in (
-        ("train", "train_splits", 9),
-        ("dev", "dev_splits_complete", 3),
-        ("test", "output_repeated_splits_test", 3),
-    ):
-        rows = [[i, "hi", "Ross", emotions[i % 3], "neutral", 1, i, 1, 1, "0", "1"] for i in range(n)]
-        pd.DataFrame(rows, columns=cols).to_csv(root / f"{split}_sent_emo.csv", index=False)
-        for i in range(n):
-            write_video(root / folder / f"dia1_utt{i}.mp4", colours[i % 3])
-    # boxes listed by file name (dev and test reuse train's names), one per 1/8 s
-    times = [k / 8 for k in range(8)]
-    boxes = {f"dia1_utt{i}.mp4": (64, 48, times, [np.array([[8, 4, 40, 44, 0.9]])] * 8) for i in range(9)}
-    write_boxes_json(tmp_path / "boxes.json", boxes)
+    root, boxes = write_meld(tmp_path)
     result = evaluate(
         checkpoint,
         "meld",
         root,
         out_dir=tmp_path / "out",
-        detector=f"json:{tmp_path / 'boxes.json'}",
+        detector=f"json:{boxes}",
         num_workers=1,
         compare_sklearn=True,
     )

@@ -52,6 +52,18 @@ def current_part(part: str | Part | None = None) -> Part | None:
     return None if combined.count == 1 else combined
 
 
+def rank_device(device: str) -> str:
+    """A bare ``cuda`` -> this process's own GPU when a launcher runs several (``LOCAL_RANK`` of
+    torchrun, ``SLURM_LOCALID`` of srun, modulo the visible GPUs): one process per GPU. Anything
+    else (``cpu``, ``cuda:1``) as given."""
+    if str(device) != "cuda" or _env_rank()[1] == 1:
+        return str(device)
+    import torch
+
+    local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) or 0)
+    return f"cuda:{local % max(torch.cuda.device_count(), 1)}"
+
+
 def part_summary_path(out: Path, part: Part) -> Path:
     return Path(out) / f"summary.{part.name}.json"
 

@@ -171,7 +171,10 @@ def _setup(args, paths, extensions, what: str):
     if problem:
         logger.error(problem)
         return None
+    from ..parts import rank_device
     from .batch import expand_inputs
+
+    args.device = rank_device(args.device)  # under torchrun / srun: one GPU per process
 
     inputs = expand_inputs(paths, extensions)
     if not inputs:

@@ -6,6 +6,7 @@ splits -> ``<out>/<dataset>_metrics.json`` + ``.md`` table + plots + the fitted 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ import torch
 from scipy.signal import savgol_filter
 
 from .._io import atomic_write, claim_output_dir
+from ..parts import Part, current_part, rank_device
 from ..precision import autocast, check_precision, default_precision
 from ..transform import PreprocessConfig
 from . import metrics as M
@@ -26,7 +28,9 @@ from .datasets import Split, load_split
 from .features import (
     Features,
     Protocol,
+    assemble_parts,
     cached_features,
+    cached_split,
     checkpoint_hash,
     extract_features,
 )
@@ -200,6 +204,7 @@ def evaluate(
     num_frames: int | None = None,
     overwrite: bool = False,
     backend: str | None = None,
+    part: str | Part | None = None,
 ) -> dict:
     """Run the benchmark's linear-probe protocol and write ``<out_dir>/<dataset>_metrics.{json,md}``.
 
@@ -210,23 +215,31 @@ def evaluate(
     mask. ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
     of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). ``backend``: what
     runs the model (:mod:`emotionclip.backends`; default torch). Returns the dict that is written as JSON.
+
+    ``part`` (``"I/N"``, combined with torchrun / srun ranks: :mod:`emotionclip.parts`) extracts
+    only this process's slice of every split into its own file in the cache; the process that
+    completes the set assembles the splits' caches and fits the probes. A process that does not
+    returns ``{"dataset", "part", "pending": {split: [parts not written yet]}}`` (empty when
+    another process fits the probes).
     """
     out_dir = Path(out_dir)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    this = current_part(part)
+    dev = rank_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = check_precision(precision or default_precision(dev))
     autocast(dev, precision)  # refuses fp16 on the CPU before any work
-    with claim_output_dir(out_dir, "evaluate"):
+    with claim_output_dir(out_dir, "evaluate", part=this and this.name):
         json_path = out_dir / f"{dataset}_metrics.json"
         if json_path.exists() and not overwrite:
             raise FileExistsError(
                 f"{json_path}: already exists (use overwrite=True / --overwrite to replace it)"
             )
         splits = _splits(dataset, root)
+        cache = Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache"
         started = time.time()
         protocol, feats, ckpt_sha = _features(
             checkpoint,
             splits,
-            Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache",
+            cache,
             detector=detector,
             device=dev,
             precision=precision,
@@ -234,38 +247,112 @@ def evaluate(
             backend=backend,
             batch_size=batch_size,
             num_workers=num_workers,
+            part=this,
         )
         extract_s = time.time() - started
+        probe = functools.partial(
+            _probe_and_write,
+            out_dir,
+            dataset,
+            root,
+            checkpoint,
+            ckpt_sha,
+            protocol,
+            splits,
+            solver=solver,
+            compare_sklearn=compare_sklearn,
+            device=dev,
+            extract_s=extract_s,
+        )
+        if this is None:
+            return probe(feats)
+        from filelock import FileLock
+
+        cache.mkdir(parents=True, exist_ok=True)
+        # one process at a time decides who completes the set (and fits the probes while holding it)
+        with FileLock(str(cache / ".emotionclip.lock.parts")):
+            return _finish_part(this, feats, splits, protocol, cache, checkpoint, ckpt_sha, json_path, probe)
+
+
+def _finish_part(this: Part, feats, splits, protocol, cache, checkpoint, ckpt_sha, json_path, probe) -> dict:
+    """Assemble the splits whose parts are all there; fit the probes if this process completed the
+    set (or, every feature cached when it started, as part 0 or where no metrics were written)."""
+    cached_at_start = all(f is not None for f in feats.values())
+    completed = False
+    pending: dict[str, list[str]] = {}
+    for name, sp in splits.items():
+        if feats[name] is None:  # another part may have assembled it meanwhile
+            feats[name] = cached_split(sp, protocol, cache, ckpt_sha)
+        if feats[name] is None:
+            feats[name], missing = assemble_parts(sp, protocol, cache, checkpoint, this.count, ckpt_sha)
+            completed = completed or not missing
+            if missing:
+                pending[name] = missing
+    dataset = next(iter(splits.values())).dataset
+    if pending:
+        logger.info(
+            "%s %s: features written; waiting for %s; the last part to finish fits the probes",
+            dataset,
+            this.name,
+            "; ".join(f"{split}: {', '.join(parts)}" for split, parts in pending.items()),
+        )
+        return {"dataset": dataset, "part": this.name, "pending": pending}
+    if completed or not json_path.exists() or (cached_at_start and this.index == 0):
+        return probe(feats)
+    logger.info(
+        "%s %s: every feature is cached; %s",
+        dataset,
+        this.name,
+        "part 0 fits the probes" if cached_at_start else f"the part that completed the set wrote {json_path}",
+    )
+    return {"dataset": dataset, "part": this.name, "pending": {}}
+
+
+def _probe_and_write(
+    out_dir: Path,
+    dataset: str,
+    root,
+    checkpoint,
+    ckpt_sha: str,
+    protocol: Protocol,
+    splits: dict[str, Split],
+    feats: dict[str, Features],
+    *,
+    solver: str,
+    compare_sklearn: bool,
+    device,
+    extract_s: float,
+) -> dict:
+    t0 = time.time()
+    metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=device)
+    result = {
+        "dataset": dataset,
+        "root": str(root),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt_sha,
+        "protocol": asdict(protocol),
+        "solver": solver,
+        "metrics": metrics,
+        "counts": {
+            n: {
+                "samples": len(sp.samples),
+                "skipped": len(sp.skipped),
+                "failed": len(feats[n].failed),
+                "used": len(feats[n].keys),
+            }
+            for n, sp in splits.items()
+        },
+        "seconds": {"features": round(extract_s, 2), "probe": round(time.time() - t0, 3)},
+    }
+    if compare_sklearn and solver != "sklearn":
         t0 = time.time()
-        metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=dev)
-        result = {
-            "dataset": dataset,
-            "root": str(root),
-            "checkpoint": str(checkpoint),
-            "checkpoint_sha256": ckpt_sha,
-            "protocol": asdict(protocol),
-            "solver": solver,
-            "metrics": metrics,
-            "counts": {
-                n: {
-                    "samples": len(sp.samples),
-                    "skipped": len(sp.skipped),
-                    "failed": len(feats[n].failed),
-                    "used": len(feats[n].keys),
-                }
-                for n, sp in splits.items()
-            },
-            "seconds": {"features": round(extract_s, 2), "probe": round(time.time() - t0, 3)},
-        }
-        if compare_sklearn and solver != "sklearn":
-            t0 = time.time()
-            ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
-            result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
-            result["metrics_sklearn"] = ref
-            result["max_abs_difference"] = max(
-                (abs(v - ref[s][m]) for s in metrics for m, v in metrics[s].items()), default=0.0
-            )
-        _write_outputs(out_dir, result, splits, feats, heads, predictions)
+        ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
+        result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
+        result["metrics_sklearn"] = ref
+        result["max_abs_difference"] = max(
+            (abs(v - ref[s][m]) for s in metrics for m, v in metrics[s].items()), default=0.0
+        )
+    _write_outputs(out_dir, result, splits, feats, heads, predictions)
     return result
 
 
@@ -279,9 +366,11 @@ def _features(
     precision,
     num_frames,
     backend=None,
+    part: Part | None = None,
     **kw,
-) -> tuple[Protocol, dict[str, Features], str]:
-    """Every split's features through the cache; the model is loaded only on a miss."""
+) -> tuple[Protocol, dict[str, Features | None], str]:
+    """Every split's features through the cache; the model is loaded only on a miss. With ``part``
+    a split is None where only this part's slice is cached (:func:`cached_features`)."""
     from ..factory import load_model
 
     needs_detector = any(x.detect for sp in splits.values() for x in sp.samples)
@@ -307,7 +396,7 @@ def _features(
         det = get_detector(det_name)
     feats = {
         name: cached_features(
-            sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, **kw
+            sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, part=part, **kw
         )
         for name, sp in splits.items()
     }

@@ -62,6 +62,12 @@ def register(subparsers) -> None:
         "--frames", type=int, help="frames per clip (default: the model's video_len, 8 for the release)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/<dataset>_metrics.json")
+    p.add_argument(
+        "--part",
+        help="I/N: extract features for slice I (0-based) of N round-robin slices of every split, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (combined with torchrun/srun ranks); the part that "
+        "completes the set fits the probes and writes the metrics",
+    )
     p.set_defaults(func=run_evaluate)
 
     z = subparsers.add_parser(
@@ -120,6 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             num_frames=args.frames,
             overwrite=args.overwrite,
             backend=args.backend,
+            part=args.part,
         )
     except (
         FileError,
@@ -129,6 +136,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ) as e:  # bad input: one line, no traceback
         logger.error("%s", e)
         return 2
+    if "pending" in result:  # a part that left the probes to another (its log line says which)
+        return 0
     print((args.out / f"{args.dataset}_metrics.md").read_text())
     return 0 if any(result["metrics"].values()) else 1
 

@@ -8,7 +8,8 @@ pixels; images (Emotic) resize 224 + centre crop. Features are L2-normalised. Th
 are known), the detector (main thread), ``_Encoder`` (batches at the protocol's precision) and
 ``_Results`` (resumable partial saves). The cache file name holds the checkpoint's SHA-256, the
 dataset, split and a hash of the protocol (precision included), so a second probe run never touches
-the model; an interrupted extraction resumes from its last partial save.
+the model; an interrupted extraction resumes from its last partial save. A job split into parts
+(:mod:`emotionclip.parts`) extracts each slice into its own file; :func:`assemble_parts` joins them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .._inference import inference_model
 from .._io import atomic_path, atomic_write
 from .._prefetch import prefetch
 from ..constants import BOX_SCORE_THRESHOLD
+from ..parts import Part
 from ..precision import autocast, check_precision
 from ..pretrained import resolve_checkpoint
 from ..transform import FrameTransform, boxes_to_mask
@@ -103,14 +105,19 @@ def _load_features(path: Path) -> Features:
 
 
 class BoxCache:
-    """Detector boxes per sample key (a JSON file), so the detector runs once per sample."""
+    """Detector boxes per sample key (a JSON file), so the detector runs once per sample.
 
-    def __init__(self, path: Path | None):
+    ``also_read``: further box files to look boxes up in (a part's cache reads the split's too)."""
+
+    def __init__(self, path: Path | None, also_read: tuple[Path, ...] = ()):
         self.path = path
         self.boxes: dict[str, list[np.ndarray]] = {}
-        if path is not None and path.is_file():
-            raw = json.loads(path.read_text())
-            self.boxes = {k: [np.asarray(b, np.float32).reshape(-1, 5) for b in v] for k, v in raw.items()}
+        for file in (*also_read, path):
+            if file is not None and file.is_file():
+                raw = json.loads(file.read_text())
+                self.boxes.update(
+                    {k: [np.asarray(b, np.float32).reshape(-1, 5) for b in v] for k, v in raw.items()}
+                )
 
     def save(self) -> None:
         if self.path is not None and self.boxes:
@@ -351,51 +358,32 @@ def extract_features(
     return results.features()
 
 
-def cached_features(
-    split: Split,
-    protocol: Protocol,
-    cache_dir: str | Path,
-    checkpoint: str | Path,
-    load_model: Callable[[], torch.nn.Module],
-    *,
-    ckpt_sha: str | None = None,
-    detector=None,
-    **kw,
-) -> Features:
-    """Features of a split from the cache, extracting (and caching) them on a miss.
+def _cache_base(split: Split, protocol: Protocol, cache_dir: str | Path, ckpt_sha: str) -> Path:
+    return Path(cache_dir) / split.dataset / f"{split.split}-{ckpt_sha[:16]}-{protocol.key()}"
 
-    ``load_model`` is called only on a miss, so a fully cached run never builds the model.
-    """
-    ckpt_sha = ckpt_sha or checkpoint_hash(checkpoint)
-    base = Path(cache_dir) / split.dataset / f"{split.split}-{ckpt_sha[:16]}-{protocol.key()}"
-    path = base.with_suffix(".npz")
-    if path.is_file():
-        feats = _load_features(path)
-        wanted = {s.key for s in split.samples}
-        if wanted <= set(feats.keys) | {f["key"] for f in feats.failed}:
-            logger.info("%s/%s: features from cache %s", split.dataset, split.split, path)
-            return feats
-        logger.info("%s/%s: cache %s misses samples; extracting the rest", split.dataset, split.split, path)
-        _save_features(base.with_suffix(".partial.npz"), feats)
-    boxes = None
-    if protocol.detector:
-        safe = hashlib.sha256(protocol.detector.encode()).hexdigest()[:10]
-        boxes = BoxCache(
-            Path(cache_dir)
-            / split.dataset
-            / f"boxes-{split.split}-{safe}-{protocol.num_frames}f-v{CACHE_VERSION}.json"
-        )
-    feats = extract_features(
-        load_model(),
-        split.samples,
-        protocol,
-        detector=detector,
-        box_cache=boxes,
-        partial_path=base.with_suffix(".partial.npz"),
-        desc=f"{split.dataset}/{split.split}",
-        **kw,
-    )
-    _save_features(path, feats)
+
+def _part_file(base: Path, part: Part, suffix: str = ".npz") -> Path:
+    return base.parent / f"{base.name}.{part.name}{suffix}"
+
+
+def _box_file(
+    split: Split, protocol: Protocol, cache_dir: str | Path, part: Part | None = None
+) -> Path | None:
+    if not protocol.detector:
+        return None
+    safe = hashlib.sha256(protocol.detector.encode()).hexdigest()[:10]
+    name = f"boxes-{split.split}-{safe}-{protocol.num_frames}f-v{CACHE_VERSION}"
+    return Path(cache_dir) / split.dataset / (f"{name}.json" if part is None else f"{name}.{part.name}.json")
+
+
+def _covers(feats: Features, samples: list[Sample]) -> bool:
+    return {s.key for s in samples} <= set(feats.keys) | {f["key"] for f in feats.failed}
+
+
+def _write_cache(
+    base: Path, feats: Features, split: Split, protocol: Protocol, checkpoint, ckpt_sha: str
+) -> None:
+    _save_features(base.with_suffix(".npz"), feats)
     atomic_write(
         base.with_suffix(".json"),
         json.dumps(
@@ -411,5 +399,120 @@ def cached_features(
             indent=2,
         ),
     )
-    base.with_suffix(".partial.npz").unlink(missing_ok=True)
-    return feats
+
+
+def cached_split(split: Split, protocol: Protocol, cache_dir: str | Path, ckpt_sha: str) -> Features | None:
+    """The split's features if its cache holds every sample, else None."""
+    path = _cache_base(split, protocol, cache_dir, ckpt_sha).with_suffix(".npz")
+    feats = _load_features(path) if path.is_file() else None
+    return feats if feats is not None and _covers(feats, split.samples) else None
+
+
+def cached_features(
+    split: Split,
+    protocol: Protocol,
+    cache_dir: str | Path,
+    checkpoint: str | Path,
+    load_model: Callable[[], torch.nn.Module],
+    *,
+    ckpt_sha: str | None = None,
+    detector=None,
+    part: Part | None = None,
+    **kw,
+) -> Features | None:
+    """Features of a split from the cache, extracting (and caching) them on a miss.
+
+    ``load_model`` is called only on a miss, so a fully cached run never builds the model. With
+    ``part`` (a slice of a job split over processes, :mod:`emotionclip.parts`) only that slice is
+    extracted, into the part's own file; it returns None then unless the split's whole cache is
+    there already. :func:`assemble_parts` makes the split's cache from the part files.
+    """
+    ckpt_sha = ckpt_sha or checkpoint_hash(checkpoint)
+    base = _cache_base(split, protocol, cache_dir, ckpt_sha)
+    whole = base.with_suffix(".npz")
+    where = f"{split.dataset}/{split.split}" + (f" {part.name}" if part else "")
+    feats = cached_split(split, protocol, cache_dir, ckpt_sha)
+    if feats is not None:
+        logger.info("%s: features from cache %s", where, whole)
+        return feats
+    samples = split.samples if part is None else part.select(split.samples)
+    if part is not None and _part_file(base, part).is_file():
+        if _covers(_load_features(_part_file(base, part)), samples):
+            logger.info("%s: features of this part from cache %s", where, _part_file(base, part))
+            return None
+    partial = base.with_suffix(".partial.npz") if part is None else _part_file(base, part, ".partial.npz")
+    if whole.is_file():
+        logger.info("%s: cache %s misses samples; extracting the rest", where, whole)
+        if not partial.is_file():  # an interrupted extraction of the rest keeps its progress
+            _save_features(partial, _load_features(whole))
+    box_file = _box_file(split, protocol, cache_dir)
+    boxes = None
+    if box_file is not None:
+        # a part writes its own box file (merged by assemble_parts): parts never overwrite each other's
+        boxes = (
+            BoxCache(box_file)
+            if part is None
+            else BoxCache(_box_file(split, protocol, cache_dir, part), (box_file,))
+        )
+    feats = extract_features(
+        load_model(),
+        samples,
+        protocol,
+        detector=detector,
+        box_cache=boxes,
+        partial_path=partial,
+        desc=where,
+        **kw,
+    )
+    if part is None:
+        _write_cache(base, feats, split, protocol, checkpoint, ckpt_sha)
+    else:
+        _save_features(_part_file(base, part), feats)
+    partial.unlink(missing_ok=True)
+    return feats if part is None else None
+
+
+def assemble_parts(
+    split: Split, protocol: Protocol, cache_dir: str | Path, checkpoint: str | Path, count: int, ckpt_sha: str
+) -> tuple[Features | None, list[str]]:
+    """``(features, [])``: the split's cache made from the files of the ``count`` parts of a job
+    (:func:`cached_features` with ``part``), in the split's sample order as one process writes it;
+    the part files are removed. ``(None, missing parts)`` while some part has not written its slice.
+    Callers serialise this (one lock per cache folder)."""
+    base = _cache_base(split, protocol, cache_dir, ckpt_sha)
+    parts = [Part(i, count) for i in range(count)]
+    loaded, missing = [], []
+    for p in parts:
+        f = _part_file(base, p)
+        feats = _load_features(f) if f.is_file() else None
+        if feats is None or not _covers(feats, p.select(split.samples)):
+            missing.append(p.name)
+        loaded.append(feats)
+    if missing:
+        return None, missing
+    rows = {k: row for f in loaded for k, row in zip(f.keys, f.features, strict=True)}
+    failed = {e["key"]: e for f in loaded for e in f.failed}
+    order = [s.key for s in split.samples]
+    keys = [k for k in order if k in rows]
+    whole = Features(
+        keys,
+        np.stack([rows[k] for k in keys]) if keys else np.zeros((0, 0), np.float32),
+        [failed[k] for k in order if k in failed and k not in rows],
+    )
+    _write_cache(base, whole, split, protocol, checkpoint, ckpt_sha)
+    box_file = _box_file(split, protocol, cache_dir)
+    if box_file is not None:
+        part_boxes = tuple(_box_file(split, protocol, cache_dir, p) for p in parts)
+        BoxCache(box_file, part_boxes).save()
+        for f in part_boxes:
+            f.unlink(missing_ok=True)
+    for p in parts:
+        _part_file(base, p).unlink()
+    logger.info(
+        "%s/%s: features of %d parts assembled into %s",
+        split.dataset,
+        split.split,
+        count,
+        base.with_suffix(".npz"),
+    )
+    return whole, []
