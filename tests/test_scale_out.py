@@ -193,3 +193,36 @@ def test_detection_is_batched_once_per_frame_and_off_the_main_thread():
     for a, b in zip(piped, serial, strict=True):
         assert np.array_equal(a.frames, b.frames) and np.array_equal(a.times, b.times)
         assert all(np.array_equal(x, y) for x, y in zip(a.boxes, b.boxes, strict=True))
+
+
+class _TimeStampDetector:
+    """One box per frame whose score field holds the frame's time: shows which frame it came from."""
+
+    def __init__(self):
+        self.times = []
+
+    def detect(self, frames, *, video=None, times=None):
+        self.times.extend(times)
+        return [np.array([[1, 1, 5, 5, t]], np.float32) for t in times]
+
+
+def test_detect_every_other_grid_frame_carries_the_boxes_forward():
+    from emotionclip.analyze.windows import iter_windows, plan_windows
+    from emotionclip.video_io import probe_video
+
+    path = SAMPLE_MEDIA / "friday.mp4"
+    info = probe_video(path)
+    plan = plan_windows(info.duration, 2.0, 1.0, 8)
+    grid = np.unique(plan.grid_index)
+    det = _TimeStampDetector()
+    windows = list(
+        iter_windows(path, info, plan, det, short_side=96, detect_batch=5, workers=1, detect_every=2)
+    )
+    step = plan.grid_step
+    assert np.allclose(det.times, (grid[::2] + 0.5) * step)  # every other grid frame, across batches
+    for w in windows:
+        for m, b in zip(w.grid, w.boxes, strict=True):
+            detected_at = m - (m - grid[0]) % 2  # itself, or the frame just before it
+            assert b[0, 4] == pytest.approx((detected_at + 0.5) * step)
+    with pytest.raises(ValueError, match="detect_every"):
+        list(iter_windows(path, info, plan, det, detect_every=0))

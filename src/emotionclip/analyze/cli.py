@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..backends import BACKEND_NAMES
+from ..constants import DETECT_EVERY
 from ..precision import PRECISIONS
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
@@ -67,6 +68,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--detector", default="default", help="person detector name, or 'none' for no subject boxes"
     )
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=DETECT_EVERY,
+        help=f"detect people on every k-th frame of the window grid; the frames between take its boxes "
+        f"(default {DETECT_EVERY}; 1: every frame)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--backend",
@@ -97,6 +105,8 @@ def _check_args(args) -> str | None:
         return f"--window and --stride must be positive seconds (got {args.window}, {args.stride})"
     if args.batch_size < 1:
         return f"--batch-size must be >= 1 (got {args.batch_size})"
+    if args.detect_every < 1:
+        return f"--detect-every must be >= 1 (got {args.detect_every})"
     from ..heads import check_head_or_classes
 
     try:
@@ -160,6 +170,7 @@ def _embed_kwargs(args) -> dict:
         stride=args.stride,
         detector=resolve_detector(args.detector),
         batch_size=args.batch_size,
+        detect_every=args.detect_every,
         # a backend object brings its own device and precision
         **(dict(device=args.device, precision=args.precision or "fp32") if args.backend == "torch" else {}),
     )

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .._prefetch import prefetch
 from ..backends import as_inference_model
+from ..constants import BOX_SCORE_THRESHOLD, DETECT_EVERY
 from ..detect import resolve_detector
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
 from ..video_io import VideoInfo, load_image, probe_video
@@ -21,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 # frames are decoded at this short side (or native if smaller): the detector misses faces at 256
 DETECT_SHORT_SIDE = 360
-BOX_SCORE_THRESHOLD = 0.5  # the threshold boxes_to_mask applies: boxes above it make the subject
 
 
 @dataclass
@@ -108,11 +108,13 @@ def embed_video(
     precision: str | None = None,
     keyframes: int = 12,
     progress: bool = False,
+    detect_every: int = DETECT_EVERY,
 ) -> VideoEmbedding:
     """One embedding per window of ``path`` (window rule: :mod:`emotionclip.analyze.windows`).
 
     Frames are decoded once, streaming (memory does not grow with the video's length), persons are
-    detected on every decoded frame and become the subject mask; a window with nobody in it is
+    detected on every ``detect_every``-th decoded frame (the frames between take the boxes of the
+    last detected one) and become the subject mask; a window with nobody in it is
     encoded with an empty mask and marked ``has_person=False``. ``keyframes`` windows spread over
     the video keep their middle frame for reports. Raises :class:`~emotionclip.video_io.VideoError`
     naming the file when it cannot be read.
@@ -139,7 +141,7 @@ def embed_video(
     sent: set[int] = set()
     # a pipeline ahead of the model: decoding, detection (batched) and the transform each run in
     # their own thread, so windows/s follows the encoder while it is the slowest stage
-    windows = iter_windows(path, info, plan, det, short_side=short_side, workers=1)
+    windows = iter_windows(path, info, plan, det, short_side=short_side, workers=1, detect_every=detect_every)
     batches = (_prepare_batch(tf, b, info.width, keep, sent) for b in batched(windows, batch_size))
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):

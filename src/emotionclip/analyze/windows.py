@@ -85,12 +85,14 @@ def iter_windows(
     short_side: int | None = None,
     detect_batch: int = 16,
     workers: int = 0,
+    detect_every: int = 1,
 ) -> Iterator[Window]:
     """Decode ``path`` once along ``plan``'s grid and yield its windows in order.
 
     ``detector.detect(frames [N, H, W, 3], video=, times=)`` gives one ``[K, 5]`` box array per
     frame; each grid frame is detected once, however many windows use it, in batches of up to
-    ``detect_batch`` frames. Without a detector no boxes are reported. ``workers=1`` decodes and
+    ``detect_batch`` frames; with ``detect_every=k`` only every k-th grid frame is detected and the
+    frames between take its boxes. Without a detector no boxes are reported. ``workers=1`` decodes and
     detects in two background threads (a pipeline: the next frames decode while these are detected).
     """
     if len(plan) == 0:
@@ -98,7 +100,7 @@ def iter_windows(
     frames = grid_frames(path, info, plan, short_side)
     if workers:
         frames = prefetch(frames, depth=2 * detect_batch)
-    detected = detect_frames(frames, detector, path, plan.grid_step, detect_batch)
+    detected = detect_frames(frames, detector, path, plan.grid_step, detect_batch, detect_every)
     if workers:
         detected = prefetch(detected, depth=2 * detect_batch)
     yield from assemble_windows(detected, plan)
@@ -144,19 +146,42 @@ def grid_frames(
 
 
 def detect_frames(
-    frames: Iterable[tuple[int, np.ndarray, bool]], detector, path, step: float, batch: int = 16
+    frames: Iterable[tuple[int, np.ndarray, bool]],
+    detector,
+    path,
+    step: float,
+    batch: int = 16,
+    every: int = 1,
 ) -> Iterator[tuple[int, np.ndarray, bool, np.ndarray]]:
-    """``(grid index, frame, padded, boxes)``: the detector runs on batches of up to ``batch`` frames."""
+    """``(grid index, frame, padded, boxes)``: the detector runs on batches of up to ``batch`` frames,
+    on grid frames ``every`` apart; a frame in between takes the boxes of the last detected one."""
+    if every < 1:
+        raise ValueError(f"detect_every must be >= 1, got {every}")
     empty = np.zeros((0, 5), np.float32)
     pending: list[tuple[int, np.ndarray, bool]] = []
+    last = {"m": None, "boxes": empty}  # the last detected frame, carried across batches
 
     def flush():
         if detector is None:
-            found = [empty] * len(pending)
-        else:
-            times = [(m + 0.5) * step for m, _, _ in pending]
-            found = detector.detect(np.stack([f for _, f, _ in pending]), video=str(path), times=times)
-        out = [(m, f, p, b) for (m, f, p), b in zip(pending, found, strict=True)]
+            out = [(m, f, p, empty) for m, f, p in pending]
+            pending.clear()
+            return out
+        detect, m_prev = [], last["m"]
+        for k, (m, _, _) in enumerate(pending):
+            if m_prev is None or m - m_prev >= every:
+                detect.append(k)
+                m_prev = m
+        found = detector.detect(
+            np.stack([pending[k][1] for k in detect]),
+            video=str(path),
+            times=[(pending[k][0] + 0.5) * step for k in detect],
+        )
+        by_index = dict(zip(detect, found, strict=True))
+        out = []
+        for k, (m, f, p) in enumerate(pending):
+            if k in by_index:
+                last["m"], last["boxes"] = m, by_index[k]
+            out.append((m, f, p, last["boxes"]))
         pending.clear()
         return out
 

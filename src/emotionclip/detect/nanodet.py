@@ -104,6 +104,8 @@ class NanoDetPersonDetector(PersonDetector):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.num_threads
         opts.inter_op_num_threads = 1
+        # it runs beside the encoder (analyze, evaluate, prepare workers): sleep when idle, not spin
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
