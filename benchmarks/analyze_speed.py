@@ -22,6 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from _cpu import describe  # benchmarks/ is the script's folder
 
 import emotionclip
 from emotionclip.analyze.embed import embed_video
@@ -51,7 +52,6 @@ def make_video(path: Path, seconds: float, fps: int = 25, width: int = 854, heig
 
 def main() -> None:
     from emotionclip.backends import load_backend
-    from emotionclip.backends.auto import cpu_description
     from emotionclip.detect import resolve_detector
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,8 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["EMOTIONCLIP_CACHE"] = args.cache or tempfile.mkdtemp(prefix="emotionclip-bench-")
-    cpu = cpu_description()
-    print(f"# {cpu['model']}; flags: {' '.join(cpu['flags']) or 'none of AMX / AVX-512 bf16 / VNNI'}")
+    print(f"# {describe()}")
     print(
         f"# {args.backbone}, {args.threads} threads; shared CPU: absolute numbers are noisy, compare ratios"
     )

@@ -26,16 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _cpu import describe  # benchmarks/ is the script's folder
 
 import emotionclip
-
-
-def cpu_line() -> str:
-    from emotionclip.backends.auto import cpu_description
-
-    cpu = cpu_description()
-    flags = {f: f in cpu["flags"] for f in ("amx_bf16", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f")}
-    return f"{cpu['model']}; " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items())
 
 
 def _runners(model, paths, auto: bool, device):
@@ -117,7 +110,7 @@ def main() -> None:
     video, mask = video.to(device), mask.to(device)
     noise = torch.randn(b, t, 3, s, s, device=device)
     print(
-        f"# {cpu_line()}" + (f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
+        f"# {describe()}" + (f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
     )
     print(
         f"# {args.backbone}, batch {b} x {t} frames, {args.threads} threads, torch {torch.__version__}; "

@@ -17,35 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _cpu import describe  # benchmarks/ is the script's folder
 from PIL import Image, ImageDraw
 
 from emotionclip.detect import get_detector
 from emotionclip.video_io import read_frames_at
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_line() -> str:
-    flags = set()
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = {"amx_tile": "AMX", "avx512_bf16": "AVX-512 bf16", "avx512_vnni": "VNNI", "avx_vnni": "AVX-VNNI"}
-    have = [name for flag, name in wanted.items() if flag in flags]
-    return f"{model}; {', '.join(have) or 'no AMX / AVX-512 bf16 / VNNI'}"
 
 
 def load_frames(labels_path: Path, root: Path) -> list[tuple[str, str, np.ndarray, int | None]]:
@@ -149,7 +132,7 @@ def main() -> None:
     ap.add_argument("--png", type=Path, default=None, help="folder for contact sheets with boxes")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"CPU: {cpu_line()}; 1 thread; shared machine: wall times are noisy, CPU times steadier")
+    print(f"# {describe()}; detectors on 1 thread: wall times are noisy, CPU times steadier")
     items = load_frames(args.labels, args.root)
     print(f"{len(items)} labelled frames at short side 256")
     runs = [(spec, {}) for spec in args.detectors.split(",")]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from _cpu import describe  # benchmarks/ is the script's folder
 
 GFLOP_PER_TRAIN_CLIP = 230.0  # ViT-B/32, 8 frames + text, forward + backward, FMA = 2 FLOP (FlopCounterMode)
 # dense (no sparsity) datasheet peaks, FLOP/s
@@ -154,22 +154,6 @@ def peak_flops(device: str, precision: str, override_tflops: float | None) -> tu
     return cpu_matmul_peak(precision), "measured matmul"
 
 
-def cpu_description() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    names = {"amx_tile": "AMX", "avx512_bf16": "AVX-512 bf16", "avx512_vnni": "VNNI", "avx_vnni": "AVX-VNNI"}
-    have = [label for flag, label in names.items() if flag in flags]
-    return f"CPU: {model}, {os.cpu_count()} cores; flags: {', '.join(have) or 'none of AMX / AVX-512 bf16 / VNNI'}"
-
-
 def loop_throughput(args: argparse.Namespace) -> dict:
     """The real training loop on shards: clips/s between the end of the warm-up and the last step,
     timed by the evaluator hook (called after every step)."""
@@ -280,7 +264,7 @@ def main() -> None:
     print(
         f"# EmotionCLIP training step, {args.backbone}, {args.frames} frames, random init, on {where}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; compile={args.compile} "
-        f"grad_checkpointing={args.grad_checkpointing}\n# {cpu_description()}"
+        f"grad_checkpointing={args.grad_checkpointing}\n# {describe()}"
     )
     loop_head = f" {'loop clips/s':>12} {'loop/step':>9}" if args.data else ""
     print(
