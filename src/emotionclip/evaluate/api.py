@@ -391,9 +391,9 @@ def _features(
     protocol = _default_protocol(num_frames or video_len, size, det_name, precision, backend or "torch")
     det = None
     if det_name:
-        from ..detect import get_detector
+        from ..detect import resolve_detector
 
-        det = get_detector(det_name)
+        det = resolve_detector(det_name)
     feats = {
         name: cached_features(
             sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, part=part, **kw
@@ -448,9 +448,9 @@ def make_probe_evaluator(
     det = None
     name = _no_detector(detector)
     if name and any(x.detect for sp in splits.values() for x in sp.samples):
-        from ..detect import get_detector
+        from ..detect import resolve_detector
 
-        det = get_detector(name)
+        det = resolve_detector(name)
     if precision is not None:
         check_precision(precision)
 

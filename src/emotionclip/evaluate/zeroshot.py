@@ -56,9 +56,9 @@ def zero_shot(
     classifier = zero_shot_classifier(model, class_names, templates)
     det = None
     if _no_detector(detector):
-        from ..detect import get_detector
+        from ..detect import resolve_detector
 
-        det = get_detector(detector)
+        det = resolve_detector(detector)
     protocol = _default_protocol(
         model.video_len,
         model.image_size,

@@ -73,7 +73,7 @@ _MAX_WARNINGS = 20  # bad cues listed per video (all are counted)
 @dataclass
 class PrepareConfig:
     detector: str | PersonDetector | None = (
-        "default"  # emotionclip.detect.get_detector name, "none", or a detector
+        "default"  # emotionclip.detect.resolve_detector: a name, "none", or a detector
     )
     scorer: str | SentimentScorer = "default"  # a name for emotionclip.sentiment.get_sentiment_scorer
     segmenter: str | Segmenter = "default"  # a name for subtitles.get_segmenter, or a segmenter
@@ -368,7 +368,7 @@ def _paths(out_dir: Path, part: tuple[int, int] | None) -> tuple[str, Path, Path
 
 
 def _build_components(config: PrepareConfig):
-    from ..detect import get_detector
+    from ..detect import resolve_detector
     from ..sentiment import get_sentiment_scorer
 
     def build(spec, getter):
@@ -377,7 +377,7 @@ def _build_components(config: PrepareConfig):
     segmenter = get_segmenter(config.segmenter, punctuation=config.punctuation)
     if isinstance(getattr(segmenter, "punctuation", None), PunctuationRestorer):
         segmenter.punctuation.load()  # a wrong model name fails here, not once per video
-    detector = None if config.detector in (None, "none") else build(config.detector, get_detector)
+    detector = resolve_detector(config.detector)  # the one resolver of analyze and evaluate
     return detector, build(config.scorer, get_sentiment_scorer), segmenter
 
 
