@@ -1,6 +1,7 @@
 """Inference backends: one interface, torch never mutated, `auto` measured once and cached."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -132,6 +133,47 @@ def test_auto_with_runtimes_measures_each_and_logs_the_choice(tiny, cache, monke
     record = next(iter(json.loads((cache / auto_mod.CHOICES_FILE).read_text()).values()))
     assert all(r["cosine"] > 0.99999 and r["seconds_per_clip"] > 0 for r in record["results"])
     assert f"backend auto: {chosen[0]} {chosen[1]}" in caplog.text
+
+
+# In a fresh interpreter: OpenVINO models released in creation order, then a signal handled on the
+# main thread. Each ov.Core's CPU plugin swaps that thread's signal stack and unmaps its own on release;
+# with a Core per graph this left the stack unmapped and the signal killed the process (SIGSEGV).
+_SIGNAL_STACK_PROBE = r"""
+import ctypes, faulthandler, gc, signal, sys, threading
+from emotionclip.backends.runtimes import InferenceModel
+
+faulthandler.enable()  # Python's own signal stack on the main thread, as under pytest
+first = InferenceModel(sys.argv[1], "openvino")
+second = InferenceModel(sys.argv[1], "openvino")
+del first, second
+gc.collect()
+
+class Stack(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+st = Stack()
+ctypes.CDLL(None).sigaltstack(None, ctypes.byref(st))
+maps = [[int(x, 16) for x in line.split()[0].split("-")] for line in open("/proc/self/maps")]
+if st.sp and not st.flags & 2 and not any(lo <= st.sp < hi for lo, hi in maps):  # 2: SS_DISABLE
+    sys.exit(f"the main thread's signal stack {st.sp:#x} is unmapped")
+signal.signal(signal.SIGUSR1, lambda *_: None)
+signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+print("signal handled")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack and /proc/self/maps: Linux")
+def test_released_openvino_models_leave_the_signal_stack_mapped(tiny, tmp_path):
+    pytest.importorskip("openvino")
+    from emotionclip.export import export_model
+
+    folder = export_model(tiny, tmp_path / "ov", "openvino", "fp32")
+    res = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_STACK_PROBE, str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0 and "signal handled" in res.stdout, (
+        f"exit {res.returncode} (-11: SIGSEGV): {res.stderr[-3000:]}"
+    )
 
 
 def test_cuda_takes_torch_at_the_native_precision(tiny, monkeypatch):

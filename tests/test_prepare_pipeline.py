@@ -3,8 +3,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -282,24 +280,11 @@ def test_interrupted_run_state_is_recovered(media_dir, tmp_path):
 
 
 def test_kill_9_leaves_no_partial_shard_and_rerun_completes(media_dir, tmp_path):
-    # the whole scenario runs in a fresh interpreter: after a few hundred tests this long-lived
-    # process has died in native code while starting and killing processes, never a fresh one
-    here = str(Path(__file__).resolve().parent)
-    code = (
-        f"import sys; sys.path.insert(0, {here!r}); from pathlib import Path; import test_prepare_pipeline as t; "
-        f"t._kill_9_scenario(Path({str(media_dir)!r}), Path({str(tmp_path)!r}))"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-4000:]
-
-
-def _kill_9_scenario(media_dir: Path, tmp_path: Path) -> None:
     src = make_damaged_inputs(media_dir, tmp_path)
     out = tmp_path / "out"
     config = damaged_config(tmp_path)
     config.shard_clips = 1
     # a real process running prepare(), killed with SIGKILL as soon as its first shard is out
-    # (spawned: forking this multi-threaded test process can crash it)
     proc = multiprocessing.get_context("spawn").Process(target=prepare, args=(src, out, config))
     proc.start()
     deadline = time.time() + 60
@@ -310,21 +295,11 @@ def _kill_9_scenario(media_dir: Path, tmp_path: Path) -> None:
     for shard in out.glob("*.tar"):  # whatever exists under a final name is a complete shard
         with tarfile.open(shard) as tar:
             assert any(n.endswith(".json") for n in tar.getnames())
-    # the rerun as a user makes it: a new process (this long-lived test process has crashed in
-    # native code here after hundreds of other tests; a fresh one never has)
-    rerun = multiprocessing.get_context("spawn").Process(target=_prepare_and_exit, args=(src, out, config))
-    rerun.start()
-    rerun.join(timeout=300)
-    if rerun.is_alive():
-        rerun.kill()
-    assert rerun.exitcode == 0
+    summary = prepare(src, out, config)
+    assert exit_code(summary) == 0
     assert len(read_shards(out)) == 3 and not list(out.glob("*.tmp"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clips"] == 3 and len(manifest["failures"]) == 5
-
-
-def _prepare_and_exit(src, out, config) -> None:
-    sys.exit(exit_code(prepare(src, out, config)))
 
 
 def test_parts_with_worker_pool_then_merge(media_dir, tmp_path):

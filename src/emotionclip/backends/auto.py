@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .runtimes import InferenceModel, TorchModel, available_backends
+from .runtimes import InferenceModel, TorchModel, available_backends, openvino_core
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def candidates(for_auto: bool = False) -> list[tuple[str, str]]:
         found += [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     if "openvino" in installed:
         found.append(("openvino", "fp32"))
-        import openvino as ov
-
-        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             found.append(("openvino", "bf16"))
         try:
             importlib.import_module("nncf")

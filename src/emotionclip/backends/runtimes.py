@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,28 @@ class _OrtGraph:
         return self.session.run(None, dict(zip(self.names, arrays, strict=True)))[0]
 
 
+_OV_CORE = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def openvino_core():
+    """The process's one ``openvino.Core``, kept until exit.
+
+    Each Core's CPU plugin puts its own signal stack (sigaltstack) on the calling thread and unmaps
+    it when released: Cores released out of creation order leave the thread on an unmapped stack,
+    and the next signal handled there (SIGCHLD, SIGTERM) kills the process with SIGSEGV.
+    """
+    global _OV_CORE
+    with _OV_CORE_LOCK:
+        if _OV_CORE is None:
+            import openvino as ov
+
+            _OV_CORE = ov.Core()
+        return _OV_CORE
+
+
 class _OvGraph:
     def __init__(self, path: Path, threads: int | None, precision: str):
-        import openvino as ov
-
         config: dict[str, Any] = {
             # fp32 explicitly: on AMX CPUs OpenVINO would otherwise run bf16
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -147,7 +166,7 @@ class _OvGraph:
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.compiled = openvino_core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
