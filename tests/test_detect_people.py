@@ -206,3 +206,17 @@ def test_conversion_stores_float16_weights_losslessly(tmp_path):
     np.testing.assert_array_equal(run(half), run(plain))
     with pytest.raises(ValueError, match="not exactly float16"):
         convert_detector._store_float16(model(w + 1e-4))
+
+
+def test_the_frame_threshold_gates_whole_frames(media_dir):
+    frames = _frames(media_dir / "friday.mp4", 6)
+    loose = get_detector("default", num_threads=1, frame_threshold=NANODET_SCORE_THRESHOLD, rescale=False)
+    strict = get_detector("default", num_threads=1, frame_threshold=0.99, rescale=False)
+    boxes = loose.detect(frames)
+    assert all(len(b) for b in boxes)  # friday: people in every frame
+    assert all(len(b) == 0 for b in strict.detect(frames))  # no frame's best box reaches 0.99
+    default = get_detector("default", num_threads=1, rescale=False)
+    for b, d in zip(boxes, default.detect(frames), strict=True):  # the gate keeps all boxes or none
+        assert len(d) == 0 or np.allclose(b, d, atol=1e-5)
+    with pytest.raises(ValueError, match="frame_threshold"):
+        get_detector("default", score_threshold=0.5, frame_threshold=0.4)
