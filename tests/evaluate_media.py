@@ -107,6 +107,22 @@ def write_bold(root: Path, n_train: int = 24, n_val: int = 12, seed: int = 0) ->
     return broken
 
 
+# the columns of MELD's {split}_sent_emo.csv, in its order
+MELD_COLUMNS = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
+
+
 def write_meld(folder: Path) -> tuple[Path, Path]:
     """``(root, boxes.json)``: MELD with 9 / 3 / 3 utterances (emotion follows the colour) and one
     person box per 1/8 s of every clip, listed by file name (dev and test reuse train's names)."""
@@ -114,19 +130,6 @@ def write_meld(folder: Path) -> tuple[Path, Path]:
 
     root = folder / "meld"
     root.mkdir()
-    cols = [
-        "Sr No.",
-        "Utterance",
-        "Speaker",
-        "Emotion",
-        "Sentiment",
-        "Dialogue_ID",
-        "Utterance_ID",
-        "Season",
-        "Episode",
-        "StartTime",
-        "EndTime",
-    ]
     emotions, colours = ["joy", "anger", "neutral"], [(240, 200, 40), (200, 20, 20), (90, 90, 90)]
     for split, sub, n in (
         ("train", "train_splits", 9),
@@ -134,7 +137,7 @@ def write_meld(folder: Path) -> tuple[Path, Path]:
         ("test", "output_repeated_splits_test", 3),
     ):
         rows = [[i, "hi", "Ross", emotions[i % 3], "neutral", 1, i, 1, 1, "0", "1"] for i in range(n)]
-        pd.DataFrame(rows, columns=cols).to_csv(root / f"{split}_sent_emo.csv", index=False)
+        pd.DataFrame(rows, columns=MELD_COLUMNS).to_csv(root / f"{split}_sent_emo.csv", index=False)
         for i in range(n):
             write_video(root / sub / f"dia1_utt{i}.mp4", colours[i % 3])
     times = [k / 8 for k in range(8)]

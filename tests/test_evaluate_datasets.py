@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from emotionclip.evaluate.datasets import load_split, meld
-from evaluate_media import write_bold, write_json, write_video
+from evaluate_media import MELD_COLUMNS, write_bold, write_json, write_video
 
 
 def _reasons(split):
@@ -43,21 +43,8 @@ def test_meld_train_known_broken_utterance_and_layout_errors(tmp_path):
         [i + 1, "hi", "Ross", "joy", "positive", 125, u, 1, 1, "00:00:01,000", "00:00:02,000"]
         for i, u in enumerate(range(5))
     ]
-    cols = [
-        "Sr No.",
-        "Utterance",
-        "Speaker",
-        "Emotion",
-        "Sentiment",
-        "Dialogue_ID",
-        "Utterance_ID",
-        "Season",
-        "Episode",
-        "StartTime",
-        "EndTime",
-    ]
     (tmp_path / "MELD.Raw").mkdir()
-    pd.DataFrame(rows, columns=cols).to_csv(tmp_path / "MELD.Raw" / "train_sent_emo.csv", index=False)
+    pd.DataFrame(rows, columns=MELD_COLUMNS).to_csv(tmp_path / "MELD.Raw" / "train_sent_emo.csv", index=False)
     with pytest.raises(FileNotFoundError, match="MELD train videos"):
         load_split("meld", tmp_path, "train")
     videos = tmp_path / "MELD.Raw" / "train_splits"

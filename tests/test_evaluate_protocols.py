@@ -14,21 +14,7 @@ from emotionclip.evaluate.benchmarks import BENCHMARKS
 from emotionclip.evaluate.datasets import Sample, Split, load_split
 from emotionclip.evaluate.features import Features, Protocol, decode_sample, extract_features
 from emotionclip.evaluate.probe import fit_sklearn
-from evaluate_media import frame_numbers, write_bold, write_counting_video, write_json
-
-MELD_COLUMNS = [
-    "Sr No.",
-    "Utterance",
-    "Speaker",
-    "Emotion",
-    "Sentiment",
-    "Dialogue_ID",
-    "Utterance_ID",
-    "Season",
-    "Episode",
-    "StartTime",
-    "EndTime",
-]
+from evaluate_media import MELD_COLUMNS, frame_numbers, write_bold, write_counting_video, write_json
 
 
 def _model_frames(sample, num_frames):
