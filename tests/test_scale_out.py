@@ -224,5 +224,13 @@ def test_detect_every_other_grid_frame_carries_the_boxes_forward():
         for m, b in zip(w.grid, w.boxes, strict=True):
             detected_at = m - (m - grid[0]) % 2  # itself, or the frame just before it
             assert b[0, 4] == pytest.approx((detected_at + 0.5) * step)
+    single = list(
+        iter_windows(path, info, plan, _TimeStampDetector(), short_side=96, detect_batch=1, detect_every=2)
+    )
+    assert all(
+        np.array_equal(x, y)
+        for a, b in zip(windows, single, strict=True)
+        for x, y in zip(a.boxes, b.boxes, strict=True)
+    )  # batches of one frame: every other batch has nothing to detect
     with pytest.raises(ValueError, match="detect_every"):
         list(iter_windows(path, info, plan, det, detect_every=0))

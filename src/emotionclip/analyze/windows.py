@@ -159,29 +159,32 @@ def detect_frames(
         raise ValueError(f"detect_every must be >= 1, got {every}")
     empty = np.zeros((0, 5), np.float32)
     pending: list[tuple[int, np.ndarray, bool]] = []
-    last = {"m": None, "boxes": empty}  # the last detected frame, carried across batches
+    last_m, last_boxes = None, empty  # the last detected frame, carried across batches
 
     def flush():
+        nonlocal last_m, last_boxes
         if detector is None:
             out = [(m, f, p, empty) for m, f, p in pending]
             pending.clear()
             return out
-        detect, m_prev = [], last["m"]
+        todo, m_prev = [], last_m
         for k, (m, _, _) in enumerate(pending):
             if m_prev is None or m - m_prev >= every:
-                detect.append(k)
+                todo.append(k)
                 m_prev = m
-        found = detector.detect(
-            np.stack([pending[k][1] for k in detect]),
-            video=str(path),
-            times=[(pending[k][0] + 0.5) * step for k in detect],
-        )
-        by_index = dict(zip(detect, found, strict=True))
+        found = {}
+        if todo:  # a small batch can lie wholly between two detected frames
+            boxes = detector.detect(
+                np.stack([pending[k][1] for k in todo]),
+                video=str(path),
+                times=[(pending[k][0] + 0.5) * step for k in todo],
+            )
+            found = dict(zip(todo, boxes, strict=True))
         out = []
         for k, (m, f, p) in enumerate(pending):
-            if k in by_index:
-                last["m"], last["boxes"] = m, by_index[k]
-            out.append((m, f, p, last["boxes"]))
+            if k in found:
+                last_m, last_boxes = m, found[k]
+            out.append((m, f, p, last_boxes))
         pending.clear()
         return out
 
