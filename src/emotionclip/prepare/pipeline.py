@@ -371,14 +371,12 @@ def _build_components(config: PrepareConfig):
     from ..detect import resolve_detector
     from ..sentiment import get_sentiment_scorer
 
-    def build(spec, getter):
-        return getter(spec) if isinstance(spec, str) else spec
-
     segmenter = get_segmenter(config.segmenter, punctuation=config.punctuation)
     if isinstance(getattr(segmenter, "punctuation", None), PunctuationRestorer):
         segmenter.punctuation.load()  # a wrong model name fails here, not once per video
     detector = resolve_detector(config.detector)  # the one resolver of analyze and evaluate
-    return detector, build(config.scorer, get_sentiment_scorer), segmenter
+    scorer = get_sentiment_scorer(config.scorer) if isinstance(config.scorer, str) else config.scorer
+    return detector, scorer, segmenter
 
 
 def _adopt(folder: Path) -> None:
