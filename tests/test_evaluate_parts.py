@@ -77,6 +77,11 @@ def _outputs(out, cache=None):
     return caches, result
 
 
+# Features from processes with other thread counts (torchrun ranks run 1 thread) differ in the last
+# bits with the reduction order of the CPU's kernels (4.8e-7 seen on an Intel Xeon with AMX).
+FEATURE_ATOL = 1e-5
+
+
 def _assert_same(a, b):
     caches_a, result_a = a
     caches_b, result_b = b
@@ -84,7 +89,7 @@ def _assert_same(a, b):
     for name, fa in caches_a.items():
         fb = caches_b[name]
         assert fa.keys == fb.keys, name
-        np.testing.assert_allclose(fa.features, fb.features, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(fa.features, fb.features, atol=FEATURE_ATOL, err_msg=name)
         assert fa.failed == fb.failed, name
     metrics_a, metrics_b = result_a["metrics"], result_b["metrics"]
     assert {k: v for k, v in result_a.items() if k != "metrics"} == {
@@ -230,7 +235,7 @@ def test_parts_with_detector_boxes_merge_their_box_caches(job, tmp_path, one_pro
         assert json.loads(next(cache.glob(f"boxes-{split}-*")).read_text()) == one and len(one) == n
         a, b = (_load_features(next(c.glob(f"{split}-*.npz"))) for c in (cache, one_cache))
         assert a.keys == b.keys
-        np.testing.assert_allclose(a.features, b.features, atol=1e-6)
+        np.testing.assert_allclose(a.features, b.features, atol=FEATURE_ATOL)
 
 
 def test_rank_device_gives_each_launched_process_its_own_gpu(monkeypatch):

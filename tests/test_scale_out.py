@@ -78,13 +78,26 @@ def _outputs(out):
     return arrays, summary
 
 
+# Features from processes with other thread counts (torchrun's ranks run 1 thread, the single run 2)
+# differ in the last bits: the reduction order of the matmuls changes with the thread count and the
+# CPU's kernels (4.8e-7 seen on an Intel Xeon with AMX). Floats agree to FEATURE_ATOL, everything
+# else (window times, boxes, names, counts) exactly.
+FEATURE_ATOL = 1e-5
+
+
 def _assert_same(a, b):
     arrays_a, summary_a = a
     arrays_b, summary_b = b
     assert arrays_a.keys() == arrays_b.keys() and len(arrays_a) == 4  # clip, clip-2, face, flower
     for name in arrays_a:
+        assert arrays_a[name].keys() == arrays_b[name].keys(), name
         for k in arrays_a[name]:
-            np.testing.assert_array_equal(arrays_a[name][k], arrays_b[name][k], err_msg=f"{name}:{k}")
+            x, y = arrays_a[name][k], arrays_b[name][k]
+            if k == "features":
+                assert x.shape == y.shape and x.dtype == y.dtype, f"{name}:{k}"
+                np.testing.assert_allclose(x, y, rtol=0, atol=FEATURE_ATOL, err_msg=f"{name}:{k}")
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}:{k}")
     assert summary_a == summary_b
 
 
