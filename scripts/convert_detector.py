@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +48,41 @@ def _store_float16(model) -> None:
     model.graph.node.extend(nodes)
 
 
+def _patched_graph(model_json: Path, folder: Path) -> Path:
+    """A copy of the TF.js graph that current TensorFlow imports: its converter left out attributes
+    TensorFlow now requires (``_FusedConv2D`` without ``TArgs``, ``TopKV2`` without ``index_type``).
+    The weights file is linked beside the copy, unchanged."""
+    doc = json.loads(model_json.read_text())
+    for node in doc["modelTopology"]["node"]:
+        attr = node.setdefault("attr", {})
+        if node["op"] == "_FusedConv2D" and "TArgs" not in attr:
+            n_args = int(attr.get("num_args", {}).get("i", "1"))
+            attr["TArgs"] = {"list": {"type": [attr["T"]["type"]] * n_args}}
+        if node["op"] == "TopKV2" and "index_type" not in attr:
+            attr["index_type"] = {"type": "DT_INT32"}
+    for group in doc["weightsManifest"]:
+        for name in group["paths"]:
+            (folder / name).symlink_to((model_json.parent / name).resolve())
+    patched = folder / model_json.name
+    patched.write_text(json.dumps(doc))
+    return patched
+
+
 def convert(model_json: Path, out: Path, opset: int) -> None:
     import onnx
     from tf2onnx import convert as tf2onnx_convert
 
     tmp = out.with_suffix(".tmp.onnx")
-    sys.argv = ["tf2onnx", "--tfjs", str(model_json), "--output", str(tmp), "--opset", str(opset)]
-    tf2onnx_convert.main()
+    with tempfile.TemporaryDirectory() as folder:
+        graph = _patched_graph(model_json, Path(folder))
+        sys.argv = ["tf2onnx", "--tfjs", str(graph), "--output", str(tmp), "--opset", str(opset)]
+        tf2onnx_convert.main()
     model = onnx.load(str(tmp))
-    dims = model.graph.input[0].type.tensor_type.shape.dim  # [1, 3, 416, 416] -> [1, 3, height, width]
-    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    # height and width symbolic: NanoDet's [1, 3, 416, 416] -> [1, 3, height, width], MoveNet's
+    # [1, ?, ?, 3] (channels last) -> [1, height, width, 3]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    spatial = (1, 2) if dims[3].dim_value == 3 else (2, 3)
+    dims[spatial[0]].dim_param, dims[spatial[1]].dim_param = "height", "width"
     for value in model.graph.output:
         for d in value.type.tensor_type.shape.dim[1:]:
             d.dim_param = ""

@@ -83,8 +83,9 @@ def test_person_flags(analysed):
     assert not flower["has_person"].any()  # nature clip: scored all the same, marked as nobody
     assert flower[["joy", "neutral"]].notna().all().all()
     boxes = json.loads(friday["boxes"][0])
-    assert len(boxes) == 4  # video_len frames, each a list of (x1, y1, x2, y2, score)
-    assert all(len(b) == 5 and 0 <= b[0] < b[2] <= 640 and b[4] > 0.5 for frame in boxes for b in frame)
+    assert len(boxes) == 4  # video_len frames, each a list of (x1, y1, x2, y2, score, track id)
+    assert all(len(b) == 6 and 0 <= b[0] < b[2] <= 640 and b[4] > 0.5 for frame in boxes for b in frame)
+    assert all(b[5] >= 1 and b[5] == int(b[5]) for frame in boxes for b in frame)
     assert json.loads(flower["boxes"][0]) == [[], [], [], []]
 
 

@@ -1,4 +1,4 @@
-"""The default person detector (NanoDet COCO person boxes) on real footage, and its boxes downstream."""
+"""The person detectors on real footage (MoveNet, the default; NanoDet by name), and boxes downstream."""
 
 import hashlib
 import json
@@ -13,7 +13,9 @@ import torch
 import emotionclip
 from emotionclip.constants import BOX_SCORE_THRESHOLD
 from emotionclip.detect import DETECTORS, get_detector, resolve_detector
-from emotionclip.detect.nanodet import NANODET_MODEL, NANODET_SCORE_THRESHOLD, rescale_scores
+from emotionclip.detect.base import rescale_scores
+from emotionclip.detect.movenet import MOVENET_MODEL
+from emotionclip.detect.nanodet import NANODET_MODEL, NANODET_SCORE_THRESHOLD
 from emotionclip.transform import boxes_to_mask
 from emotionclip.video_io import probe_video, read_frames_at, uniform_times
 
@@ -27,7 +29,13 @@ def _frames(path, n, start=0.1):
 
 @pytest.fixture(scope="module")
 def det():
-    return get_detector("default", num_threads=2)
+    return get_detector("nanodet", num_threads=2)
+
+
+@pytest.fixture(scope="module", params=["default", "nanodet"])
+def body(request):
+    """Each body detector: MoveNet (the default) and NanoDet."""
+    return get_detector(request.param, num_threads=2)
 
 
 def _centres(b):
@@ -44,14 +52,28 @@ def _check_boxes(boxes, frames):
         assert ((b[:, 4] > BOX_SCORE_THRESHOLD) & (b[:, 4] <= 1)).all()  # all of them make the mask
 
 
-def test_default_is_the_body_detector_and_its_file_loads_offline(det):
-    assert DETECTORS["default"] is DETECTORS["nanodet"] and det.name.startswith("nanodet")
-    assert resolve_detector("default") is resolve_detector("default")  # one detector per name
-    digest = hashlib.sha256(NANODET_MODEL.read_bytes()).hexdigest()
-    readme = (NANODET_MODEL.parent / "README.md").read_text()
-    assert digest in readme and NANODET_MODEL.stat().st_size < 10e6  # the file assets/README.md records
+@pytest.mark.parametrize("name, model", [("default", MOVENET_MODEL), ("nanodet", NANODET_MODEL)])
+def test_body_detectors_and_their_files_load_offline(name, model):
+    det = get_detector(name, num_threads=1)
+    assert DETECTORS["default"] is DETECTORS["movenet"] and get_detector("default").name.startswith("movenet")
+    assert resolve_detector(name) is resolve_detector(name)  # one detector per name
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    readme = (model.parent / "README.md").read_text()
+    assert digest in readme and model.stat().st_size < 10e6  # the file assets/README.md records
     assert det.detect(np.zeros((1, 256, 341, 3), np.uint8)) == [pytest.approx(np.zeros((0, 5)))]
     assert det.detect(np.zeros((0, 32, 32, 3), np.uint8)) == []
+
+
+def test_movenet_finds_friday_standing_and_seated(media_dir):
+    det = get_detector("default", num_threads=2)
+    frames = _frames(media_dir / "friday.mp4", 12)
+    boxes = det.detect(frames)
+    _check_boxes(boxes, frames)
+    w = frames.shape[2]
+    standing = [((_centres(b) > 0.6 * w) & (b[:, 1] < 0.3 * frames.shape[1])).any() for b in boxes]
+    seated = [((_centres(b) > 0.3 * w) & (_centres(b) < 0.6 * w)).any() for b in boxes]
+    assert np.mean(standing) >= 0.9, standing
+    assert np.mean(seated) >= 0.5, seated
 
 
 def test_friday_standing_woman_and_the_woman_seen_from_behind(det, media_dir):
@@ -66,7 +88,8 @@ def test_friday_standing_woman_and_the_woman_seen_from_behind(det, media_dir):
     assert np.mean([len(b) >= 2 for b in boxes]) >= 0.9
 
 
-def test_intel_walkers_seen_from_behind_and_empty_frames(det, shared_dir):
+def test_intel_walkers_seen_from_behind_and_empty_frames(body, shared_dir):
+    det = body
     doc = json.loads(LABELS.read_text())
     (group,) = [g for g in doc["groups"] if g["name"] == "intel"]
     labelled = [f for f in group["frames"] if f["people"] is not None][::2]  # 20 frames, 5 empty
@@ -78,7 +101,8 @@ def test_intel_walkers_seen_from_behind_and_empty_frames(det, shared_dir):
     assert [n for n, p in zip(found, people) if p == 0] == [0] * people.count(0)
 
 
-def test_one_person_in_cremad_and_nobody_in_flower(det, media_dir):
+def test_one_person_in_cremad_and_nobody_in_flower(body, media_dir):
+    det = body
     for path in sorted((media_dir / "cremad").glob("*.flv")):
         frames = _frames(path, 2, start=0.5)
         boxes = det.detect(frames)
@@ -92,7 +116,8 @@ def test_one_person_in_cremad_and_nobody_in_flower(det, media_dir):
     assert [len(b) for b in det.detect(flower)] == [0] * 8
 
 
-def test_frames_one_by_one_batched_pickled_and_portrait(det, media_dir):
+def test_frames_one_by_one_batched_pickled_and_portrait(body, media_dir):
+    det = body
     frames = _frames(media_dir / "cremad" / "1001_DFA_HAP_XX.flv", 3)
     whole = det.detect(frames)
     for i, b in enumerate(whole):
@@ -111,25 +136,34 @@ def test_scores_are_rescaled_to_the_release_threshold(media_dir):
         rescale_scores(raw, NANODET_SCORE_THRESHOLD), [0, 0.25, 0.5, 0.75, 1.0], atol=1e-6
     )
     frames = _frames(media_dir / "friday.mp4", 2)
-    a = get_detector("default", num_threads=1).detect(frames)
-    b = get_detector("default", num_threads=1, rescale=False).detect(frames)
+    a = get_detector("nanodet", num_threads=1).detect(frames)
+    b = get_detector("nanodet", num_threads=1, rescale=False).detect(frames)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x[:, :4], y[:, :4])
         assert (y[:, 4] > NANODET_SCORE_THRESHOLD).all()
         np.testing.assert_allclose(x[:, 4], rescale_scores(y[:, 4], NANODET_SCORE_THRESHOLD), rtol=1e-6)
 
 
-def test_bad_model_files_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.onnx: NanoDet model file not found"):
-        get_detector("default", model_path=tmp_path / "nope.onnx")
+@pytest.mark.parametrize("name, label", [("default", "MoveNet"), ("nanodet", "NanoDet")])
+def test_bad_model_files_are_named(tmp_path, name, label):
+    with pytest.raises(FileNotFoundError, match=f"nope.onnx: {label} model file not found"):
+        get_detector(name, model_path=tmp_path / "nope.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.onnx: not a loadable ONNX model"):
-        get_detector("default", model_path=junk).detect(np.zeros((1, 32, 32, 3), np.uint8))
+        get_detector(name, model_path=junk).detect(np.zeros((1, 32, 32, 3), np.uint8))
+    truncated = tmp_path / "truncated.onnx"  # a download or copy cut short
+    shipped = MOVENET_MODEL if name == "default" else NANODET_MODEL
+    truncated.write_bytes(shipped.read_bytes()[: shipped.stat().st_size // 3])
+    with pytest.raises(ValueError, match="truncated.onnx: not a loadable ONNX model"):
+        get_detector(name, model_path=truncated).detect(np.zeros((1, 32, 32, 3), np.uint8))
+    other = NANODET_MODEL if name == "default" else MOVENET_MODEL  # the other detector's model
+    with pytest.raises(ValueError, match=f"{other.name}: .* not {label}"):
+        get_detector(name, model_path=other).detect(np.zeros((1, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="multiple of 32"):
-        get_detector("default", size=300)
+        get_detector(name, size=300)
     with pytest.raises(ValueError, match="uint8 RGB"):
-        get_detector("default").detect(np.zeros((1, 32, 32, 3), np.float32))
+        get_detector(name).detect(np.zeros((1, 32, 32, 3), np.float32))
 
 
 def test_boxes_make_the_subject_mask_of_a_training_batch(media_dir, tmp_path):
@@ -145,15 +179,15 @@ def test_boxes_make_the_subject_mask_of_a_training_batch(media_dir, tmp_path):
     summary = prepare(src, out, PrepareConfig(scorer=KeywordScorer(), filter=ClipFilter(max_neutral=None)))
     assert summary["ok"] == 1
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["detector"].startswith("nanodet")
+    assert manifest["detector"].startswith("movenet") and manifest["track"]
     batch = next(iter(make_train_loader(out, batch_size=1, shuffle_buffer=0)))
     mask = batch["video_mask"]
     assert mask.shape == (1, 8, 224, 224) and mask.dtype == torch.bool
     # several people boxed: the union covers a large part of most frames, never all of a frame
     frac = mask.float().mean((0, 2, 3))
     assert (frac > 0.3).float().mean() >= 0.75 and (frac < 0.98).all(), frac
-    # share of the clip's frames with a person: 0.88 here. The frame threshold (0.42) that keeps drawn
-    # people off the boxes also misses 5 of friday's 49 frames at 8 fps (the first two, a 0.4 s dip)
+    # share of the clip's frames with a person (people in every frame of friday; NanoDet's frame
+    # threshold missed 5 of its 49 frames at 8 fps)
     assert batch["has_person"][0] >= 0.85
 
 
@@ -210,13 +244,13 @@ def test_conversion_stores_float16_weights_losslessly(tmp_path):
 
 def test_the_frame_threshold_gates_whole_frames(media_dir):
     frames = _frames(media_dir / "friday.mp4", 6)
-    loose = get_detector("default", num_threads=1, frame_threshold=NANODET_SCORE_THRESHOLD, rescale=False)
-    strict = get_detector("default", num_threads=1, frame_threshold=0.99, rescale=False)
+    loose = get_detector("nanodet", num_threads=1, frame_threshold=NANODET_SCORE_THRESHOLD, rescale=False)
+    strict = get_detector("nanodet", num_threads=1, frame_threshold=0.99, rescale=False)
     boxes = loose.detect(frames)
     assert all(len(b) for b in boxes)  # friday: people in every frame
     assert all(len(b) == 0 for b in strict.detect(frames))  # no frame's best box reaches 0.99
-    default = get_detector("default", num_threads=1, rescale=False)
+    default = get_detector("nanodet", num_threads=1, rescale=False)
     for b, d in zip(boxes, default.detect(frames), strict=True):  # the gate keeps all boxes or none
         assert len(d) == 0 or np.allclose(b, d, atol=1e-5)
     with pytest.raises(ValueError, match="frame_threshold"):
-        get_detector("default", score_threshold=0.5, frame_threshold=0.4)
+        get_detector("nanodet", score_threshold=0.5, frame_threshold=0.4)

@@ -123,7 +123,7 @@ def test_meld_with_precomputed_boxes_caches_detector_output(checkpoint, tmp_path
     cached = json.loads(
         next((tmp_path / "out" / "feature_cache" / "meld").glob("boxes-train-*.json")).read_text()
     )
-    assert len(cached) == 9 and np.allclose(cached["dia1_utt0"][0], [[8, 4, 40, 44, 0.9]])
+    assert len(cached) == 9 and np.allclose(cached["dia1_utt0"][0], [[8, 4, 40, 44, 0.9, 1]])  # track id 1
 
 
 def test_zero_shot_cli(checkpoint, tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_friday_people_and_flower_nobody(media_dir, tmp_path):
     assert np.argmax(meta["sentiment_logits"]) == 0  # "bad", "stolen": anger in the keyword lexicon
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clips"] == 1 and manifest["hours"] == pytest.approx(3 / 3600)
-    assert manifest["detector"].startswith("nanodet") and manifest["scorer"] == "keywords"
+    assert manifest["detector"].startswith("movenet") and manifest["scorer"] == "keywords"
     fs = manifest["filter_stats"]
     # Hildy! / How are you? / the 1.5 s question are too short; the flower sentence has no person
     assert (fs["sentences"], fs["too_short"], fs["kept"], fs["no_person"]) == (5, 3, 1, 1)

@@ -105,11 +105,13 @@ def boxes_to_mask(
     if b.size == 0:
         return mask
     b = b[None] if b.ndim == 1 else b
-    if b.ndim != 2 or b.shape[1] not in (4, 5):
-        raise ValueError(f"boxes must be [K, 4] or [K, 5] (x1, y1, x2, y2[, score]), got {list(b.shape)}")
+    if b.ndim != 2 or b.shape[1] not in (4, 5, 6):
+        raise ValueError(
+            f"boxes must be [K, 4], [K, 5] or [K, 6] (x1, y1, x2, y2[, score[, track]]), got {list(b.shape)}"
+        )
     if not np.isfinite(b).all():
         raise ValueError("boxes contain NaN or infinite coordinates")
-    if b.shape[1] == 5:
+    if b.shape[1] >= 5:
         b = b[b[:, 4] > score_threshold]
     x1 = np.clip(np.rint(b[:, 0]), 0, width).astype(int)
     x2 = np.clip(np.rint(b[:, 2]), 0, width).astype(int)

@@ -116,8 +116,9 @@ def _padded(embedding: VideoEmbedding) -> np.ndarray:
 
 def rounded_boxes(boxes: np.ndarray) -> list[list[float]]:
     b = np.asarray(boxes, np.float64)
-    # scores rounded up: a box kept just above the 0.5 threshold must still read above it
-    return np.concatenate([b[:, :4].round(1), np.ceil(b[:, 4:] * 1000) / 1000], axis=1).tolist()
+    # scores rounded up: a box kept just above the 0.5 threshold must still read above it; track ids
+    # (a sixth column, detect.track) as they are
+    return np.concatenate([b[:, :4].round(1), np.ceil(b[:, 4:5] * 1000) / 1000, b[:, 5:]], axis=1).tolist()
 
 
 def run_analysis(model, path: str | Path, scorer: EmotionScorer, **embed_kwargs) -> Analysis:

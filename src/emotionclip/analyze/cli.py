@@ -67,6 +67,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector", default="default", help="person detector name, or 'none' for no subject boxes"
     )
+    p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_false",
+        help="detect each frame alone, as the release does (default: people are followed through the "
+        "video, every box has a track id, a person missed in one detection keeps a box)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument(
         "--detect-every",
@@ -171,6 +178,7 @@ def _embed_kwargs(args) -> dict:
         detector=resolve_detector(args.detector),
         batch_size=args.batch_size,
         detect_every=args.detect_every,
+        track=args.track,
         # a backend object brings its own device and precision
         **(dict(device=args.device, precision=args.precision or "fp32") if args.backend == "torch" else {}),
     )

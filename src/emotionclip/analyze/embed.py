@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from .._prefetch import prefetch
 from ..backends import as_inference_model
 from ..constants import BOX_SCORE_THRESHOLD, DETECT_EVERY
-from ..detect import resolve_detector
+from ..detect import as_boxes, resolve_detector
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
 from ..video_io import VideoInfo, load_image, probe_video
 from .windows import Window, batched, iter_windows, plan_windows
@@ -52,7 +52,7 @@ class VideoEmbedding:
 
 
 def _subject_boxes(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
+    boxes = as_boxes(boxes)
     return boxes[boxes[:, 4] > BOX_SCORE_THRESHOLD]
 
 
@@ -109,12 +109,15 @@ def embed_video(
     keyframes: int = 12,
     progress: bool = False,
     detect_every: int = DETECT_EVERY,
+    track: bool = True,
 ) -> VideoEmbedding:
     """One embedding per window of ``path`` (window rule: :mod:`emotionclip.analyze.windows`).
 
     Frames are decoded once, streaming (memory does not grow with the video's length), persons are
     detected on every ``detect_every``-th decoded frame (the frames between take the boxes of the
-    last detected one) and become the subject mask; a window with nobody in it is
+    last detected one) and become the subject mask; with ``track`` (the default) people are followed
+    through the video (:mod:`emotionclip.detect.track`: every box carries a track id in its sixth
+    column, a person missed in one detection keeps an interpolated box); a window with nobody in it is
     encoded with an empty mask and marked ``has_person=False``. ``keyframes`` windows spread over
     the video keep their middle frame for reports. Raises :class:`~emotionclip.video_io.VideoError`
     naming the file when it cannot be read.
@@ -141,7 +144,9 @@ def embed_video(
     sent: set[int] = set()
     # a pipeline ahead of the model: decoding, detection (batched) and the transform each run in
     # their own thread, so windows/s follows the encoder while it is the slowest stage
-    windows = iter_windows(path, info, plan, det, short_side=short_side, workers=1, detect_every=detect_every)
+    windows = iter_windows(
+        path, info, plan, det, short_side=short_side, workers=1, detect_every=detect_every, track=track
+    )
     batches = (_prepare_batch(tf, b, info.width, keep, sent) for b in batched(windows, batch_size))
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):

@@ -73,7 +73,8 @@ def plot_png(analysis: Analysis, title: str) -> bytes:
 
 def clean_boxes(boxes, width: float, height: float) -> np.ndarray:
     """``[K, 5]`` boxes safe to draw: finite, corners ordered, clipped to the frame, non-empty."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 5) if np.size(boxes) else np.zeros((0, 5))
+    b = np.asarray(boxes, np.float64) if np.size(boxes) else np.zeros((0, 5))
+    b = b.reshape(-1, b.shape[-1] if b.shape[-1] in (5, 6) else 5)[:, :5]
     b = b[np.isfinite(b).all(axis=1)]
     x1, x2 = np.sort(b[:, [0, 2]], axis=1).clip(0, width).T
     y1, y2 = np.sort(b[:, [1, 3]], axis=1).clip(0, height).T

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from emotionclip._prefetch import prefetch
+from emotionclip.detect.track import TRACK_MAX_GAP, TRACK_MAX_LOST, BoxTracker
 from emotionclip.video_io import VideoError, VideoInfo, iter_frames
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class Window:
     grid: np.ndarray  # [T] grid index of each frame (the same index = the same decoded frame)
     times: np.ndarray  # [T] instants of the frames
     frames: np.ndarray  # [T, H, W, 3] uint8 RGB at decode size
-    boxes: list[np.ndarray]  # T x [K, 5] float32 person boxes in decode-size pixels
+    boxes: list[np.ndarray]  # T x [K, 5] float32 person boxes in decode-size pixels ([K, 6] tracked)
     padded: int = 0  # frames past the end of a truncated stream (the last decoded frame repeated)
 
 
@@ -86,13 +88,15 @@ def iter_windows(
     detect_batch: int = 16,
     workers: int = 0,
     detect_every: int = 1,
+    track: bool = False,
 ) -> Iterator[Window]:
     """Decode ``path`` once along ``plan``'s grid and yield its windows in order.
 
     ``detector.detect(frames [N, H, W, 3], video=, times=)`` gives one ``[K, 5]`` box array per
     frame; each grid frame is detected once, however many windows use it, in batches of up to
     ``detect_batch`` frames; with ``detect_every=k`` only every k-th grid frame is detected and the
-    frames between take its boxes. Without a detector no boxes are reported. ``workers=1`` decodes and
+    frames between take its boxes; ``track`` follows people through the video (:func:`track_detected`).
+    Without a detector no boxes are reported. ``workers=1`` decodes and
     detects in two background threads (a pipeline: the next frames decode while these are detected).
     """
     if len(plan) == 0:
@@ -101,6 +105,8 @@ def iter_windows(
     if workers:
         frames = prefetch(frames, depth=2 * detect_batch)
     detected = detect_frames(frames, detector, path, plan.grid_step, detect_batch, detect_every)
+    if track and detector is not None:
+        detected = track_detected(detected, detect_every)
     if workers:
         detected = prefetch(detected, depth=2 * detect_batch)
     yield from assemble_windows(detected, plan)
@@ -194,6 +200,23 @@ def detect_frames(
             yield from flush()
     if pending:
         yield from flush()
+
+
+def track_detected(
+    detected: Iterable[tuple[int, np.ndarray, bool, np.ndarray]], detect_every: int = 1
+) -> Iterator[tuple[int, np.ndarray, bool, np.ndarray]]:
+    """Detected grid frames with their boxes linked into tracks (``[K, 6]``, :class:`BoxTracker`): a
+    frame comes out a few frames late, once no later detection can fill a gap in it. With
+    ``detect_every=k`` one missed detection leaves k grid frames without the person, so the tracker's
+    gaps count k grid frames a detection."""
+    tracker = BoxTracker(max_gap=detect_every * TRACK_MAX_GAP, max_lost=detect_every * TRACK_MAX_LOST)
+    held: deque[tuple[int, np.ndarray, bool]] = deque()
+    for m, frame, padded, boxes in detected:
+        held.append((m, frame, padded))
+        for settled in tracker.push(boxes):
+            yield (*held.popleft(), settled)
+    for settled in tracker.flush():
+        yield (*held.popleft(), settled)
 
 
 def assemble_windows(

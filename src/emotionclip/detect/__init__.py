@@ -2,7 +2,8 @@
 
 ``resolve_detector(spec)`` turns a name into a detector:
 
-* ``"default"`` / ``"nanodet"``: NanoDet COCO person boxes, whole bodies, shipped ONNX model (:mod:`.nanodet`);
+* ``"default"`` / ``"movenet"``: MoveNet MultiPose person boxes, whole bodies, shipped ONNX model (:mod:`.movenet`);
+* ``"nanodet"``: NanoDet COCO person boxes, shipped ONNX model (:mod:`.nanodet`; the default of 0.2);
 * ``"faces"`` / ``"blazeface"``: BlazeFace faces widened to subject boxes (:mod:`.faces`);
 * ``"torchvision"`` / ``"torchvision:ARCH"``: a COCO person detector (:mod:`.torchvision_coco`);
 * ``"json:PATH"``: boxes computed elsewhere (:mod:`.json_boxes`);
@@ -17,7 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import registry
-from .base import PersonDetector
+from .base import PersonDetector, as_boxes
+from .track import BoxTracker, track_boxes
+
+
+def _movenet(**kw):
+    from .movenet import MoveNetPersonDetector
+
+    return MoveNetPersonDetector(**kw)
 
 
 def _nanodet(**kw):
@@ -46,7 +54,8 @@ def _json(path: str, **kw):
 
 # name -> factory; "NAME:ARG" passes ARG to the factory
 DETECTORS = {
-    "default": _nanodet,
+    "default": _movenet,
+    "movenet": _movenet,
     "nanodet": _nanodet,
     "faces": _faces,
     "blazeface": _faces,
@@ -76,4 +85,12 @@ def resolve_detector(spec: Any) -> PersonDetector | None:
     return spec
 
 
-__all__ = ["DETECTORS", "PersonDetector", "get_detector", "resolve_detector"]
+__all__ = [
+    "DETECTORS",
+    "BoxTracker",
+    "PersonDetector",
+    "as_boxes",
+    "get_detector",
+    "resolve_detector",
+    "track_boxes",
+]

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from .._io import FileError, atomic_write
-from .base import PersonDetector, _check_frames, _empty_boxes
+from .base import PersonDetector, _check_frames, as_boxes
 
 logger = logging.getLogger(__name__)
 
-JSON_BOXES_FORMAT = "emotionclip-boxes/1"
+JSON_BOXES_FORMAT = "emotionclip-boxes/2"
+# /1: five numbers a box; /2 adds the track id as a sixth (people followed through time, detect.track)
+JSON_BOXES_FORMATS = ("emotionclip-boxes/1", JSON_BOXES_FORMAT)
 
 
 class JsonBoxesError(FileError, ValueError):
@@ -23,20 +25,21 @@ class JsonBoxesError(FileError, ValueError):
 
 
 class JsonBoxDetector(PersonDetector):
-    """Boxes read from a JSON file instead of computed. Schema (``format`` = ``emotionclip-boxes/1``)::
+    """Boxes read from a JSON file instead of computed. Schema (``format`` = ``emotionclip-boxes/2``)::
 
-        {"format": "emotionclip-boxes/1",
+        {"format": "emotionclip-boxes/2",
          "detector": "what made them (free text, optional)",
          "videos": {
            "<video key>": {
              "width": 640, "height": 480,      # frame size the boxes are in pixels of
              "fps": 25.0,                      # only needed when frames are given by "frame"
              "frames": [
-               {"t": 0.125, "boxes": [[x1, y1, x2, y2, score], ...]},   # t = seconds in the video
+               {"t": 0.125, "boxes": [[x1, y1, x2, y2, score, track], ...]},   # t = seconds in the video
                {"frame": 7, "boxes": []},                               # or the frame index (t = frame / fps)
                ...]}}}
 
-    A video key matches the ``video`` passed to :meth:`detect` when it is a trailing part of its path
+    ``track`` (the person's track id, :mod:`.track`) may be left out: ``emotionclip-boxes/1`` files,
+    five numbers a box, load as they are. A video key matches the ``video`` passed to :meth:`detect` when it is a trailing part of its path
     (``clips/a.mp4`` and ``a.mp4`` both match ``/data/clips/a.mp4``) or its stem (``a``). Each requested time takes the listed frame nearest to it within
     ``tolerance`` seconds (default 0.0625, half a frame at 8 fps); boxes are rescaled to the size of
     the frames passed in. A listed frame with ``"boxes": []`` means nobody; a video or time that is
@@ -60,11 +63,12 @@ class JsonBoxDetector(PersonDetector):
             raise JsonBoxesError(self.path, f"not valid JSON ({e})") from e
         if (
             not isinstance(data, dict)
-            or data.get("format") != JSON_BOXES_FORMAT
+            or data.get("format") not in JSON_BOXES_FORMATS
             or not isinstance(data.get("videos"), dict)
         ):
             raise JsonBoxesError(
-                self.path, f"expected {{'format': '{JSON_BOXES_FORMAT}', 'videos': {{...}}}}"
+                self.path,
+                f"expected {{'format': '{JSON_BOXES_FORMAT}' (or '{JSON_BOXES_FORMATS[0]}'), 'videos': {{...}}}}",
             )
         self.videos = {key: self._parse_video(key, v) for key, v in data["videos"].items()}
         if self.clipped:
@@ -79,7 +83,7 @@ class JsonBoxDetector(PersonDetector):
             times, boxes = [], []
             for f in v["frames"]:
                 t = float(f["t"]) if "t" in f else int(f["frame"]) / float(v["fps"])
-                b = np.asarray(f["boxes"], np.float64).reshape(-1, 5) if f["boxes"] else _empty_boxes()
+                b = as_boxes(np.asarray(f["boxes"], np.float64), f"{where} t={f.get('t', f.get('frame'))}")
                 times.append(t)
                 boxes.append(b)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
@@ -135,8 +139,8 @@ class JsonBoxDetector(PersonDetector):
                 self.path, f"video {video!r} has no frame within {self.tolerance} s of t={bad:.3f}"
             )
         sx, sy = frames.shape[2] / width, frames.shape[1] / height
-        scale = np.array([sx, sy, sx, sy, 1.0], np.float32)
-        return [boxes[i] * scale for i in nearest]
+        scale = np.array([sx, sy, sx, sy, 1.0, 1.0], np.float32)
+        return [boxes[i] * scale[: boxes[i].shape[1]] for i in nearest]
 
 
 def write_boxes_json(
@@ -148,9 +152,6 @@ def write_boxes_json(
     Written to a temporary name and renamed."""
     doc = {"format": JSON_BOXES_FORMAT, "detector": detector, "videos": {}}
     for key, (width, height, times, boxes) in videos.items():
-        frames = [
-            {"t": float(t), "boxes": np.asarray(b, np.float32).reshape(-1, 5).round(2).tolist()}
-            for t, b in zip(times, boxes)
-        ]
+        frames = [{"t": float(t), "boxes": as_boxes(b).round(2).tolist()} for t, b in zip(times, boxes)]
         doc["videos"][key] = {"width": int(width), "height": int(height), "frames": frames}
     atomic_write(path, json.dumps(doc))

@@ -7,16 +7,13 @@ download happens at run time. Only the COCO person class is kept, as the release
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-import torchvision
 
-from ..constants import ASSETS, BOX_SCORE_THRESHOLD
-from .base import PersonDetector, _check_frames
+from ..constants import ASSETS
+from .base import PersonDetector, _check_frames, finish_boxes, onnx_session, resize_long_side
 
 NANODET_MODEL = ASSETS / "nanodet_coco.onnx"
 # Input size and thresholds chosen on the hand-labelled frames of benchmarks/data/detect_labels.json
@@ -36,19 +33,6 @@ STRIDES = (8, 16, 32)
 REG_BINS = 11  # generalized focal loss: each side is a distribution over 0..10 strides
 
 
-def rescale_scores(raw: np.ndarray, threshold: float) -> np.ndarray:
-    """Raw scores -> the release's scale: piecewise linear, 0 -> 0, ``threshold`` -> 0.5, 1 -> 1.
-
-    Every consumer of boxes (``boxes_to_mask``, has-person, analyze) keeps scores above
-    ``BOX_SCORE_THRESHOLD`` = 0.5, as the release does with YOLOv7; on this scale the calibrated
-    threshold of this detector is that same 0.5, and the order of the scores is unchanged.
-    """
-    raw = np.asarray(raw, np.float32)
-    low = raw / threshold * BOX_SCORE_THRESHOLD
-    high = BOX_SCORE_THRESHOLD + (raw - threshold) / (1 - threshold) * (1 - BOX_SCORE_THRESHOLD)
-    return np.where(raw <= threshold, low, high).astype(np.float32)
-
-
 class NanoDetPersonDetector(PersonDetector):
     """COCO person boxes from NanoDet (ONNX Runtime, CPU).
 
@@ -59,6 +43,7 @@ class NanoDetPersonDetector(PersonDetector):
     frame whose best box does not pass ``frame_threshold`` gets none (see the constants above).
     Reported scores are rescaled so that ``score_threshold`` reads 0.5 (:func:`rescale_scores`),
     the threshold downstream code applies; ``rescale=False`` reports the raw scores.
+    Kept as ``--detector nanodet`` (the default of 0.2; ``default`` is MoveNet, :mod:`.movenet`).
     """
 
     def __init__(
@@ -85,7 +70,7 @@ class NanoDetPersonDetector(PersonDetector):
         self.nms_iou = nms_iou
         self.size = size
         self.rescale = rescale
-        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self.num_threads = num_threads
         self.name = f"nanodet-coco-person@{size}"
         self._session = None
 
@@ -95,22 +80,7 @@ class NanoDetPersonDetector(PersonDetector):
         return state
 
     def _load(self):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise ImportError(
-                "the NanoDet person detector needs onnxruntime (pip install onnxruntime)"
-            ) from e
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.num_threads
-        opts.inter_op_num_threads = 1
-        # it runs beside the encoder (analyze, evaluate, prepare workers): sleep when idle, not spin
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable files
-            raise ValueError(f"{self.model_path}: not a loadable ONNX model ({e})") from e
+        session = onnx_session(self.model_path, self.num_threads, "NanoDet person detector")
         shapes = [o.shape for o in session.get_outputs()]
         if len(shapes) != 6 or sorted(s[-1] for s in shapes) != [44] * 3 + [80] * 3:
             raise ValueError(
@@ -119,24 +89,11 @@ class NanoDetPersonDetector(PersonDetector):
         self._input = session.get_inputs()[0].name
         self._session = session
 
-    def _input_size(self, height: int, width: int) -> tuple[float, int, int]:
-        """(scale, padded height, padded width)."""
-        scale = self.size / max(height, width)
-        pad = lambda n: max(32, -(-round(n * scale) // 32) * 32)  # noqa: E731
-        return scale, pad(height), pad(width)
-
     def _prepare(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
         """[N, H, W, 3] uint8 -> ([N, 3, Hp, Wp] float32 in [0, 1], zero padded at the bottom/right, scale)."""
-        n, h, w, _ = frames.shape
-        scale, hp, wp = self._input_size(h, w)
-        th, tw = min(hp, round(h * scale)), min(wp, round(w * scale))
-        # uint8 channels-last is torch's fast antialiased resize path
-        if not frames.flags.writeable:  # decoded or memory-mapped frames; torch wants writable memory
-            frames = frames.copy()
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True)
-        out = torch.zeros(n, 3, hp, wp)
-        out[:, :, :th, :tw] = x.float() / 255.0
+        x, scale, hp, wp = resize_long_side(frames, self.size)
+        out = torch.zeros(len(frames), 3, hp, wp)
+        out[:, :, : x.shape[2], : x.shape[3]] = x.float() / 255.0
         return out.numpy(), scale
 
     def _decode(self, outs: list[np.ndarray], hp: int, wp: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,18 +125,10 @@ class NanoDetPersonDetector(PersonDetector):
             self._load()
         images, scale = self._prepare(frames)
         hp, wp = images.shape[2:]
+        opts = dict(nms_iou=self.nms_iou, score_threshold=self.score_threshold)
+        opts.update(frame_threshold=self.frame_threshold, rescale=self.rescale)
         result = []
         for image in images:  # batch 1: the converted graph folds the batch into its anchor axis
             boxes, scores = self._decode(self._session.run(None, {self._input: image[None]}), hp, wp)
-            boxes, scores = torch.from_numpy(boxes), torch.from_numpy(scores)
-            kept = torchvision.ops.nms(boxes, scores, self.nms_iou)
-            b = boxes[kept].numpy() / scale
-            b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
-            b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
-            s = scores[kept].numpy()
-            if len(s) and s.max() <= self.frame_threshold:  # no confident person: nobody here
-                b, s = b[:0], s[:0]
-            s = rescale_scores(s, self.score_threshold) if self.rescale else s
-            found = np.concatenate([b, s[:, None]], 1).astype(np.float32)
-            result.append(found[(found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])])
+            result.append(finish_boxes(boxes, scores, scale, w, h, **opts))
         return result

@@ -138,7 +138,12 @@ def run_probes(
 
 
 def _default_protocol(
-    model_frames: int, image_size: int, detector: str | None, precision: str, backend: str = "torch"
+    model_frames: int,
+    image_size: int,
+    detector: str | None,
+    precision: str,
+    backend: str = "torch",
+    track: bool = True,
 ) -> Protocol:
     return Protocol(
         num_frames=model_frames,
@@ -146,6 +151,7 @@ def _default_protocol(
         video_resize=PreprocessConfig.for_crop(image_size).resize,
         image_resize=image_size,
         detector=detector,
+        track=track,
         precision=precision,
         backend=backend,
     )
@@ -197,6 +203,7 @@ def evaluate(
     solver: str = "torch",
     compare_sklearn: bool = False,
     detector: str | None = "default",
+    track: bool = True,
     device: str | None = None,
     precision: str | None = None,
     batch_size: int = 16,
@@ -212,7 +219,8 @@ def evaluate(
     ``compare_sklearn`` also fits the reference and reports both. ``detector``: the person detector
     for the benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE), ``"default"`` as the release
     (which used person masks there), ``"json:PATH"``, ... or ``None`` / ``"none"`` for no subject
-    mask. ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
+    mask; ``track=False`` detects each frame alone, as the release (default: people are followed through
+    a sample's frames, :mod:`emotionclip.detect.track`). ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
     of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). ``backend``: what
     runs the model (:mod:`emotionclip.backends`; default torch). Returns the dict that is written as JSON.
 
@@ -241,6 +249,7 @@ def evaluate(
             splits,
             cache,
             detector=detector,
+            track=track,
             device=dev,
             precision=precision,
             num_frames=num_frames,
@@ -365,6 +374,7 @@ def _features(
     device,
     precision,
     num_frames,
+    track=True,
     backend=None,
     part: Part | None = None,
     **kw,
@@ -388,7 +398,9 @@ def _features(
         return model_holder["m"]
 
     video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
-    protocol = _default_protocol(num_frames or video_len, size, det_name, precision, backend or "torch")
+    protocol = _default_protocol(
+        num_frames or video_len, size, det_name, precision, backend or "torch", track=track
+    )
     det = None
     if det_name:
         from ..detect import resolve_detector
@@ -429,6 +441,7 @@ def make_probe_evaluator(
     max_samples: int | None = None,
     solver: str = "torch",
     detector: str | None = "default",
+    track: bool = True,
     device: str | None = None,
     precision: str | None = None,
     batch_size: int = 16,
@@ -438,7 +451,7 @@ def make_probe_evaluator(
 
     Splits are loaded once (the first ``max_samples`` of each, if given); each call extracts
     features from the model as it is now (no cache, the weights change) and fits the probes.
-    ``detector`` and ``precision`` as in :func:`evaluate`; the model is never moved or left in
+    ``detector``, ``track`` and ``precision`` as in :func:`evaluate`; the model is never moved or left in
     eval mode (another ``device`` encodes with a copy).
     """
     splits = _splits(dataset, root)
@@ -457,7 +470,11 @@ def make_probe_evaluator(
     def hook(model: torch.nn.Module, step: int) -> dict[str, float]:
         dev = device or next(model.parameters()).device
         protocol = _default_protocol(
-            model.video_len, model.image_size, name if det else None, precision or default_precision(dev)
+            model.video_len,
+            model.image_size,
+            name if det else None,
+            precision or default_precision(dev),
+            track=track,
         )
         feats = {
             n: extract_features(

@@ -47,6 +47,13 @@ def register(subparsers) -> None:
         help="person detector for benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE): "
         "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'",
     )
+    p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_false",
+        help="detect each frame alone, as the release does (default: people are followed through a "
+        "sample's frames, a person missed in one frame between two detections keeps a box)",
+    )
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument(
         "--precision",
@@ -119,6 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             solver=args.solver,
             compare_sklearn=args.compare_sklearn,
             detector=args.detector,
+            track=args.track,
             device=args.device,
             precision=args.precision,
             batch_size=args.batch_size,

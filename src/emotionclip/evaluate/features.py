@@ -32,6 +32,7 @@ from .._inference import inference_model
 from .._io import atomic_path, atomic_write
 from .._prefetch import prefetch
 from ..constants import BOX_SCORE_THRESHOLD
+from ..detect import as_boxes, track_boxes
 from ..parts import Part
 from ..precision import autocast, check_precision
 from ..pretrained import resolve_checkpoint
@@ -51,6 +52,9 @@ class Protocol:
     video_resize: int = 256
     image_resize: int = 224
     detector: str | None = None
+    # detector boxes followed through a sample's frames (emotionclip.detect.track); False: each frame
+    # alone, as the release
+    track: bool = True
     score_threshold: float = BOX_SCORE_THRESHOLD
     precision: str = "fp32"  # emotionclip.precision name; bf16 and fp32 features differ, so it keys the cache
     backend: str = "torch"  # emotionclip.backends: an ONNX Runtime / OpenVINO run keys its own entries
@@ -59,6 +63,8 @@ class Protocol:
         fields = asdict(self)
         if fields["backend"] == "torch":  # keys of torch runs stay those of earlier versions
             del fields["backend"]
+        if not fields["detector"]:  # no boxes to follow: the keys of earlier versions
+            del fields["track"]
         text = json.dumps({**fields, "version": CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -115,9 +121,7 @@ class BoxCache:
         for file in (*also_read, path):
             if file is not None and file.is_file():
                 raw = json.loads(file.read_text())
-                self.boxes.update(
-                    {k: [np.asarray(b, np.float32).reshape(-1, 5) for b in v] for k, v in raw.items()}
-                )
+                self.boxes.update({k: [as_boxes(b, str(file)) for b in v] for k, v in raw.items()})
 
     def save(self) -> None:
         if self.path is not None and self.boxes:
@@ -225,11 +229,13 @@ def _load(sample: Sample, num_frames: int, transforms: _Transforms, box_cache: B
         return sample, e
 
 
-def _detect(sample: Sample, decoded: _Decoded, detector, box_cache: BoxCache) -> None:
+def _detect(sample: Sample, decoded: _Decoded, detector, box_cache: BoxCache, track: bool) -> None:
     if detector is None:
         decoded.boxes = [np.zeros((0, 5), np.float32)] * len(decoded.frames)
         return
     found = detector.detect(decoded.frames, video=sample.path, times=decoded.plan.times)
+    if track:
+        found = track_boxes(found)
     decoded.boxes = box_cache.boxes[sample.key] = [np.asarray(b, np.float32) for b in found]
 
 
@@ -344,7 +350,7 @@ def extract_features(
                     if isinstance(loaded, Exception):
                         raise loaded
                     if isinstance(loaded, _Decoded):
-                        _detect(sample, loaded, detector, box_cache)
+                        _detect(sample, loaded, detector, box_cache, protocol.track)
                         loaded = transforms(loaded)
                     batches = encoder.add(sample, *loaded)
                 except Exception as e:  # one broken sample must not stop a benchmark run
@@ -371,7 +377,9 @@ def _box_file(
 ) -> Path | None:
     if not protocol.detector:
         return None
-    safe = hashlib.sha256(protocol.detector.encode()).hexdigest()[:10]
+    safe = hashlib.sha256((protocol.detector + ("" if protocol.track else ":frames")).encode()).hexdigest()[
+        :10
+    ]
     name = f"boxes-{split.split}-{safe}-{protocol.num_frames}f-v{CACHE_VERSION}"
     return Path(cache_dir) / split.dataset / (f"{name}.json" if part is None else f"{name}.{part.name}.json")
 

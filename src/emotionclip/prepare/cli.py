@@ -39,6 +39,13 @@ def register(subparsers) -> None:
         help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory | none",
     )
     p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_false",
+        help="detect each frame alone, as the release does (default: people are followed through each "
+        "clip's frames, a person missed in one frame between two detections keeps a box)",
+    )
+    p.add_argument(
         "--scorer",
         default="default",
         help="sentiment scorer: default | HF hub name | local HF model dir | .npz | py:module:factory",
@@ -126,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = PrepareConfig(
         detector=args.detector,
+        track=args.track,
         scorer=args.scorer,
         segmenter=args.segmenter,
         punctuation=args.punctuation,

@@ -38,7 +38,8 @@ from tqdm import tqdm
 from emotionclip._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir, remove_temporaries
 from emotionclip.video_io import VideoError, iter_frames, probe_video
 
-from ..detect import PersonDetector
+from ..detect import PersonDetector, track_boxes
+from ..detect.base import as_boxes
 from ..sentiment import SentimentScorer, neutral_probability
 from ..shards.writer import (
     AtomicTar,
@@ -75,6 +76,9 @@ class PrepareConfig:
     detector: str | PersonDetector | None = (
         "default"  # emotionclip.detect.resolve_detector: a name, "none", or a detector
     )
+    # follow people through the clip's frames (emotionclip.detect.track): track ids, one-frame gaps
+    # filled; False detects each frame alone, as the release does
+    track: bool = True
     scorer: str | SentimentScorer = "default"  # a name for emotionclip.sentiment.get_sentiment_scorer
     segmenter: str | Segmenter = "default"  # a name for subtitles.get_segmenter, or a segmenter
     punctuation: str | None = None  # token-classification model restoring punctuation first
@@ -91,6 +95,7 @@ class PrepareConfig:
     def settings(self, detector, scorer, segmenter) -> dict:
         return {
             "detector": "none" if detector is None else getattr(detector, "name", type(detector).__name__),
+            "track": self.track and detector is not None,
             "scorer": getattr(scorer, "name", type(scorer).__name__),
             "segmenter": getattr(segmenter, "name", None)
             or (self.segmenter if isinstance(self.segmenter, str) else type(segmenter).__name__),
@@ -269,6 +274,8 @@ def _clip_members(
         boxes = [np.zeros((0, 5), np.float32)] * len(frames)
     else:
         boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
+        if ctx.config.track:
+            boxes = track_boxes(boxes)
     with_person = [bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes]
     has_person = float(np.mean(with_person))
     if has_person < rules.min_person_fraction:
@@ -291,7 +298,7 @@ def _clip_members(
         "has_person": round(has_person, 4),
     }
     jpegs = [_encode_jpeg(f, ctx.config.jpeg_quality) for f in frames]
-    box_lists = [np.round(np.asarray(b, np.float32).reshape(-1, 5), 2).tolist() for b in boxes]
+    box_lists = [np.round(as_boxes(b), 2).tolist() for b in boxes]
     members = sample_members(f"{item.video_id}__c{cand.index:04d}", jpegs, box_lists, cand.text, meta)
     return members, meta["end"] - meta["start"]
 

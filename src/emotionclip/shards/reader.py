@@ -35,6 +35,7 @@ import webdataset as wds
 from PIL import Image
 
 from emotionclip.constants import BOX_SCORE_THRESHOLD
+from emotionclip.detect.base import as_boxes
 from emotionclip.tokenizer import tokenize
 from emotionclip.transform import FrameTransform, PreprocessConfig, boxes_to_mask
 
@@ -152,12 +153,7 @@ class ClipDecoder:
             )
             boxes = json.loads(sample["boxes.json"])
             h, w = frames.shape[1:3]
-            masks = np.stack(
-                [
-                    boxes_to_mask(np.asarray(boxes[i], np.float32).reshape(-1, 5), h, w, self.person_score)
-                    for i in idx
-                ]
-            )
+            masks = np.stack([boxes_to_mask(as_boxes(boxes[i]), h, w, self.person_score) for i in idx])
             text = sample["txt"].decode("utf-8")
         except (OSError, ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
             raise BadSample(f"{where}: {type(e).__name__}: {e}") from None
