@@ -25,6 +25,7 @@ from emotionclip.precision import PRECISIONS
 _OLD_PRECISIONS = {"amp_fp16": "fp16", "amp_bf16": "bf16"}  # names before the one precision policy
 CROPS = ("frame", "clip")
 DATA_ORDERS = ("uniform", "stream")
+NONFINITE = ("stop", "skip")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -115,6 +116,11 @@ class TrainConfig:
     lock_text: bool = _opt(False, "freeze the CLIP text tower")
     compile: bool = _opt(False, "torch.compile the model (GPU)")
     fused_adamw: bool = _opt(True, "fused AdamW kernel (CUDA and CPU)")
+    nonfinite: str = _opt(
+        "stop",
+        "a NaN/inf loss: 'stop' the run naming the last good checkpoint, or 'skip' the step (no update, "
+        "counted and logged) and go on, as the release's GradScaler does",
+    )
     tf32: bool = _opt(True, "TF32 tensor cores for fp32 matmuls and convolutions on CUDA (Ampere and newer)")
 
     # ---- run -------------------------------------------------------------------------------
@@ -157,6 +163,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.data_order not in DATA_ORDERS:
             raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {self.data_order!r}")
         for name in ("workers", "warmup_steps", "save_every", "eval_every", "head_layers"):

@@ -73,6 +73,7 @@ class TrainResult:
     # one dict per optimiser step of this process since it started (or resumed): step (1-based),
     # epoch, loss, lr (per parameter group, the rates used in that step), logit_scale (after the clamp)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped_steps: int = 0  # steps whose loss was NaN/inf and that updated nothing (--nonfinite skip)
 
 
 def train(
@@ -160,6 +161,7 @@ class _Run:
         self.schedule = WarmupCosineSchedule(self.optimizer, config, _steps_per_epoch(self.source, config))
         scaler = torch.amp.GradScaler(env.device.type) if config.precision == "fp16" else None
         self.step = self.epoch = self.step_in_epoch = 0
+        self.skipped_steps = 0
         self.scaler = scaler
         self.stopped_by: str | None = None
         if ckpt is not None:
@@ -227,6 +229,7 @@ class _Run:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.step, self.epoch, self.step_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         rngs = ckpt.get("rng") or []
         if len(rngs) == self.env.world_size:
             set_rng_state(rngs[self.env.rank], self.env.device)
@@ -277,6 +280,7 @@ class _Run:
             self.last_checkpoint,
             self.stopped_by,
             log.records,
+            self.skipped_steps,
         )
 
     def _run_epoch(self, log: RunLog, bar: tqdm) -> bool:
@@ -343,11 +347,22 @@ class _Run:
         flags = exchange_step_flags(self.env, size, loss, self.stop.received is not None, extra=scale)
         if flags.nonfinite_ranks:
             ranks = ", ".join(map(str, flags.nonfinite_ranks))
-            raise FloatingPointError(
-                f"training loss is not finite at step {self.step} (rank {ranks}); the last good checkpoint "
-                f"is {self.last_checkpoint}; try a lower learning rate or another precision than "
-                f"{self.config.precision}"
-            )
+            if self.config.nonfinite == "skip":  # the update was skipped in the step (or by the GradScaler)
+                self.skipped_steps += 1
+                logger.warning(
+                    "training loss is not finite at step %d (rank %s): step skipped (%d so far)",
+                    self.step,
+                    ranks,
+                    self.skipped_steps,
+                )
+                self.log.scalars(self.step, {"train/skipped_steps": self.skipped_steps})
+            else:
+                raise FloatingPointError(
+                    f"training loss is not finite at step {self.step} (rank {ranks}); the last good "
+                    f"checkpoint is {self.last_checkpoint}; try a lower learning rate or another precision "
+                    f"than {self.config.precision}, or --nonfinite skip to skip such steps as the "
+                    "release's GradScaler does"
+                )
         low, high = flags.batch_sizes
         if flags.all_have_batch and low != high:
             raise ValueError(
@@ -419,6 +434,7 @@ class _Run:
             "step": self.step,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
+            "skipped_steps": self.skipped_steps,
             "rng": rngs,
             "world_size": self.env.world_size,
             "config": self.config.to_dict(),
