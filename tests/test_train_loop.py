@@ -201,3 +201,9 @@ def test_nonfinite_skip_skips_the_overflowing_step_and_finishes(tmp_path):
 
     with pytest.raises(FloatingPointError, match=r"not finite at step 2.*--nonfinite skip"):
         train(tiny_config(tmp_path / "stop"), batches=lambda e: [copy.deepcopy(b) for b in order])
+
+
+def test_eval_bold_without_an_evaluator_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="make_probe_evaluator"):
+        train(tiny_config(tmp_path, eval_bold=str(tmp_path)), batches=lambda e: [make_batch(0)])
+    assert not (tmp_path / "run" / "checkpoints").exists()

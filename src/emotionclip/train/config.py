@@ -132,7 +132,13 @@ class TrainConfig:
     log_every: int = _opt(10, "TensorBoard / progress-bar interval in steps")
     save_every: int = _opt(1000, "checkpoint every N steps (and at each epoch end); 0 = epoch ends only")
     keep_step_checkpoints: int = _opt(2, "step checkpoints kept (epoch checkpoints are all kept)")
-    eval_every: int = _opt(1000, "steps between evaluator calls (Python API evaluator)")
+    eval_every: int = _opt(1000, "steps between evaluator calls (0 = none between epoch ends)")
+    eval_epoch_end: bool = _opt(False, "also call the evaluator at each epoch end (always with --eval-bold)")
+    eval_bold: str | None = _opt(
+        None,
+        "BoLD root (official layout): fit the linear probe on BoLD train and log val mAP/AUC (and VAD R2) "
+        "at each epoch end, as the release's trainer does (add --eval-every 0 for epoch ends only)",
+    )
     resume: str | None = _opt(
         None,
         "'latest' (newest checkpoint in --output), 'auto' (newest readable one if any, else start: "

@@ -83,8 +83,10 @@ def train(
 
     ``batches``: ``epoch -> iterable of batch dicts`` for this process, instead of the shards in
     ``config.data`` (it must give the same batches for the same epoch). ``evaluator(model, step)``
-    runs on rank 0 every ``config.eval_every`` steps while the other ranks wait in a collective, so
-    it must finish within ``config.dist_timeout_min``; its metrics go to TensorBoard as ``eval/*``.
+    runs on rank 0 every ``config.eval_every`` steps (and at each epoch end with ``eval_epoch_end``
+    or ``eval_bold``) while the other ranks wait in a collective, so it must finish within
+    ``config.dist_timeout_min``; its metrics go to TensorBoard as ``eval/*``. ``eval_bold`` needs
+    an ``evaluator``: the ``emotionclip`` command builds the BoLD probe for it.
     SIGTERM / SIGUSR1 end the run after the current step with a checkpoint (``stopped_by``).
     """
     env = init_distributed(config.device, config.dist_timeout_min, config.tf32)
@@ -132,6 +134,11 @@ class _Run:
         self.config, self.env, self.evaluator, self.stop = config, env, evaluator, stop
         if not config.output:
             raise ValueError("no run folder: set --output (config key 'output')")
+        if config.eval_bold and evaluator is None:
+            raise ValueError(
+                "eval_bold needs an evaluator: run `emotionclip train --eval-bold ROOT`, or pass "
+                "evaluator=emotionclip.evaluate.make_probe_evaluator('bold', ROOT) to train()"
+            )
         if config.precision == "fp16" and env.device.type != "cuda":
             raise ValueError(
                 f"precision fp16 needs a CUDA device, this run is on {env.device}; use --precision bf16 or fp32"
@@ -162,6 +169,7 @@ class _Run:
         scaler = torch.amp.GradScaler(env.device.type) if config.precision == "fp16" else None
         self.step = self.epoch = self.step_in_epoch = 0
         self.skipped_steps = 0
+        self._evaluated_step = -1
         self.scaler = scaler
         self.stopped_by: str | None = None
         if ckpt is not None:
@@ -328,6 +336,9 @@ class _Run:
             )
         self._log(log, bar, time.perf_counter() - window_start)
         logger.info("epoch %d done at step %d", self.epoch, self.step)
+        at_end = cfg.eval_epoch_end or cfg.eval_bold  # the release evaluates on each epoch's last batch
+        if self.evaluator is not None and at_end and self._evaluated_step != self.step:
+            self._evaluate(log)
         finished = self.epoch
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self._save(epoch_end=finished)
@@ -407,6 +418,7 @@ class _Run:
             finally:
                 self.model.train()
         raise_together(self.env, error, f"in the evaluator at step {self.step}")
+        self._evaluated_step = self.step
 
     def _save(self, epoch_end: int | None) -> None:
         """Rank 0 writes the checkpoint; if that fails (disk full) every rank stops with it."""
