@@ -50,6 +50,11 @@ class TrainConfig:
         0.0, "skip clips with a person in fewer than this fraction of frames (0 keeps all, the release)"
     )
     crop: str = _opt("frame", "random crop per 'frame' (the release) or one per 'clip'")
+    text_truncation: str = _opt(
+        "eot",
+        "texts over 77 tokens: 'eot' cuts them ending with the end token (CLIP's rule); 'release' keeps "
+        "the first 77 tokens with no end token, as the release's tokenizer",
+    )
     data_order: str = _opt(
         "uniform", "'uniform': shuffle over every clip (the release); 'stream': shard order + buffer"
     )
@@ -169,6 +174,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.text_truncation not in ("eot", "release"):
+            raise ValueError(f"text_truncation must be eot or release, got {self.text_truncation!r}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.data_order not in DATA_ORDERS:
