@@ -90,10 +90,12 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--frame-grid",
-        choices=("video", "clip"),
+        choices=("video", "release", "clip"),
         default="video",
-        help="which frames a clip stores: video = the video's fps grid from ceil(start*fps) to "
-        "floor(end*fps), both included (the release); clip = start + k/fps before end",
+        help="which frames a clip stores: video = frames n/fps for n from ceil(start*fps) to "
+        "floor(end*fps), both included (the release's frame numbers); release = the same numbers "
+        "showing (n-1)/fps, as the release's ffmpeg dump numbered from 1 (1/fps earlier; a clip "
+        "starting before 1/fps is dropped); clip = start + k/fps before end",
     )
     p.add_argument("--shard-clips", type=int, default=500, help="clips per shard")
     p.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
