@@ -152,3 +152,18 @@ def test_bad_files_and_specs_say_what_is_wrong(tmp_path):
         get_detector(f"release-boxes:{split},pad")
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         get_detector(f"release-boxes:{tmp_path / 'nowhere.json'}")
+
+
+def test_a_folder_of_split_files_takes_each_clip_from_its_own_split(tmp_path):
+    # MELD: dia0_utt0 is in every split; the video's folder says which split it belongs to
+    box = [[10.0, 20.0, 200.0, 300.0, 0.9]]
+    for split, boxes in (("train", box), ("dev", []), ("test", box + box)):
+        (tmp_path / f"{split}_human_boxes.json").write_text(json.dumps({"dia0_utt0": {"frame_0.jpg": boxes}}))
+    det = get_detector(f"release-boxes:{tmp_path},fps=24")
+    counts = {
+        folder: len(det.detect(_frames(360, 640), video=f"/MELD.Raw/{folder}/dia0_utt0.mp4", times=[0.02])[0])
+        for folder in ("train_splits", "dev_splits_complete", "output_repeated_splits_test")
+    }
+    assert counts == {"train_splits": 1, "dev_splits_complete": 0, "output_repeated_splits_test": 2}
+    with pytest.raises(ReleaseBoxesError, match="several split files"):
+        det.detect(_frames(360, 640), video="/elsewhere/dia0_utt0.mp4", times=[0.02])

@@ -5,8 +5,12 @@ The EmotionCLIP release ships person boxes computed by ``preprocessing/yolo_addi
 * a split file, ``{split}_human_boxes.json`` (MELD) or ``all_human_boxes.json`` (MovieGraphs):
   ``{"<clip or movie id>": {"frame_<k>.jpg": [[x1, y1, x2, y2, score], ...], ...}, ...}``;
 * per-video files, ``<video>/human_boxes.json`` (LIRIS-ACCEDE's ``bboxes/<movie>.mp4/``, the
-  training videos): ``[{"00000001.jpg": [[...], ...]}, {"00000002.jpg": []}, ...]``; PATH may be
-  one such file or the folder holding the per-video folders.
+  training videos): ``[{"00000001.jpg": [[...], ...]}, {"00000002.jpg": []}, ...]``.
+
+PATH is one such file, or a folder holding split files and/or per-video folders. MELD's splits reuse
+clip ids (``dia0_utt0`` is in all three): an id found in several split files is taken from the one
+whose split name appears in the video's folders (``train`` in ``train_splits/``, ``dev`` in
+``dev_splits_complete/``, ``test`` in ``output_repeated_splits_test/``).
 
 Boxes are in pixels of YOLOv7's 640 letterbox (the frame scaled to fit 640, padded to a multiple of
 32 on the short side). The release maps them onto a frame of size ``(W, H)`` with its
@@ -43,6 +47,7 @@ from .base import PersonDetector, _check_frames, _empty_boxes
 YOLO_SIZE = 640  # detect_human.py's --img-size
 YOLO_STRIDE = 32  # YOLOv7's largest stride: the letterbox pads the short side to a multiple of it
 PER_VIDEO_FILE = "human_boxes.json"
+SPLIT_SUFFIX = "_human_boxes.json"  # {split}_human_boxes.json, all_human_boxes.json
 
 _FRAME_NAME = re.compile(r"^frame_(\d+)(\.\w+)$")
 _DUMP_NAME = re.compile(r"^(\d+)(\.\w+)$")
@@ -90,26 +95,36 @@ class ReleaseBoxDetector(PersonDetector):
         self.name = (
             f"release-boxes:{self.path}" + (f",fps={fps:g}" if fps else "") + (",unpad" if unpad else "")
         )
-        self._videos: dict[str, dict[str, list] | Path] = {}  # key -> frames (read) or a file to read
+        # key -> [(split, frames or the per-video file to read)]: MELD's splits reuse clip ids
+        self._videos: dict[str, list[tuple[str, dict[str, list] | Path]]] = {}
         self._rates: dict[str, float] = {}
         if self.path.is_dir():
+            for file in sorted(self.path.glob(f"*{SPLIT_SUFFIX}")):
+                self._add_split_file(file)
             for file in sorted(self.path.glob(f"*/{PER_VIDEO_FILE}")):
-                self._videos[file.parent.name] = file
+                self._videos.setdefault(file.parent.name, []).append(("", file))
             if not self._videos:
-                raise ReleaseBoxesError(self.path, f"no <video>/{PER_VIDEO_FILE} in this folder")
+                raise ReleaseBoxesError(
+                    self.path, f"no *{SPLIT_SUFFIX} or <video>/{PER_VIDEO_FILE} in this folder"
+                )
         elif self.path.is_file():
             data = self._read(self.path)
             if isinstance(data, list):  # one video's file: the folder names the video
-                self._videos[self.path.parent.name] = self._per_video(self.path, data)
-            elif isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
-                self._videos.update(data)
+                self._videos[self.path.parent.name] = [("", self._per_video(self.path, data))]
             else:
-                raise ReleaseBoxesError(
-                    self.path,
-                    "expected the release's {video: {frame name: boxes}} or [{frame name: boxes}, ...]",
-                )
+                self._add_split_file(self.path, data)
         else:
             raise FileNotFoundError(f"{self.path}: release box file or folder not found")
+
+    def _add_split_file(self, path: Path, data=None) -> None:
+        data = self._read(path) if data is None else data
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ReleaseBoxesError(
+                path, "expected the release's {video: {frame name: boxes}} or [{frame name: boxes}, ...]"
+            )
+        split = path.name[: -len(SPLIT_SUFFIX)] if path.name.endswith(SPLIT_SUFFIX) else ""
+        for key, frames in data.items():
+            self._videos.setdefault(key, []).append((split, frames))
 
     @staticmethod
     def _read(path: Path):
@@ -134,9 +149,21 @@ class ReleaseBoxDetector(PersonDetector):
             if p.stem not in stems:
                 raise ReleaseBoxesError(self.path, f"no boxes for video {video!r}")
             key = stems[p.stem]
-        entry = self._videos[key]
+        entries = self._videos[key]
+        if len(entries) > 1:  # the same id in several split files: the split named in the video's folders
+            folders = [part.lower() for part in p.parent.parts]
+            entries = [e for e in entries if e[0] and any(e[0].lower() in f for f in folders)]
+            if len(entries) != 1:
+                splits = ", ".join(e[0] for e in self._videos[key])
+                raise ReleaseBoxesError(
+                    self.path,
+                    f"video {video!r}: {key!r} is in several split files ({splits}) and the video's folders "
+                    "name not exactly one of them; pass that split's file",
+                )
+        split, entry = entries[0]
         if isinstance(entry, Path):
-            entry = self._videos[key] = self._per_video(entry, self._read(entry))
+            entry = self._per_video(entry, self._read(entry))
+            self._videos[key] = [(split, entry)]
         return key, entry
 
     def _namer(self, key: str, frames: dict[str, list], video: str):
