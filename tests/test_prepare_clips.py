@@ -26,3 +26,20 @@ def test_release_grid_shows_frame_n_at_n_minus_one_over_fps():
     assert 24 / 8 < stop <= 25 / 8
     assert ClipFilter(frame_grid="release").frame_range(0.0, 3.0) == (0.0, 0.0, 0)  # no file 0: dropped
     assert ClipFilter(frame_grid="release").frame_range(0.05, 3.0)[::2] == (0.0, 24)  # file 1 shows t = 0
+
+
+def test_a_sentence_past_the_video_end_is_cut_or_dropped_as_the_release():
+    from collections import Counter
+
+    from emotionclip.prepare.clips import select_candidates
+    from emotionclip.prepare.subtitles import Sentence
+
+    sentences = [Sentence(1.0, 4.0, "inside the video"), Sentence(6.0, 11.0, "running past the end")]
+    stats = Counter()
+    cut = select_candidates(sentences, 9.5, ClipFilter(), stats)
+    assert [(c.start, c.end) for c in cut] == [(1.0, 4.0), (6.0, 9.5)]
+    stats = Counter()
+    dropped = select_candidates(sentences, 9.5, ClipFilter(past_end="drop"), stats)
+    assert [(c.start, c.end) for c in dropped] == [(1.0, 4.0)] and stats["past_video_end"] == 1
+    with pytest.raises(ValueError, match="past_end"):
+        ClipFilter(past_end="keep")

@@ -97,6 +97,13 @@ def register(subparsers) -> None:
         "showing (n-1)/fps, as the release's ffmpeg dump numbered from 1 (1/fps earlier; a clip "
         "starting before 1/fps is dropped); clip = start + k/fps before end",
     )
+    p.add_argument(
+        "--past-end",
+        choices=("cut", "drop"),
+        default="cut",
+        help="a sentence running past the video's end: cut at the end, or drop it (the release: its "
+        "frames are not all in the dump)",
+    )
     p.add_argument("--shard-clips", type=int, default=500, help="clips per shard")
     p.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
     p.set_defaults(func=run)
@@ -141,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             max_neutral=args.max_neutral,
             min_person_fraction=args.min_person_fraction,
             frame_grid=args.frame_grid,
+            past_end=args.past_end,
         ),
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,
