@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--detector",
         default="default",
-        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory | none",
+        help="person detector: default | torchvision[:ARCH] | json:PATH | release-boxes:PATH,fps=8 (the "
+        "release's own per-video human_boxes.json files) | py:module:factory | none",
     )
     p.add_argument(
         "--scorer",
