@@ -9,8 +9,8 @@ The EmotionCLIP release ships person boxes computed by ``preprocessing/yolo_addi
 
 PATH is one such file, or a folder holding split files and/or per-video folders. MELD's splits reuse
 clip ids (``dia0_utt0`` is in all three): an id found in several split files is taken from the one
-whose split name appears in the video's folders (``train`` in ``train_splits/``, ``dev`` in
-``dev_splits_complete/``, ``test`` in ``output_repeated_splits_test/``).
+whose split name is a word of the video's nearest folder naming one (``train`` in ``train_splits/``,
+``dev`` in ``dev_splits_complete/``, ``test`` in ``output_repeated_splits_test/``).
 
 Boxes are in pixels of YOLOv7's 640 letterbox (the frame scaled to fit 640, padded to a multiple of
 32 on the short side). The release maps them onto a frame of size ``(W, H)`` with its
@@ -150,15 +150,19 @@ class ReleaseBoxDetector(PersonDetector):
                 raise ReleaseBoxesError(self.path, f"no boxes for video {video!r}")
             key = stems[p.stem]
         entries = self._videos[key]
-        if len(entries) > 1:  # the same id in several split files: the split named in the video's folders
-            folders = [part.lower() for part in p.parent.parts]
-            entries = [e for e in entries if e[0] and any(e[0].lower() in f for f in folders)]
+        if len(entries) > 1:  # the same id in several split files: the split its nearest folder names
+            for folder in reversed(p.parent.parts):
+                words = set(re.split(r"[^a-z0-9]+", folder.lower()))
+                named = [e for e in entries if e[0] and e[0].lower() in words]
+                if len(named) == 1:
+                    entries = named
+                    break
             if len(entries) != 1:
                 splits = ", ".join(e[0] for e in self._videos[key])
                 raise ReleaseBoxesError(
                     self.path,
-                    f"video {video!r}: {key!r} is in several split files ({splits}) and the video's folders "
-                    "name not exactly one of them; pass that split's file",
+                    f"video {video!r}: {key!r} is in several split files ({splits}) and no folder of the video "
+                    "names exactly one of them; pass that split's file",
                 )
         split, entry = entries[0]
         if isinstance(entry, Path):
