@@ -126,6 +126,36 @@ def test_meld_with_precomputed_boxes_caches_detector_output(checkpoint, tmp_path
     assert len(cached) == 9 and np.allclose(cached["dia1_utt0"][0], [[8, 4, 40, 44, 0.9, 1]])  # track id 1
 
 
+def test_meld_with_the_releases_own_box_files(checkpoint, tmp_path):
+    # the release's {split}_human_boxes.json: YOLO 640-letterbox pixels (64x48 frames: scale 10, no
+    # pad), the same clip ids in every split, one frame_<k>.jpg entry per frame of the 8 fps clips
+    root, _ = write_meld(tmp_path)
+    letterboxed = {
+        "train": [80, 40, 400, 440, 0.9],
+        "dev": [100, 50, 300, 400, 0.8],
+        "test": [0, 0, 640, 480, 0.7],
+    }
+    for split, n in (("train", 9), ("dev", 3), ("test", 3)):
+        frames = {f"frame_{k}.jpg": [letterboxed[split]] for k in range(8)}
+        (root / f"{split}_human_boxes.json").write_text(
+            json.dumps({f"dia1_utt{i}": frames for i in range(n)})
+        )
+    out = tmp_path / "out"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "meld", "--root", str(root)]
+    assert main([*args, "--out", str(out), "--workers", "1", "--detector", f"release-boxes:{root}"]) == 0
+    result = json.loads((out / "meld_metrics.json").read_text())
+    assert result["protocol"]["detector"] == f"release-boxes:{root}" and not result["failed"]
+    for split, want in (
+        ("train", [8, 4, 40, 44, 0.9]),
+        ("dev", [10, 5, 30, 40, 0.8]),
+        ("test", [0, 0, 64, 48, 0.7]),
+    ):
+        cached = json.loads(next((out / "feature_cache" / "meld").glob(f"boxes-{split}-*.json")).read_text())
+        assert all(np.allclose(np.asarray(b)[:, :5], [want]) for b in cached["dia1_utt0"]), (
+            split
+        )  # + track id
+
+
 def test_zero_shot_cli(checkpoint, tmp_path, capsys):
     from PIL import Image
 

@@ -36,6 +36,21 @@ def test_macro_average_skips_classes_without_positives(rng):
     )
 
 
+def test_release_macro_map_counts_an_absent_class_as_sklearn_does(rng):
+    y = (rng.uniform(size=(60, 6)) < 0.4).astype(int)
+    y[:, 2] = 0  # absent from the split: sklearn (the release) counts AP 0
+    y[:, 4] = 1  # in every sample: AP 1
+    s = rng.normal(size=(60, 6)) + y
+    with pytest.warns(UserWarning, match="No positive class"):
+        release = skm.average_precision_score(y, s, average="macro")
+    assert M.macro_map(y, s, "release") == pytest.approx(release, abs=1e-12)
+    keep = [0, 1, 3, 5]
+    assert M.macro_map(y, s) == pytest.approx(skm.average_precision_score(y[:, keep], s[:, keep]), abs=1e-12)
+    assert M.macro_map(y, s, "release") < M.macro_map(y, s)  # the numbers differ on such a split
+    with pytest.raises(ValueError, match="macro mode"):
+        M.macro_map(y, s, "all")
+
+
 def test_classification_and_regression_metrics_match_sklearn(rng):
     t = rng.integers(0, 7, 500)
     p = np.where(rng.uniform(size=500) < 0.5, t, rng.integers(0, 7, 500))

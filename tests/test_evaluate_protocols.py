@@ -239,3 +239,38 @@ def test_meld_layout_of_real_clips_gets_person_masks_by_default(parity_dir, medi
     masked = _load_features(next(cache.glob("dev-*.npz")))
     assert masked.keys == unmasked.keys
     assert np.abs(masked.features - unmasked.features).max() > 1e-3
+
+
+def test_release_macro_counts_a_class_absent_from_the_split_as_ap_zero():
+    import warnings
+
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    n_cls, d = 26, 24
+    w = rng.normal(size=(d, n_cls))
+
+    def make(name, n):
+        x = rng.normal(size=(n, d))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        y = (x @ w + 0.5 * rng.normal(size=(n, n_cls)) > 0.8).astype(np.float32)
+        if name != "train":
+            y[:, 3] = 0  # a category nobody in this split shows
+        keys = [f"{name}{i}" for i in range(n)]
+        samples = [Sample(k, "x.jpg", {"categories": y[i]}, kind="image") for i, k in enumerate(keys)]
+        names = [f"c{k}" for k in range(n_cls)]
+        return Split("emotic", name, samples, [], {"categories": names}), Features(
+            keys, x.astype(np.float32), []
+        )
+
+    built = {s: make(s, n) for s, n in (("train", 200), ("val", 80), ("test", 80))}
+    splits, feats = {s: b[0] for s, b in built.items()}, {s: b[1] for s, b in built.items()}
+    default, _, _ = run_probes("emotic", splits, feats, solver="sklearn")
+    release, _, predictions = run_probes("emotic", splits, feats, solver="sklearn", macro="release")
+    y, p = predictions["categories"]["val"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns about the absent class, and counts it 0
+        expected = 100 * average_precision_score(y, p)
+    assert release["val"]["mAP"] == pytest.approx(expected, abs=1e-6)
+    assert default["val"]["mAP"] > release["val"]["mAP"] + 1  # 25 classes averaged instead of 26
+    assert default["val"]["AUC"] == release["val"]["AUC"]  # the release's AUC fails on such a split

@@ -162,3 +162,20 @@ def test_patch_dropout_keeps_the_subject_token():
     model.encode_image(torch.randn(2, 3, 224, 224), torch.ones(2, 224, 224))
     hook.remove()
     assert seen[0][1] == 1 + 49 // 2 + 1  # class token, half the patches, subject token
+
+
+def test_release_truncation_cuts_long_texts_without_the_end_token(model):
+    long_text = " ".join(["I can't believe you would say that to me after everything"] * 12)
+    short = "I can't believe you did that!"
+    eot = emotionclip.tokenize([long_text, short])
+    release = emotionclip.tokenize([long_text, short], truncation="release")
+    assert eot[0, -1] == 49407 and (release[0] != 49407).all()  # no end token once cut
+    assert torch.equal(release[0, :76], eot[0, :76])  # the same words before the cut
+    assert torch.equal(release[1], eot[1])  # texts that fit are unchanged
+    with torch.no_grad():
+        a, b = model.encode_text(eot), model.encode_text(release)
+    assert torch.allclose(a[1], b[1], atol=1e-6)
+    # the release reads the long text's feature at its highest token id, not at an end token
+    assert (a[0] - b[0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        emotionclip.tokenize(short, truncation="cut")

@@ -136,3 +136,24 @@ def test_sigkill_mid_run_then_resume_latest(corpus, tmp_path):
     steps = [int(line.split(",")[0]) for line in (run / "loss.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, killed_at + 4))  # no gap, no duplicate after the kill
     assert torch.load(ckpts / f"step-{killed_at + 3:09d}.pt", weights_only=True)["step"] == killed_at + 3
+
+
+def test_eval_bold_probes_bold_val_at_each_epoch_end(corpus, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from evaluate_media import write_bold
+
+    bold_root = tmp_path / "bold"
+    write_bold(bold_root, n_train=16, n_val=8)
+    run = tmp_path / "run"
+    # 16 clips, batch 4: 4 steps per epoch; --eval-every 0: epoch ends only, as the release
+    assert main(_args(corpus, run, "--epochs", "2", "--eval-every", "0", "--eval-bold", str(bold_root))) == 0
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    for metric in ("mAP", "AUC"):
+        values = events.Scalars(f"eval/bold/val/{metric}")
+        assert [e.step for e in values] == [4, 8]
+        assert all(0 < e.value <= 100 for e in values)
+
+    # a BoLD root that is not one stops before any training, with the path in the message
+    assert main(_args(corpus, tmp_path / "run2", "--eval-bold", str(tmp_path / "nothing"))) == 2
+    assert not (tmp_path / "run2" / "checkpoints").exists()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import emotionclip
 from _train_util import T, make_batch, micro_backbone, tiny_config, write_shards
 from emotionclip.shards.reader import ClipDecoder, build_index, make_train_loader, uniform_batches
 from emotionclip.train.distributed import DistEnv
@@ -91,6 +92,10 @@ def test_uint8_batches_normalised_on_the_device_equal_the_float_path(shards, tmp
     f32 = as_float(raw)
     assert u8["video"].dtype == torch.uint8 and torch.equal(normalize_frames(u8["video"]), f32["video"])
     assert torch.equal(u8["video_mask"], f32["video_mask"].bool())
+    long_raw = {**raw, "txt": " ".join(["so much to say about this"] * 30).encode()}
+    cut = ClipDecoder(T, 64, 73, text_truncation="release")(long_raw)["tokens"]
+    assert torch.equal(cut, emotionclip.tokenize(long_raw["txt"].decode(), truncation="release")[0])
+    assert not torch.equal(cut, ClipDecoder(T, 64, 73)(long_raw)["tokens"])
 
     cfg = tiny_config(tmp_path, backbone=micro_backbone(tmp_path))  # the full vocabulary: real text
     model = build_model(cfg).eval()

@@ -1,6 +1,7 @@
 """The training loop on a micro EmotionCLIP, CPU, with batches built here (real tensors, contract shapes)."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -174,3 +175,35 @@ def test_wandb_requested_but_missing_is_a_clear_error(tmp_path):
             train(tiny_config(tmp_path, wandb=True), batches=lambda e: [make_batch(0)])
     else:
         pytest.skip("wandb is installed here")
+
+
+def test_nonfinite_skip_skips_the_overflowing_step_and_finishes(tmp_path):
+    good = [make_batch(20 + i) for i in range(3)]
+    bad = make_batch(30)
+    bad["video"][0, 0, 0, 0, 0] = float("inf")  # overflows the forward pass: the loss is NaN
+    order = [good[0], bad, good[1], good[2]]
+    states = {}
+
+    def snapshot(model, step):
+        states[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {}
+
+    cfg = tiny_config(tmp_path / "skip", nonfinite="skip", eval_every=1)
+    result = train(cfg, evaluator=snapshot, batches=lambda e: [copy.deepcopy(b) for b in order])
+    assert result.steps == [1, 2, 3, 4] and result.skipped_steps == 1
+    assert math.isnan(result.losses[1]) and all(math.isfinite(x) for x in result.losses[::2])
+    # step 2 updated nothing (the optimiser state neither), steps 1 and 3 did
+    assert all(torch.equal(states[2][k], v) for k, v in states[1].items())
+    assert not all(torch.equal(states[3][k], v) for k, v in states[2].items())
+    model = emotionclip.load_model(result.checkpoint)  # refuses NaN weights: none got in
+    assert torch.load(result.checkpoint, weights_only=True)["skipped_steps"] == 1
+    assert model.logit_scale.isfinite()
+
+    with pytest.raises(FloatingPointError, match=r"not finite at step 2.*--nonfinite skip"):
+        train(tiny_config(tmp_path / "stop"), batches=lambda e: [copy.deepcopy(b) for b in order])
+
+
+def test_eval_bold_without_an_evaluator_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="make_probe_evaluator"):
+        train(tiny_config(tmp_path, eval_bold=str(tmp_path)), batches=lambda e: [make_batch(0)])
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -40,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # stage not installed in this build
             raise
         module.register(sub)
+    if "train" in sub.choices:
+        sub.choices["train"].set_defaults(make_evaluator=_bold_evaluator)
     return parser
+
+
+def _bold_evaluator(config):
+    """`train --eval-bold ROOT`: the release's per-epoch BoLD probe, built here because the train
+    stage never imports the evaluate stage."""
+    from emotionclip.evaluate import make_probe_evaluator
+
+    return make_probe_evaluator("bold", config.eval_bold, num_workers=min(2, config.workers))
 
 
 def main(argv: list[str] | None = None) -> int:

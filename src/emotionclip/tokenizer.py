@@ -17,16 +17,33 @@ def get_tokenizer(context_length: int = 77) -> SimpleTokenizer:
     return _TOKENIZER
 
 
-def tokenize(texts: str | Sequence[str], context_length: int = 77) -> torch.LongTensor:
+TRUNCATIONS = ("eot", "release")
+
+
+def tokenize(
+    texts: str | Sequence[str], context_length: int = 77, truncation: str = "eot"
+) -> torch.LongTensor:
     """Tokenize one string or a list of strings into ``LongTensor[N, context_length]``.
 
-    Texts longer than the context are truncated with EOT kept as the last token, as CLIP does.
+    Texts longer than the context: ``truncation="eot"`` cuts them and keeps EOT as the last token,
+    as CLIP does; ``"release"`` keeps the first ``context_length`` tokens with no EOT, as the
+    release's (older open_clip) tokenizer did, so the text feature, read at the highest token id,
+    comes from whichever word has it.
     """
     if isinstance(texts, str):
         texts = [texts]
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("tokenize expects a string or a sequence of strings")
-    return get_tokenizer(context_length)(list(texts), context_length=context_length)
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+    tok = get_tokenizer(context_length)
+    if truncation == "eot":
+        return tok(list(texts), context_length=context_length)
+    result = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = ([tok.sot_token_id] + tok.encode(text) + [tok.eot_token_id])[:context_length]
+        result[i, : len(ids)] = torch.tensor(ids)
+    return result
 
 
 def check_tokens(

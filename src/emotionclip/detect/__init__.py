@@ -7,6 +7,8 @@
 * ``"faces"`` / ``"blazeface"``: BlazeFace faces widened to subject boxes (:mod:`.faces`);
 * ``"torchvision"`` / ``"torchvision:ARCH"``: a COCO person detector (:mod:`.torchvision_coco`);
 * ``"json:PATH"``: boxes computed elsewhere (:mod:`.json_boxes`);
+* ``"release-boxes:PATH[,fps=R][,unpad]"``: the release's own YOLOv7 box files, mapped as it maps
+  them (:mod:`.release_boxes`);
 * ``"py:package.module:factory"``: a user's detector (anything with ``.detect(frames, video=, times=)``);
 * ``"none"`` / ``None``: no detection (the subject token sees the whole frame).
 
@@ -52,6 +54,13 @@ def _json(path: str, **kw):
     return JsonBoxDetector(path, **kw)
 
 
+def _release_boxes(arg: str, **kw):
+    from .release_boxes import ReleaseBoxDetector, parse_spec
+
+    path, options = parse_spec(arg)
+    return ReleaseBoxDetector(path, **{**options, **kw})
+
+
 # name -> factory; "NAME:ARG" passes ARG to the factory
 DETECTORS = {
     "default": _movenet,
@@ -61,6 +70,7 @@ DETECTORS = {
     "blazeface": _faces,
     "torchvision": _torchvision,
     "json": _json,
+    "release-boxes": _release_boxes,
 }
 
 _CACHE: dict[str, PersonDetector] = {}

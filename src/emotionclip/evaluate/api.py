@@ -64,12 +64,15 @@ def smooth_per_group(pred: np.ndarray, groups: list[str]) -> np.ndarray:
 PER_MOVIE = "per-movie smoothing"  # the variant row's suffix
 
 
-def score(task: Task, y: np.ndarray, scores: np.ndarray, names: list[str]) -> dict[str, float]:
-    """The task's metrics; classification ones in percent as the paper reports them."""
+def score(
+    task: Task, y: np.ndarray, scores: np.ndarray, names: list[str], macro: str = "defined"
+) -> dict[str, float]:
+    """The task's metrics; classification ones in percent as the paper reports them. ``macro``: how
+    mAP treats a class with one label value in the split (:func:`metrics.macro_map`)."""
     out: dict[str, float] = {}
     for m in task.metrics:
         if m == "mAP":
-            out[m] = 100 * M.macro_map(y, scores)
+            out[m] = 100 * M.macro_map(y, scores, macro)
         elif m == "AUC":
             out[m] = 100 * M.macro_roc_auc(y, scores)
         elif m == "R2":
@@ -104,8 +107,10 @@ def run_probes(
     feats: dict[str, Features],
     solver: str = "torch",
     device: str | None = None,
+    macro: str = "defined",
 ) -> tuple[dict[str, dict[str, float]], dict[str, ProbeHead], dict[str, dict]]:
-    """Fit each task's probe on the training split; metrics per evaluation split.
+    """Fit each task's probe on the training split; metrics per evaluation split (``macro``: see
+    :func:`score`).
 
     Returns ``(metrics[split], heads[task label], predictions[task][split] = (y, scores))``.
     """
@@ -130,9 +135,11 @@ def run_probes(
             p = head.predict(xe)
             if task.smooth:
                 variant = f"{s} ({PER_MOVIE})"
-                results.setdefault(variant, {}).update(score(task, ye, smooth_per_group(p, groups), names))
+                results.setdefault(variant, {}).update(
+                    score(task, ye, smooth_per_group(p, groups), names, macro)
+                )
                 p = smooth(p)
-            results[s].update(score(task, ye, p, names))
+            results[s].update(score(task, ye, p, names, macro))
             predictions[task.label][s] = (ye, p)
     return results, heads, predictions
 
@@ -212,6 +219,7 @@ def evaluate(
     overwrite: bool = False,
     backend: str | None = None,
     part: str | Part | None = None,
+    macro: str = "defined",
 ) -> dict:
     """Run the benchmark's linear-probe protocol and write ``<out_dir>/<dataset>_metrics.{json,md}``.
 
@@ -222,7 +230,9 @@ def evaluate(
     mask; ``track=False`` detects each frame alone, as the release (default: people are followed through
     a sample's frames, :mod:`emotionclip.detect.track`). ``precision``: ``fp32 | bf16 | fp16`` (default: :func:`emotionclip.precision.default_precision`
     of the device: bf16 on recent GPUs, fp16 on older ones, fp32 on the CPU). ``backend``: what
-    runs the model (:mod:`emotionclip.backends`; default torch). Returns the dict that is written as JSON.
+    runs the model (:mod:`emotionclip.backends`; default torch). ``macro``: ``"defined"`` averages
+    mAP over the classes present and absent in the split, ``"release"`` over all of them with AP 0
+    for an absent class (scikit-learn's, the release's numbers). Returns the dict written as JSON.
 
     ``part`` (``"I/N"``, combined with torchrun / srun ranks: :mod:`emotionclip.parts`) extracts
     only this process's slice of every split into its own file in the cache; the process that
@@ -235,6 +245,8 @@ def evaluate(
     dev = rank_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = check_precision(precision or default_precision(dev))
     autocast(dev, precision)  # refuses fp16 on the CPU before any work
+    if macro not in M.MACRO_MODES:
+        raise ValueError(f"macro must be one of {M.MACRO_MODES}, got {macro!r}")
     with claim_output_dir(out_dir, "evaluate", part=this and this.name):
         json_path = out_dir / f"{dataset}_metrics.json"
         if json_path.exists() and not overwrite:
@@ -270,6 +282,7 @@ def evaluate(
             splits,
             solver=solver,
             compare_sklearn=compare_sklearn,
+            macro=macro,
             device=dev,
             extract_s=extract_s,
         )
@@ -331,9 +344,12 @@ def _probe_and_write(
     compare_sklearn: bool,
     device,
     extract_s: float,
+    macro: str = "defined",
 ) -> dict:
     t0 = time.time()
-    metrics, heads, predictions = run_probes(dataset, splits, feats, solver=solver, device=device)
+    metrics, heads, predictions = run_probes(
+        dataset, splits, feats, solver=solver, device=device, macro=macro
+    )
     result = {
         "dataset": dataset,
         "root": str(root),
@@ -341,6 +357,7 @@ def _probe_and_write(
         "checkpoint_sha256": ckpt_sha,
         "protocol": asdict(protocol),
         "solver": solver,
+        "macro": macro,
         "metrics": metrics,
         "counts": {
             n: {
@@ -355,7 +372,7 @@ def _probe_and_write(
     }
     if compare_sklearn and solver != "sklearn":
         t0 = time.time()
-        ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn")
+        ref, _, _ = run_probes(dataset, splits, feats, solver="sklearn", macro=macro)
         result["seconds"]["probe_sklearn"] = round(time.time() - t0, 3)
         result["metrics_sklearn"] = ref
         result["max_abs_difference"] = max(
@@ -446,12 +463,13 @@ def make_probe_evaluator(
     precision: str | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
+    macro: str = "defined",
 ) -> Callable[[torch.nn.Module, int], dict[str, float]]:
     """An evaluation hook for training: ``hook(model, step) -> {"<dataset>/<split>/<metric>": value}``.
 
     Splits are loaded once (the first ``max_samples`` of each, if given); each call extracts
     features from the model as it is now (no cache, the weights change) and fits the probes.
-    ``detector``, ``track`` and ``precision`` as in :func:`evaluate`; the model is never moved or left in
+    ``detector``, ``track``, ``precision`` and ``macro`` as in :func:`evaluate`; the model is never moved or left in
     eval mode (another ``device`` encodes with a copy).
     """
     splits = _splits(dataset, root)
@@ -489,7 +507,7 @@ def make_probe_evaluator(
             )
             for n, sp in splits.items()
         }
-        metrics, _, _ = run_probes(dataset, splits, feats, solver=solver, device=device)
+        metrics, _, _ = run_probes(dataset, splits, feats, solver=solver, device=device, macro=macro)
         return {f"{dataset}/{s}/{m}": float(v) for s, ms in metrics.items() for m, v in ms.items()}
 
     return hook

@@ -42,10 +42,18 @@ def register(subparsers) -> None:
         "--compare-sklearn", action="store_true", help="also fit the scikit-learn probe and report both"
     )
     p.add_argument(
+        "--macro",
+        choices=["defined", "release"],
+        default="defined",
+        help="macro mAP over the classes with positives and negatives in the split (defined), or over "
+        "every class with AP 0 for one absent from the split, as the release's scikit-learn numbers",
+    )
+    p.add_argument(
         "--detector",
         default="default",
         help="person detector for benchmarks without boxes (MELD, MovieGraphs, LIRIS-ACCEDE): "
-        "'default', 'torchvision[:ARCH]', 'json:PATH' or 'none'",
+        "'default', 'torchvision[:ARCH]', 'json:PATH', 'release-boxes:PATH[,fps=R][,unpad]' (the "
+        "release's own YOLOv7 box files, mapped as it maps them) or 'none'",
     )
     p.add_argument(
         "--no-track",
@@ -135,6 +143,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             backend=args.backend,
             part=args.part,
+            macro=args.macro,
         )
     except (
         FileError,

@@ -1,7 +1,8 @@
 """The benchmarks' metrics, vectorised over classes (checked against scikit-learn in the tests).
 
 Scores are any monotone confidence (probabilities, logits). Macro averages skip classes whose
-ground truth has a single value (AP / AUC are undefined there) and say how many they used.
+ground truth has a single value (AP / AUC are undefined there); ``macro_map(mode="release")``
+counts them as scikit-learn does (AP 0 for an absent class), as the release's numbers do.
 """
 
 from __future__ import annotations
@@ -50,8 +51,18 @@ def roc_auc(y_true, scores) -> np.ndarray:
     return np.where(_defined(y), auc, np.nan)
 
 
-def macro_map(y_true, scores) -> float:
+MACRO_MODES = ("defined", "release")
+
+
+def macro_map(y_true, scores, mode: str = "defined") -> float:
+    """Mean AP over the classes. ``"defined"``: over the classes with both labels in the split;
+    ``"release"``: over every class, one absent from the split counting AP 0 and one in every sample
+    AP 1, as the release's ``sklearn.metrics.average_precision_score``."""
     y, s = _columns(y_true, scores)
+    if mode == "release":
+        return float(np.mean(np.nan_to_num(average_precision(y, s), nan=0.0)))
+    if mode != "defined":
+        raise ValueError(f"macro mode must be one of {MACRO_MODES}, got {mode!r}")
     return float(np.nanmean(np.where(_defined(y), average_precision(y, s), np.nan)))
 
 

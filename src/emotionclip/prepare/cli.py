@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--detector",
         default="default",
-        help="person detector: default | torchvision[:ARCH] | json:PATH | py:module:factory | none",
+        help="person detector: default | torchvision[:ARCH] | json:PATH | release-boxes:PATH,fps=8 (the "
+        "release's own per-video human_boxes.json files) | py:module:factory | none",
     )
     p.add_argument(
         "--no-track",
@@ -97,10 +98,19 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--frame-grid",
-        choices=("video", "clip"),
+        choices=("video", "release", "clip"),
         default="video",
-        help="which frames a clip stores: video = the video's fps grid from ceil(start*fps) to "
-        "floor(end*fps), both included (the release); clip = start + k/fps before end",
+        help="which frames a clip stores: video = frames n/fps for n from ceil(start*fps) to "
+        "floor(end*fps), both included (the release's frame numbers); release = the same numbers "
+        "showing (n-1)/fps, as the release's ffmpeg dump numbered from 1 (1/fps earlier; a clip "
+        "starting before 1/fps is dropped); clip = start + k/fps before end",
+    )
+    p.add_argument(
+        "--past-end",
+        choices=("cut", "drop"),
+        default="cut",
+        help="a sentence running past the video's end: cut at the end, or drop it (the release: its "
+        "frames are not all in the dump)",
     )
     p.add_argument("--shard-clips", type=int, default=500, help="clips per shard")
     p.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
@@ -147,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             max_neutral=args.max_neutral,
             min_person_fraction=args.min_person_fraction,
             frame_grid=args.frame_grid,
+            past_end=args.past_end,
         ),
         short_side=args.short_side,
         jpeg_quality=args.jpeg_quality,

@@ -117,9 +117,11 @@ class ClipDecoder:
         crop: str = "frame",
         decode: bool = True,
         preprocess: PreprocessConfig | None = None,
+        text_truncation: str = "eot",
     ):
         self.video_len = video_len
         self.decode = decode
+        self.text_truncation = text_truncation  # emotionclip.tokenizer.tokenize's truncation
         if preprocess is not None:  # the model's own sizes, interpolation and box-score threshold
             self.transform = FrameTransform.from_config(preprocess, train=True, crop=crop, normalize=False)
             person_score = preprocess.box_score_threshold
@@ -162,7 +164,7 @@ class ClipDecoder:
             **out,
             "video": pixels,
             "video_mask": mask.bool(),
-            "tokens": tokenize([text])[0],
+            "tokens": tokenize([text], truncation=self.text_truncation)[0],
             "sentiment_logits": torch.tensor(meta["sentiment_logits"], dtype=torch.float32),
             "text": text,
         }
@@ -576,6 +578,7 @@ def make_train_loader(
     skip_batches: int = 0,
     reuse: UniformLoader | None = None,
     preprocess: PreprocessConfig | None = None,
+    text_truncation: str = "eot",
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
 
@@ -589,7 +592,8 @@ def make_train_loader(
     (rounded up to a multiple of the workers).
     ``max_neutral`` / ``min_has_person`` filter clips by their recorded scores. ``decode=False``
     yields metadata only. ``preprocess`` (a model's `PreprocessConfig`) replaces ``image_size`` /
-    ``resize`` and brings its interpolation and box-score threshold.
+    ``resize`` and brings its interpolation and box-score threshold. ``text_truncation``: how texts
+    over 77 tokens are cut (:func:`emotionclip.tokenizer.tokenize`).
     ``skip_batches`` (uniform order; a resume mid-epoch) starts the epoch at
     that batch without reading the ones before: each clip's augmentation is seeded by (``seed``,
     ``epoch``, its place in the epoch), so the rest are the batches an uninterrupted epoch gives.
@@ -600,7 +604,15 @@ def make_train_loader(
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     shard_urls = expand_shard_urls(urls)
     rank, world_size = _dist_rank_world(rank, world_size)
-    decoder = ClipDecoder(video_len, image_size, resize, crop=crop, decode=decode, preprocess=preprocess)
+    decoder = ClipDecoder(
+        video_len,
+        image_size,
+        resize,
+        crop=crop,
+        decode=decode,
+        preprocess=preprocess,
+        text_truncation=text_truncation,
+    )
     if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
         logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
         order = "stream"

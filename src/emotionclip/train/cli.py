@@ -63,7 +63,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-        result = train(config)
+        evaluator = None
+        if config.eval_bold:
+            # the evaluate stage is not imported here (stages are independent): the emotionclip
+            # command sets make_evaluator on the parsed arguments
+            make_evaluator = getattr(args, "make_evaluator", None)
+            if make_evaluator is None:
+                raise ValueError("--eval-bold needs the evaluate stage, which this command was built without")
+            evaluator = make_evaluator(config)
+        result = train(config, evaluator=evaluator)
     except (ValueError, OSError, FileError, FloatingPointError, RankFailure) as e:
         logger.error("%s", e)  # bad input, a diverged run, another rank's failure: a message, not a traceback
         return 2

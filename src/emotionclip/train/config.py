@@ -25,6 +25,7 @@ from emotionclip.precision import PRECISIONS
 _OLD_PRECISIONS = {"amp_fp16": "fp16", "amp_bf16": "bf16"}  # names before the one precision policy
 CROPS = ("frame", "clip")
 DATA_ORDERS = ("uniform", "stream")
+NONFINITE = ("stop", "skip")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -49,6 +50,11 @@ class TrainConfig:
         0.0, "skip clips with a person in fewer than this fraction of frames (0 keeps all, the release)"
     )
     crop: str = _opt("frame", "random crop per 'frame' (the release) or one per 'clip'")
+    text_truncation: str = _opt(
+        "eot",
+        "texts over 77 tokens: 'eot' cuts them ending with the end token (CLIP's rule); 'release' keeps "
+        "the first 77 tokens with no end token, as the release's tokenizer",
+    )
     data_order: str = _opt(
         "uniform", "'uniform': shuffle over every clip (the release); 'stream': shard order + buffer"
     )
@@ -115,6 +121,11 @@ class TrainConfig:
     lock_text: bool = _opt(False, "freeze the CLIP text tower")
     compile: bool = _opt(False, "torch.compile the model (GPU)")
     fused_adamw: bool = _opt(True, "fused AdamW kernel (CUDA and CPU)")
+    nonfinite: str = _opt(
+        "stop",
+        "a NaN/inf loss: 'stop' the run naming the last good checkpoint, or 'skip' the step (no update, "
+        "counted and logged) and go on, as the release's GradScaler does",
+    )
     tf32: bool = _opt(True, "TF32 tensor cores for fp32 matmuls and convolutions on CUDA (Ampere and newer)")
 
     # ---- run -------------------------------------------------------------------------------
@@ -126,7 +137,13 @@ class TrainConfig:
     log_every: int = _opt(10, "TensorBoard / progress-bar interval in steps")
     save_every: int = _opt(1000, "checkpoint every N steps (and at each epoch end); 0 = epoch ends only")
     keep_step_checkpoints: int = _opt(2, "step checkpoints kept (epoch checkpoints are all kept)")
-    eval_every: int = _opt(1000, "steps between evaluator calls (Python API evaluator)")
+    eval_every: int = _opt(1000, "steps between evaluator calls (0 = none between epoch ends)")
+    eval_epoch_end: bool = _opt(False, "also call the evaluator at each epoch end (always with --eval-bold)")
+    eval_bold: str | None = _opt(
+        None,
+        "BoLD root (official layout): fit the linear probe on BoLD train and log val mAP/AUC (and VAD R2) "
+        "at each epoch end, as the release's trainer does (add --eval-every 0 for epoch ends only)",
+    )
     resume: str | None = _opt(
         None,
         "'latest' (newest checkpoint in --output), 'auto' (newest readable one if any, else start: "
@@ -157,6 +174,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.text_truncation not in ("eot", "release"):
+            raise ValueError(f"text_truncation must be eot or release, got {self.text_truncation!r}")
+        if self.nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.data_order not in DATA_ORDERS:
             raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {self.data_order!r}")
         for name in ("workers", "warmup_steps", "save_every", "eval_every", "head_layers"):

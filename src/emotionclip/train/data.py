@@ -172,6 +172,7 @@ class _ShardSource:
             skip_batches=skip,
             reuse=self._loader,
             preprocess=self.preprocess,
+            text_truncation=cfg.text_truncation,
         )
         if self.index is not None:
             self._loader = loader  # its workers persist into the next epoch

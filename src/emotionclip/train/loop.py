@@ -73,6 +73,7 @@ class TrainResult:
     # one dict per optimiser step of this process since it started (or resumed): step (1-based),
     # epoch, loss, lr (per parameter group, the rates used in that step), logit_scale (after the clamp)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped_steps: int = 0  # steps whose loss was NaN/inf and that updated nothing (--nonfinite skip)
 
 
 def train(
@@ -82,8 +83,10 @@ def train(
 
     ``batches``: ``epoch -> iterable of batch dicts`` for this process, instead of the shards in
     ``config.data`` (it must give the same batches for the same epoch). ``evaluator(model, step)``
-    runs on rank 0 every ``config.eval_every`` steps while the other ranks wait in a collective, so
-    it must finish within ``config.dist_timeout_min``; its metrics go to TensorBoard as ``eval/*``.
+    runs on rank 0 every ``config.eval_every`` steps (and at each epoch end with ``eval_epoch_end``
+    or ``eval_bold``) while the other ranks wait in a collective, so it must finish within
+    ``config.dist_timeout_min``; its metrics go to TensorBoard as ``eval/*``. ``eval_bold`` needs
+    an ``evaluator``: the ``emotionclip`` command builds the BoLD probe for it.
     SIGTERM / SIGUSR1 end the run after the current step with a checkpoint (``stopped_by``).
     """
     env = init_distributed(config.device, config.dist_timeout_min, config.tf32)
@@ -131,6 +134,11 @@ class _Run:
         self.config, self.env, self.evaluator, self.stop = config, env, evaluator, stop
         if not config.output:
             raise ValueError("no run folder: set --output (config key 'output')")
+        if config.eval_bold and evaluator is None:
+            raise ValueError(
+                "eval_bold needs an evaluator: run `emotionclip train --eval-bold ROOT`, or pass "
+                "evaluator=emotionclip.evaluate.make_probe_evaluator('bold', ROOT) to train()"
+            )
         if config.precision == "fp16" and env.device.type != "cuda":
             raise ValueError(
                 f"precision fp16 needs a CUDA device, this run is on {env.device}; use --precision bf16 or fp32"
@@ -160,6 +168,8 @@ class _Run:
         self.schedule = WarmupCosineSchedule(self.optimizer, config, _steps_per_epoch(self.source, config))
         scaler = torch.amp.GradScaler(env.device.type) if config.precision == "fp16" else None
         self.step = self.epoch = self.step_in_epoch = 0
+        self.skipped_steps = 0
+        self._evaluated_step = -1
         self.scaler = scaler
         self.stopped_by: str | None = None
         if ckpt is not None:
@@ -227,6 +237,7 @@ class _Run:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.step, self.epoch, self.step_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         rngs = ckpt.get("rng") or []
         if len(rngs) == self.env.world_size:
             set_rng_state(rngs[self.env.rank], self.env.device)
@@ -277,6 +288,7 @@ class _Run:
             self.last_checkpoint,
             self.stopped_by,
             log.records,
+            self.skipped_steps,
         )
 
     def _run_epoch(self, log: RunLog, bar: tqdm) -> bool:
@@ -324,6 +336,9 @@ class _Run:
             )
         self._log(log, bar, time.perf_counter() - window_start)
         logger.info("epoch %d done at step %d", self.epoch, self.step)
+        at_end = cfg.eval_epoch_end or cfg.eval_bold  # the release evaluates on each epoch's last batch
+        if self.evaluator is not None and at_end and self._evaluated_step != self.step:
+            self._evaluate(log)
         finished = self.epoch
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self._save(epoch_end=finished)
@@ -343,11 +358,22 @@ class _Run:
         flags = exchange_step_flags(self.env, size, loss, self.stop.received is not None, extra=scale)
         if flags.nonfinite_ranks:
             ranks = ", ".join(map(str, flags.nonfinite_ranks))
-            raise FloatingPointError(
-                f"training loss is not finite at step {self.step} (rank {ranks}); the last good checkpoint "
-                f"is {self.last_checkpoint}; try a lower learning rate or another precision than "
-                f"{self.config.precision}"
-            )
+            if self.config.nonfinite == "skip":  # the update was skipped in the step (or by the GradScaler)
+                self.skipped_steps += 1
+                logger.warning(
+                    "training loss is not finite at step %d (rank %s): step skipped (%d so far)",
+                    self.step,
+                    ranks,
+                    self.skipped_steps,
+                )
+                self.log.scalars(self.step, {"train/skipped_steps": self.skipped_steps})
+            else:
+                raise FloatingPointError(
+                    f"training loss is not finite at step {self.step} (rank {ranks}); the last good "
+                    f"checkpoint is {self.last_checkpoint}; try a lower learning rate or another precision "
+                    f"than {self.config.precision}, or --nonfinite skip to skip such steps as the "
+                    "release's GradScaler does"
+                )
         low, high = flags.batch_sizes
         if flags.all_have_batch and low != high:
             raise ValueError(
@@ -392,6 +418,7 @@ class _Run:
             finally:
                 self.model.train()
         raise_together(self.env, error, f"in the evaluator at step {self.step}")
+        self._evaluated_step = self.step
 
     def _save(self, epoch_end: int | None) -> None:
         """Rank 0 writes the checkpoint; if that fails (disk full) every rank stops with it."""
@@ -419,6 +446,7 @@ class _Run:
             "step": self.step,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
+            "skipped_steps": self.skipped_steps,
             "rng": rngs,
             "world_size": self.env.world_size,
             "config": self.config.to_dict(),

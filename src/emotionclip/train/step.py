@@ -151,6 +151,8 @@ class TrainStep:
         self.config, self.device = config, env.device
         self.losses = LossSelector(config, env)
         self.loss_kind = ""
+        # --nonfinite skip without a GradScaler: the step looks at the gradients before AdamW does
+        self.guard = config.nonfinite == "skip" and scaler is None
 
     def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
         batch = to_device(batch, self.device)
@@ -158,13 +160,20 @@ class TrainStep:
         loss, self.loss_kind = compute_loss(
             self.train_model, batch, self.losses, self.config.precision, self.device
         )
-        if self.scaler is not None:
+        if self.scaler is not None:  # skips the update itself when a gradient is inf/NaN
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
-            self.optimizer.step()
+            if not self.guard or self._gradients_finite():
+                self.optimizer.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0.0, self.config.logit_scale_max)
         return loss.detach()
+
+    def _gradients_finite(self) -> bool:
+        """Whether every gradient is finite (one host sync). After DDP's all-reduce the gradients
+        are the same on every rank, so every rank skips the same steps."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
