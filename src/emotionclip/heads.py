@@ -168,14 +168,23 @@ class ProbeHead:
 
     @classmethod
     def load(cls, directory: str | Path) -> ProbeHead:
+        """The head saved in ``directory``; ``ValueError`` / ``FileNotFoundError`` (``"PATH: problem"``)
+        for anything else, including weights that are not finite (they would give NaN scores)."""
+        from safetensors import SafetensorError
+
         directory = Path(directory)
+        if directory.is_file():
+            raise ValueError(
+                f"{directory}: is a file, not a probe head (give the folder `emotionclip evaluate` saved, "
+                f"with {HEAD_WEIGHTS} and {HEAD_CONFIG})"
+            )
         for name in (HEAD_WEIGHTS, HEAD_CONFIG):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory}: not a probe head (no {name})")
         try:
             config = json.loads((directory / HEAD_CONFIG).read_text())
             tensors = load_file(str(directory / HEAD_WEIGHTS))
-            return cls(
+            head = cls(
                 config["kind"],
                 tensors["weight"],
                 tensors["bias"],
@@ -183,5 +192,12 @@ class ProbeHead:
                 bool(config.get("normalize", True)),
                 config.get("meta", {}),
             )
-        except (KeyError, ValueError, json.JSONDecodeError) as e:
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SafetensorError) as e:
             raise ValueError(f"{directory}: broken probe head ({e})") from e
+        bad = int((~torch.isfinite(head.weight)).sum() + (~torch.isfinite(head.bias)).sum())
+        if bad:
+            raise ValueError(
+                f"{directory / HEAD_WEIGHTS}: {bad} weight(s) are NaN or infinite (a diverged fit?); "
+                "its scores would be meaningless"
+            )
+        return head

@@ -1,0 +1,184 @@
+"""Issue 23 (items 2-7): outputs never read back as inputs, the demo never overwrites a user's files,
+no silently wrong scores, one-line errors instead of tracebacks, checks before the work."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import emotionclip
+from emotionclip._io import OUTPUT_MARKER
+from emotionclip.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = emotionclip.create_model("tiny").eval()
+    return emotionclip.save_model(model, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def clip_folder(tmp_path, media_dir):
+    """A user's folder with one FLV clip (the browser cannot play it: analyze writes a video.mp4 copy)."""
+    folder = tmp_path / "n"
+    folder.mkdir()
+    shutil.copy(media_dir / "cremad" / "1001_DFA_HAP_XX.flv", folder / "clip.flv")
+    return folder
+
+
+def _analyze(inputs, out, checkpoint, *extra):
+    return main(
+        ["analyze", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--detector", "none"]
+        + ["--keyframes", "1", *extra]
+    )
+
+
+# ---- 2: an output folder inside the input folder is never read back --------------------------------
+
+
+def test_2_an_analysis_inside_its_input_folder_is_not_analysed_again(clip_folder, tiny_checkpoint):
+    out = clip_folder / "results"
+    assert _analyze(clip_folder, out, tiny_checkpoint) == 0
+    assert (out / "clip" / "video.mp4").is_file()  # the browser copy a second run must not read
+    assert _analyze(clip_folder, out, tiny_checkpoint) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["video"] for s in summary["skipped"]] == [str(clip_folder / "clip.flv")]
+    assert summary["done"] == [] and summary["failed"] == []
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["clip"]
+    # embed beside it reads neither the copy nor the report's PNG and thumbnail
+    emb = clip_folder / "embeddings"
+    code = main(["embed", str(clip_folder), "--checkpoint", str(tiny_checkpoint), "--out", str(emb)])
+    assert code == 0
+    summary = json.loads((emb / "summary.json").read_text())
+    assert [d["input"] for d in summary["done"]] == [str(clip_folder / "clip.flv")]
+
+
+def test_2_prepare_discovery_skips_marked_output_folders(tmp_path, media_dir):
+    from emotionclip.prepare.discovery import discover
+
+    shutil.copy(media_dir / "friday.mp4", tmp_path / "friday.mp4")
+    (tmp_path / "results" / "friday").mkdir(parents=True)
+    (tmp_path / "results" / OUTPUT_MARKER).write_text('{"tool": "analyze", "format": 1}')
+    shutil.copy(media_dir / "friday.mp4", tmp_path / "results" / "friday" / "video.mp4")
+    assert [it.video.name for it in discover(tmp_path, identify_content=False)] == ["friday.mp4"]
+
+
+# ---- 4 / 5: probe heads ------------------------------------------------------------------------
+
+
+def _head(folder, weight):
+    from emotionclip.heads import ProbeHead
+
+    return ProbeHead("multinomial", weight, np.zeros(len(weight), np.float32), ("a", "b")).save(folder)
+
+
+def test_4_a_head_with_nan_weights_is_refused(tmp_path, media_dir, tiny_checkpoint, caplog):
+    weight = np.ones((2, emotionclip.load_model(tiny_checkpoint).embed_dim), np.float32)
+    weight[1, 3] = np.nan
+    head = _head(tmp_path / "head", weight)
+    out = tmp_path / "out"
+    assert _analyze(media_dir / "friday.mp4", out, tiny_checkpoint, "--head", str(head)) == 2
+    assert f"{head / 'head.safetensors'}: 1 weight(s) are NaN or infinite" in caplog.text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["random file", "corrupt safetensors"])
+def test_5_a_broken_head_is_one_line_before_the_model_loads(tmp_path, media_dir, caplog, kind):
+    if kind == "random file":
+        head = tmp_path / "notes.txt"
+        head.write_text("not a head")
+        problem = "is a file, not a probe head"
+    else:
+        head = _head(tmp_path / "head", np.ones((2, 8), np.float32))
+        (head / "head.safetensors").write_bytes(b"\x00garbage" * 10)
+        problem = "broken probe head"
+    missing = tmp_path / "no-such-checkpoint"  # never reached: the head is checked first
+    assert _analyze(media_dir / "friday.mp4", tmp_path / "out", missing, "--head", str(head)) == 2
+    assert f"--head {head}: {problem}" in caplog.text
+    assert "cannot load the model" not in caplog.text
+
+
+# ---- 5: exports ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_checkpoint, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from emotionclip.export import export_model
+
+    return export_model(emotionclip.load_model(tiny_checkpoint), tmp_path_factory.mktemp("e") / "x", "onnx")
+
+
+def test_5_a_truncated_onnx_graph_is_one_line(export_dir, tmp_path, media_dir, caplog):
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken)
+    graph = broken / "frame_encoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=f"{graph}: onnxruntime cannot load this graph"):
+        emotionclip.load_model(broken, backend="onnxruntime")
+    image = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 48, 3), 128, np.uint8)).save(image)
+    args = ["embed", str(image), "--checkpoint", str(broken), "--backend", "onnxruntime"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--detector", "none"]) == 2
+    assert f"{graph}: onnxruntime cannot load this graph" in caplog.text
+
+
+def test_5_an_export_without_backend_says_add_backend(export_dir):
+    with pytest.raises(emotionclip.CheckpointError, match="is an export .*: add --backend onnxruntime"):
+        emotionclip.load_model(export_dir)
+
+
+def test_5_a_corrupt_cached_export_is_made_again(tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    pytest.importorskip("onnxruntime")
+    from emotionclip.backends import load_backend
+
+    monkeypatch.setenv("EMOTIONCLIP_CACHE", str(tmp_path / "cache"))
+    model = emotionclip.load_model(tiny_checkpoint)
+    load_backend(model, "onnxruntime")
+    (graph,) = (tmp_path / "cache" / "exports").glob("*/onnx-fp32/frame_encoder.onnx")
+    graph.write_bytes(graph.read_bytes()[:5000])  # a full disk, a crash mid-copy
+    again = load_backend(model, "onnxruntime")
+    assert "exporting the model again" in caplog.text
+    video = torch.randn(1, model.video_len, 3, 224, 224)
+    ref = model.encode_video(video).detach()
+    assert torch.nn.functional.cosine_similarity(again.encode_video(video), ref).min() > 0.9999
+    caplog.clear()
+    load_backend(model, "onnxruntime")  # repaired for good
+    assert "again" not in caplog.text
+
+
+# ---- 6: leftovers and checks before the work ---------------------------------------------------
+
+
+def test_6_a_proxy_temporary_left_by_sigterm_is_removed_on_rerun(clip_folder, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    assert _analyze(clip_folder / "clip.flv", out, tiny_checkpoint) == 0
+    stale = out / "clip" / ".video.mp4.k2j4h1.tmp"
+    stale.write_bytes(b"half a proxy")
+    assert _analyze(clip_folder / "clip.flv", out, tiny_checkpoint) == 0
+    assert not stale.exists() and (out / "clip" / "video.mp4").is_file()
+
+
+def test_6_fp16_on_the_cpu_is_refused_before_any_video(tmp_path, media_dir, tiny_checkpoint, caplog):
+    out = tmp_path / "out"
+    assert _analyze(media_dir / "friday.mp4", out, tiny_checkpoint, "--precision", "fp16") == 2
+    assert "--precision fp16: fp16 needs a CUDA device" in caplog.text
+    assert not out.exists()
+
+
+def test_6_zero_shot_checks_output_and_templates_before_loading(tmp_path, media_dir, capsys):
+    missing = str(tmp_path / "no-such-checkpoint")  # a load would fail: nothing may get that far
+    taken = tmp_path / "results.json"
+    taken.write_text("mine")
+    video = str(media_dir / "friday.mp4")
+    assert main(["zero-shot", video, "--checkpoint", missing, "--output", str(taken)]) == 2
+    assert f"{taken}: already exists" in capsys.readouterr().err and taken.read_text() == "mine"
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of someone\n")
+    assert main(["zero-shot", video, "--checkpoint", missing, "--templates-file", str(templates)]) == 2
+    assert f"{templates}: every template needs a '{{}}'" in capsys.readouterr().err
