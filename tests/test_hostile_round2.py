@@ -182,3 +182,31 @@ def test_6_zero_shot_checks_output_and_templates_before_loading(tmp_path, media_
     templates.write_text("a photo of someone\n")
     assert main(["zero-shot", video, "--checkpoint", missing, "--templates-file", str(templates)]) == 2
     assert f"{templates}: every template needs a '{{}}'" in capsys.readouterr().err
+
+
+# ---- 3 / 5: the demo follows analyze's folder rules ------------------------------------------------
+
+
+def test_3_demo_never_overwrites_a_users_files(tmp_path, caplog):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "index.html").write_text("my page")
+    (out / "corpus_manifest.csv").write_text("my,table\n")
+    assert main(["demo", "--out", str(out), "--train-steps", "1"]) == 2
+    assert f"{out}: holds files that `emotionclip demo` did not write" in caplog.text
+    assert (out / "index.html").read_text() == "my page"
+    assert (out / "corpus_manifest.csv").read_text() == "my,table\n"
+    assert sorted(p.name for p in out.iterdir()) == ["corpus_manifest.csv", "index.html"]
+
+
+@pytest.mark.parametrize("case", ["out is a file", "no training steps"])
+def test_5_demo_dead_ends_are_one_line(tmp_path, caplog, case):
+    out = tmp_path / "demo"
+    if case == "out is a file":
+        out.write_text("notes")
+        args, problem = ["--out", str(out)], f"{out}: is a file, not a folder"
+    else:
+        args, problem = ["--out", str(out), "--train-steps", "0"], "--train-steps must be >= 1 (got 0)"
+    assert main(["demo", *args]) == 2
+    assert problem in caplog.text
+    assert out.is_file() if case == "out is a file" else not out.exists()

@@ -117,13 +117,26 @@ def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
 
 
 def run_demo(cfg: DemoConfig) -> int:
+    """The demo into ``cfg.out``, claimed as analyze claims its folder (new, empty or an earlier demo's;
+    a file or a folder of the user's is refused with ``OutputDirError`` before any work)."""
+    from ._io import OUTPUT_MARKER, atomic_write_json, claim_output_dir
+
+    if not cfg.checkpoint and cfg.train_steps < 1:
+        raise ValueError(f"--train-steps must be >= 1 (got {cfg.train_steps})")
+    out = Path(cfg.out)
+    if (out / "analysis" / OUTPUT_MARKER).is_file() and not (out / OUTPUT_MARKER).exists():
+        atomic_write_json(out / OUTPUT_MARKER, {"tool": "demo", "format": 1})  # a demo from before markers
+    with claim_output_dir(out, "demo"):
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> int:
     from .analyze.batch import analyze_paths
     from .analyze.report import write_index
     from .detect import resolve_detector
     from .factory import load_model
 
     t0 = time.time()
-    cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.checkpoint:
         print(f"[demo] analysing the sample clips with {cfg.checkpoint}")
         model, note = load_model(cfg.checkpoint, device=cfg.device), None
@@ -178,6 +191,13 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    return run_demo(
-        DemoConfig(out=args.out, checkpoint=args.checkpoint, train_steps=args.train_steps, device=args.device)
+    from ._io import FileError
+
+    cfg = DemoConfig(
+        out=args.out, checkpoint=args.checkpoint, train_steps=args.train_steps, device=args.device
     )
+    try:
+        return run_demo(cfg)
+    except (FileError, ValueError, OSError) as e:  # the folder, the options, the checkpoint: one line
+        logger.error("%s", e)
+        return 2
