@@ -184,6 +184,56 @@ def test_6_zero_shot_checks_output_and_templates_before_loading(tmp_path, media_
     assert f"{templates}: every template needs a '{{}}'" in capsys.readouterr().err
 
 
+# ---- 4 / 7: training --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from _train_util import micro_backbone, write_shards
+
+    folder = tmp_path_factory.mktemp("corpus")
+    return write_shards(folder, n_shards=1, clips_per_shard=8), micro_backbone(folder)
+
+
+def _train(corpus, run, *extra):
+    pattern, backbone = corpus
+    return main(
+        ["train", "--data", pattern, "--output", str(run), "--backbone", backbone, "--pretrained", "none"]
+        + ["--batch-size", "4", "--workers", "0", "--device", "cpu", "--warmup-steps", "0", *extra]
+    )
+
+
+def test_7_train_on_the_cpu_runs_at_the_devices_precision_by_default(corpus, tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    assert _train(corpus, run, "--head-layers", "1", "--video-len", "4", "--max-steps", "1") == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["precision"] == "fp32"  # what ran
+
+
+def test_4_train_init_refuses_conflicting_architecture_and_records_the_truth(corpus, tmp_path, caplog):
+    import yaml
+
+    first, fp32 = tmp_path / "first", ("--precision", "fp32")
+    assert _train(corpus, first, "--head-layers", "1", "--video-len", "4", "--max-steps", "1", *fp32) == 0
+    init = sorted(first.rglob("*.pt"))[-1]
+    conflict = tmp_path / "conflict"
+    code = _train(corpus, conflict, "--init", str(init), "--video-len", "6", "--head-layers", "3", *fp32)
+    assert code == 2
+    assert (
+        f"{init}: --init fixes the architecture; drop or correct --video-len 6 (the checkpoint's is 4)"
+        in (caplog.text)
+    )
+    assert "--head-layers 3 (the checkpoint's is 1)" in caplog.text
+    assert not list(conflict.glob("*.pt")) and not list(conflict.glob("checkpoints/*"))
+    # the defaults (8 frames, 6 layers) give way to the checkpoint's, and config.yaml says so
+    fine = tmp_path / "fine"
+    assert _train(corpus, fine, "--init", str(init), "--max-steps", "1", *fp32) == 0
+    recorded = yaml.safe_load((fine / "config.yaml").read_text())
+    assert (recorded["video_len"], recorded["head_layers"]) == (4, 1)
+    assert "training its architecture (video_len 4, head_layers 1)" in caplog.text
+
+
 # ---- 3 / 5: the demo follows analyze's folder rules ------------------------------------------------
 
 
