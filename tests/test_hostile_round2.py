@@ -260,3 +260,31 @@ def test_5_demo_dead_ends_are_one_line(tmp_path, caplog, case):
     assert main(["demo", *args]) == 2
     assert problem in caplog.text
     assert out.is_file() if case == "out is a file" else not out.exists()
+
+
+# ---- 7: a newcomer's first impressions -----------------------------------------------------------------
+
+
+def test_7_readme_python_lines_run_as_written_on_the_demo_model(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from emotionclip.demo import MODEL_DIR, DemoConfig
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python in") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    # the model the demo trains (train_tiny's architecture) where the demo saves it
+    model = emotionclip.create_model(
+        "tiny", pretrained=None, video_len=DemoConfig.video_len, head_layers=1
+    ).eval()
+    emotionclip.save_model(model, tmp_path / DemoConfig.out / MODEL_DIR)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    with torch.no_grad():
+        exec(compile(code, "README.md", "exec"), names)  # noqa: S102 (our own README)
+    assert isinstance(names["table"], pd.DataFrame) and len(names["table"]) >= 4
+    assert tuple(names["feats"].shape) == (1, model.embed_dim)
+    assert tuple(names["texts"].shape) == (1, model.embed_dim)

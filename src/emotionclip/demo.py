@@ -24,6 +24,9 @@ TINY_WARNING = (
 )
 
 
+MODEL_DIR = "model"  # the trained tiny model, saved by save_model inside the demo folder
+
+
 @dataclass
 class DemoConfig:
     out: Path = Path("emotionclip-demo")
@@ -134,7 +137,7 @@ def _run_demo(cfg: DemoConfig) -> int:
     from .analyze.batch import analyze_paths
     from .analyze.report import write_index
     from .detect import resolve_detector
-    from .factory import load_model
+    from .factory import load_model, save_model
 
     t0 = time.time()
     if cfg.checkpoint:
@@ -152,6 +155,9 @@ def _run_demo(cfg: DemoConfig) -> int:
             load_model(checkpoint, device=cfg.device),
             TINY_WARNING.format(steps=cfg.train_steps, clips=clips),
         )
+        # a stable name for the README's Python lines: load_model("emotionclip-demo/model")
+        saved = save_model(model, cfg.out / MODEL_DIR, overwrite=True)
+        print(f"[demo] the tiny model -> {saved} (emotionclip.load_model reads it)")
     print(f"[demo] 3/3 analysing {len(sample_videos())} sample videos -> {cfg.out / 'analysis'}")
     summary = analyze_paths(
         model,
