@@ -288,3 +288,33 @@ def test_7_readme_python_lines_run_as_written_on_the_demo_model(tmp_path, monkey
     assert isinstance(names["table"], pd.DataFrame) and len(names["table"]) >= 4
     assert tuple(names["feats"].shape) == (1, model.embed_dim)
     assert tuple(names["texts"].shape) == (1, model.embed_dim)
+
+
+def test_7_flat_scores_give_no_dominant_emotion_never_a_confident_label(clip_folder, tmp_path):
+    import re
+
+    import pandas as pd
+
+    from emotionclip.analyze.analyze import DOMINANCE_MARGIN, top_emotions
+
+    flat = np.full((2, 7), 1 / 7) + np.array([[0, 1e-4, 0, 0, 0, 0, 0], [0.3, 0, 0, 0, 0, 0, 0]])
+    assert top_emotions(flat, list("abcdefg")).tolist() == ["", "a"]
+    # a model whose temperature has collapsed (as the demo's tiny one) scores every class 1/7
+    torch.manual_seed(0)
+    model = emotionclip.create_model("tiny").eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(-12.0)
+    checkpoint = emotionclip.save_model(model, tmp_path / "flat-model")
+    out = tmp_path / "out"
+    assert _analyze(clip_folder / "clip.flv", out, checkpoint) == 0
+    table = pd.read_csv(out / "clip" / "emotions.csv", keep_default_na=False)
+    classes = json.loads((out / "clip" / "emotions.json").read_text())["classes"]
+    ranked = np.sort(table[classes].to_numpy(), axis=1)
+    flat_rows = ranked[:, -1] - ranked[:, -2] < DOMINANCE_MARGIN
+    assert flat_rows.all()  # the premise: this model carries no signal here
+    assert (table["top_emotion"] == "").all()
+    report = (out / "clip" / "report.html").read_text()
+    assert "No window has a dominant emotion" in report and "no dominant emotion" in report
+    index = (out / "index.html").read_text()
+    assert '<span class="chip flat">no dominant emotion</span>' in index
+    assert not re.search(r'<span class="chip" [^>]*>\w+ \d+%</span>', index)  # no "disgust 100 %"
