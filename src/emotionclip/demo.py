@@ -22,6 +22,13 @@ TINY_WARNING = (
     "It is NOT a trained EmotionCLIP and its emotion scores mean nothing; the demo only shows the "
     "pipeline working end to end. Use `emotionclip analyze --checkpoint <released weights>` for real scores."
 )
+# what the tiny model did learn: to pair its few training clips with their own sentences (the
+# contrastive loss), not emotion words, so its scores over emotion names are flat
+TINY_LEARNED = (
+    " What it learned: to pair each of its clips with its own sentence (contrastive loss {first:.3f} at "
+    "the first logged step, {last:.3f} at the last); emotion names it never saw, so windows whose scores "
+    "are too close to call say 'no dominant emotion'."
+)
 
 
 MODEL_DIR = "model"  # the trained tiny model, saved by save_model inside the demo folder
@@ -81,7 +88,8 @@ def prepare_corpus(cfg: DemoConfig) -> tuple[Path, int]:
     return corpus, int(summary["corpus_clips"])
 
 
-def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
+def train_tiny(cfg: DemoConfig, corpus: Path):
+    """Train (or continue) the tiny model -> ``TrainResult`` (its ``checkpoint`` and losses)."""
     from emotionclip.train.checkpoint import CheckpointDir
     from emotionclip.train.config import TrainConfig
     from emotionclip.train.loop import train
@@ -116,7 +124,7 @@ def train_tiny(cfg: DemoConfig, corpus: Path) -> Path:
     result = train(config)
     if result.checkpoint is None:
         raise RuntimeError(f"{run}: training wrote no checkpoint")
-    return result.checkpoint
+    return result
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -150,11 +158,11 @@ def _run_demo(cfg: DemoConfig) -> int:
         print(
             f"[demo] 2/3 training a tiny EmotionCLIP for {cfg.train_steps} steps on the CPU -> {cfg.out / 'train'}"
         )
-        checkpoint = train_tiny(cfg, corpus)
-        model, note = (
-            load_model(checkpoint, device=cfg.device),
-            TINY_WARNING.format(steps=cfg.train_steps, clips=clips),
-        )
+        result = train_tiny(cfg, corpus)
+        note = TINY_WARNING.format(steps=cfg.train_steps, clips=clips)
+        if result.losses:  # a rerun that reuses a finished run trains no step
+            note += TINY_LEARNED.format(first=result.losses[0], last=result.losses[-1])
+        model = load_model(result.checkpoint, device=cfg.device)
         # a stable name for the README's Python lines: load_model("emotionclip-demo/model")
         saved = save_model(model, cfg.out / MODEL_DIR, overwrite=True)
         print(f"[demo] the tiny model -> {saved} (emotionclip.load_model reads it)")
