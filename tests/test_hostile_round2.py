@@ -318,3 +318,34 @@ def test_7_flat_scores_give_no_dominant_emotion_never_a_confident_label(clip_fol
     index = (out / "index.html").read_text()
     assert '<span class="chip flat">no dominant emotion</span>' in index
     assert not re.search(r'<span class="chip" [^>]*>\w+ \d+%</span>', index)  # no "disgust 100 %"
+
+
+@pytest.mark.browser
+def test_7_report_layout_fits_at_1280_and_420_px(tmp_path, media_dir, tiny_checkpoint):
+    from test_report_html import CHROMIUM, FLAGS
+
+    if not CHROMIUM.is_file() or not shutil.which(str(CHROMIUM)):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    deep = tmp_path / ("a-rather-long-folder-name-without-any-spaces-" * 2) / "friday.mp4"
+    deep.parent.mkdir()
+    shutil.copy(media_dir / "friday.mp4", deep)  # a long unbroken path in the metadata line
+    out = tmp_path / "out"
+    assert main(["analyze", str(deep), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            for width in (1280, 420):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto((out / "friday" / "report.html").as_uri(), wait_until="load")
+                cut = page.evaluate(
+                    "() => [...document.querySelectorAll('.strip figure, .meta')]"
+                    ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5"
+                    " || e.scrollWidth > e.clientWidth + 1).length"
+                )
+                assert page.evaluate("document.querySelectorAll('.strip figure').length") == 12
+                assert cut == 0, f"{cut} keyframe(s) or metadata line cut at {width} px"
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                page.close()
+        finally:
+            browser.close()
