@@ -349,3 +349,15 @@ def test_7_report_layout_fits_at_1280_and_420_px(tmp_path, media_dir, tiny_check
                 page.close()
         finally:
             browser.close()
+
+
+def test_7_demo_help_and_readme_give_the_same_measured_time(capsys):
+    from pathlib import Path
+
+    from emotionclip.demo import DEMO_TIME
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert DEMO_TIME in " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert readme.count(DEMO_TIME) >= 2 and "about a minute" not in readme
