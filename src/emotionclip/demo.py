@@ -31,8 +31,8 @@ TINY_LEARNED = (
 )
 
 
-# measured: `time emotionclip demo` (300 steps) took 4 min 32 s of CPU time (user) on a 2-core Intel
-# Xeon (7.5 min of wall time, the cores shared with other jobs); the README says the same
+# measured: `time emotionclip demo` (300 steps) took 4 min 32 s of CPU time (user) on a 2-core AMD
+# EPYC (7.5 min of wall time, the cores shared with other jobs); the README says the same
 DEMO_TIME = "about 4.5 CPU minutes"
 MODEL_DIR = "model"  # the trained tiny model, saved by save_model inside the demo folder
 
