@@ -295,7 +295,7 @@ def test_7_flat_scores_give_no_dominant_emotion_never_a_confident_label(clip_fol
 
     import pandas as pd
 
-    from emotionclip.analyze.analyze import DOMINANCE_MARGIN, top_emotions
+    from emotionclip.heads import DOMINANCE_MARGIN, top_emotions
 
     flat = np.full((2, 7), 1 / 7) + np.array([[0, 1e-4, 0, 0, 0, 0, 0], [0.3, 0, 0, 0, 0, 0, 0]])
     assert top_emotions(flat, list("abcdefg")).tolist() == ["", "a"]
@@ -318,6 +318,10 @@ def test_7_flat_scores_give_no_dominant_emotion_never_a_confident_label(clip_fol
     index = (out / "index.html").read_text()
     assert '<span class="chip flat">no dominant emotion</span>' in index
     assert not re.search(r'<span class="chip" [^>]*>\w+ \d+%</span>', index)  # no "disgust 100 %"
+    from emotionclip.evaluate.zeroshot import zero_shot  # the same rule for zero-shot
+
+    (result,) = zero_shot(checkpoint, [clip_folder / "clip.flv"], device="cpu")["results"]
+    assert result["top"] == "" and max(result["scores"].values()) == pytest.approx(1 / 7, abs=1e-3)
 
 
 @pytest.mark.browser

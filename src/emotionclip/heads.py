@@ -39,6 +39,26 @@ DEFAULT_TEMPLATES = (
 )
 
 
+# A top class is named only when its probability beats the runner-up's by this much; below
+# it the scores carry no choice between the two (a tiny or untrained model gives 1/K for every class)
+# and the top is NO_DOMINANT, shown as "no dominant emotion", never a confident label.
+DOMINANCE_MARGIN = 0.01
+NO_DOMINANT = ""  # no class name can be empty (check_class_names), so it never collides
+NO_DOMINANT_TEXT = "no dominant emotion"
+
+
+def top_emotions(probs: np.ndarray, classes: Sequence[str], probabilities: bool = True) -> np.ndarray:
+    """The top class per row (a window, an input), or NO_DOMINANT where it leads the second by less
+    than DOMINANCE_MARGIN (probabilities only: a ridge probe's values have no common scale, so their
+    argmax is kept)."""
+    probs = np.asarray(probs, np.float64)
+    tops = np.asarray(classes, dtype=object)[probs.argmax(1)]
+    if probabilities and probs.shape[1] > 1:
+        ranked = np.sort(probs, axis=1)
+        tops[ranked[:, -1] - ranked[:, -2] < DOMINANCE_MARGIN] = NO_DOMINANT
+    return tops
+
+
 def check_head_or_classes(head=None, classes=None) -> None:
     """Features are scored by a linear-probe head or zero-shot over class names: one, never both."""
     if head is not None and classes:

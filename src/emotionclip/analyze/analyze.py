@@ -12,30 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..heads import check_class_names, check_head_or_classes
+from ..heads import check_class_names, check_head_or_classes, top_emotions
 from .embed import VideoEmbedding, embed_video
 from .table import EmotionTable, emotion_table
 
 logger = logging.getLogger(__name__)
 
 FIXED_COLUMNS = ("window", "start", "end", "has_person", "padded_frames", "boxes", "top_emotion")
-# A window's top class is named only when its probability beats the runner-up's by this much; below
-# it the scores carry no choice between the two (a tiny or untrained model gives 1/K for every class)
-# and ``top_emotion`` is NO_DOMINANT, shown as "no dominant emotion", never a confident label.
-DOMINANCE_MARGIN = 0.01
-NO_DOMINANT = ""  # no class name can be empty (check_class_names), so it never collides
-NO_DOMINANT_TEXT = "no dominant emotion"
-
-
-def top_emotions(probs: np.ndarray, classes: Sequence[str], probabilities: bool = True) -> np.ndarray:
-    """The top class per row, or NO_DOMINANT where it leads the second by less than DOMINANCE_MARGIN
-    (probabilities only: a ridge probe's values have no common scale, so their argmax is kept)."""
-    probs = np.asarray(probs, np.float64)
-    tops = np.asarray(classes, dtype=object)[probs.argmax(1)]
-    if probabilities and probs.shape[1] > 1:
-        ranked = np.sort(probs, axis=1)
-        tops[ranked[:, -1] - ranked[:, -2] < DOMINANCE_MARGIN] = NO_DOMINANT
-    return tops
 
 
 @dataclass

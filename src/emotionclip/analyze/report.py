@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from .._io import atomic_path, atomic_write  # noqa: E402
-from .analyze import DOMINANCE_MARGIN, NO_DOMINANT, NO_DOMINANT_TEXT, Analysis  # noqa: E402
+from ..heads import DOMINANCE_MARGIN, NO_DOMINANT, NO_DOMINANT_TEXT  # noqa: E402
+from .analyze import Analysis  # noqa: E402
 from .charts import class_colors, plot_scores, timeline_svg  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -192,7 +192,8 @@ def run_zero_shot(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.output}: already exists; choose another --output")
         atomic_write(args.output, text)
     for r in result["results"]:
-        print(f"{r['path']}: {r['top']} ({r['scores'][r['top']]:.2f})")
+        best = max(r["scores"].values())
+        print(f"{r['path']}: {r['top'] or 'no dominant emotion'} ({best:.2f})")
     for f in result["failed"]:
         print(f"FAILED {f['reason']}")
     if not args.output:
