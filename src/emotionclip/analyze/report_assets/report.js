@@ -151,7 +151,7 @@
     for (const b of w.boxes[k]) {
       ctx.strokeStyle = color;
       ctx.strokeRect(ox + b[0] * s, oy + b[1] * s, (b[2] - b[0]) * s, (b[3] - b[1]) * s);
-      // no top class (scores too close to call): the best score, but no name
+      // no top class (scores too close to call): no name is claimed
       const label = w.top ? w.top + " " + w.scores[classes.indexOf(w.top)].toFixed(2) : "no dominant emotion";
       const tw = ctx.measureText(label).width + 8;
       ctx.fillStyle = color;
