@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from emotionclip.demo import SAMPLE_MEDIA, DemoConfig, run_demo, sample_videos
+import emotionclip
+from emotionclip.demo import MODEL_DIR, SAMPLE_MEDIA, DemoConfig, run_demo, sample_videos
 
 
 def test_sample_media_is_bundled_with_attribution():
@@ -25,5 +26,7 @@ def test_demo_prepares_trains_and_reports(tmp_path, capsys):
     assert len(summary["done"]) == 8 and not summary["failed"]
     report = (out / "analysis" / "friday" / "report.html").read_text()
     assert "NOT a trained EmotionCLIP" in report
+    model = emotionclip.load_model(out / MODEL_DIR)  # where the README's Python lines load it from
+    assert (model.video_len, model.config.head_layers) == (DemoConfig.video_len, 1)
     index = (out / "index.html").read_text()
     assert index.count('<tr data-status="done"') == 8 and 'href="analysis/friday/report.html"' in index

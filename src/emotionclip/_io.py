@@ -70,7 +70,12 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete what writers killed mid-write left in ``folder``: ``.NAME.*.tmp`` files (atomic_path,
     AtomicTar) and folders (atomic_dir). Only these names, which no user file has by accident."""
-    removed = sorted(Path(folder).glob(TEMP_PATTERN))
+    return remove_paths(Path(folder).glob(TEMP_PATTERN))
+
+
+def remove_paths(paths) -> list[Path]:
+    """Delete these temporaries (files, or folders of ``atomic_dir``); the caller chose them by name."""
+    removed = sorted(paths)
     for p in removed:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -125,6 +130,24 @@ LOCK_NAME = ".emotionclip.lock"
 LOCK_OWNER = (
     ".emotionclip.lock.owner"  # pid + tool of the holder (the lock file itself is truncated by contenders)
 )
+
+
+def is_output_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder some emotionclip tool made (it carries the marker file)."""
+    return (Path(path) / OUTPUT_MARKER).is_file()
+
+
+def input_files(folder: str | os.PathLike) -> list[Path]:
+    """Every file under ``folder``, recursively, except inside emotionclip's own output folders: an
+    ``--out`` placed inside the input folder (``analyze n --out n/results``) must never be read back
+    as input (its video proxies, report PNGs and thumbnails). Unsorted; symlinked folders not followed."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        if OUTPUT_MARKER in files:
+            dirs[:] = []
+            continue
+        found.extend(p for p in (Path(root) / name for name in files) if p.is_file())
+    return found
 
 
 class OutputDirError(FileError):

@@ -416,6 +416,14 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, 
     """``(state dict, saved config or None, weights file)`` from a folder, ``.safetensors`` or torch file."""
     if path.is_dir():
         weights = path / WEIGHTS_NAME
+        from emotionclip.export import EXPORT_CONFIG
+
+        if not weights.is_file() and (path / EXPORT_CONFIG).is_file():
+            raise CheckpointError(
+                path,
+                "is an export of `emotionclip export`, not a checkpoint: add --backend onnxruntime or "
+                "--backend openvino (Python: load_model(path, backend=...))",
+            )
         if not weights.is_file():
             raise CheckpointError(
                 path, f"directory has no {WEIGHTS_NAME} (not saved by emotionclip.save_model?)"

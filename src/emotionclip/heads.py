@@ -39,6 +39,26 @@ DEFAULT_TEMPLATES = (
 )
 
 
+# A top class is named only when its probability beats the runner-up's by this much; below
+# it the scores carry no choice between the two (a tiny or untrained model gives 1/K for every class)
+# and the top is NO_DOMINANT, shown as "no dominant emotion", never a confident label.
+DOMINANCE_MARGIN = 0.01
+NO_DOMINANT = ""  # no class name can be empty (check_class_names), so it never collides
+NO_DOMINANT_TEXT = "no dominant emotion"
+
+
+def top_emotions(probs: np.ndarray, classes: Sequence[str], probabilities: bool = True) -> np.ndarray:
+    """The top class per row (a window, an input), or NO_DOMINANT where it leads the second by less
+    than DOMINANCE_MARGIN (probabilities only: a ridge probe's values have no common scale, so their
+    argmax is kept)."""
+    probs = np.asarray(probs, np.float64)
+    tops = np.asarray(classes, dtype=object)[probs.argmax(1)]
+    if probabilities and probs.shape[1] > 1:
+        ranked = np.sort(probs, axis=1)
+        tops[ranked[:, -1] - ranked[:, -2] < DOMINANCE_MARGIN] = NO_DOMINANT
+    return tops
+
+
 def check_head_or_classes(head=None, classes=None) -> None:
     """Features are scored by a linear-probe head or zero-shot over class names: one, never both."""
     if head is not None and classes:
@@ -168,14 +188,23 @@ class ProbeHead:
 
     @classmethod
     def load(cls, directory: str | Path) -> ProbeHead:
+        """The head saved in ``directory``; ``ValueError`` / ``FileNotFoundError`` (``"PATH: problem"``)
+        for anything else, including weights that are not finite (they would give NaN scores)."""
+        from safetensors import SafetensorError
+
         directory = Path(directory)
+        if directory.is_file():
+            raise ValueError(
+                f"{directory}: is a file, not a probe head (give the folder `emotionclip evaluate` saved, "
+                f"with {HEAD_WEIGHTS} and {HEAD_CONFIG})"
+            )
         for name in (HEAD_WEIGHTS, HEAD_CONFIG):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory}: not a probe head (no {name})")
         try:
             config = json.loads((directory / HEAD_CONFIG).read_text())
             tensors = load_file(str(directory / HEAD_WEIGHTS))
-            return cls(
+            head = cls(
                 config["kind"],
                 tensors["weight"],
                 tensors["bias"],
@@ -183,5 +212,12 @@ class ProbeHead:
                 bool(config.get("normalize", True)),
                 config.get("meta", {}),
             )
-        except (KeyError, ValueError, json.JSONDecodeError) as e:
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SafetensorError) as e:
             raise ValueError(f"{directory}: broken probe head ({e})") from e
+        bad = int((~torch.isfinite(head.weight)).sum() + (~torch.isfinite(head.bias)).sum())
+        if bad:
+            raise ValueError(
+                f"{directory / HEAD_WEIGHTS}: {bad} weight(s) are NaN or infinite (a diverged fit?); "
+                "its scores would be meaningless"
+            )
+        return head

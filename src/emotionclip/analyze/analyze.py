@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..heads import check_class_names, check_head_or_classes
+from ..heads import check_class_names, check_head_or_classes, top_emotions
 from .embed import VideoEmbedding, embed_video
 from .table import EmotionTable, emotion_table
 
@@ -103,7 +103,7 @@ def score_table(embedding: VideoEmbedding, scorer: EmotionScorer) -> pd.DataFram
             "has_person": embedding.has_person,
             "padded_frames": _padded(embedding),
             "boxes": [json.dumps([rounded_boxes(b) for b in frames]) for frames in embedding.boxes],
-            "top_emotion": np.asarray(scorer.classes)[probs.argmax(1)],
+            "top_emotion": top_emotions(probs, scorer.classes, scorer.probabilities),
         }
     )
     return pd.concat([table, pd.DataFrame(probs, columns=list(scorer.classes))], axis=1)

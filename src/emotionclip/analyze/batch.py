@@ -8,6 +8,7 @@ second process writing into it is refused naming the first one's pid.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._io import atomic_write, claim_output_dir
+from .._io import TEMP_PATTERN, atomic_write, claim_output_dir, input_files, is_output_dir, remove_paths
 from ..parts import current_part
 from ..video_io import IMAGE_EXTENSIONS
 
@@ -24,12 +25,15 @@ logger = logging.getLogger(__name__)
 
 
 def expand_inputs(paths: list[Path], extensions: tuple[str, ...]) -> list[Path]:
-    """Files as given (any extension); folders -> their files with ``extensions``, sorted, recursively."""
+    """Files as given (any extension); folders -> their files with ``extensions``, sorted, recursively,
+    never those inside an emotionclip output folder (an ``--out`` within the input folder)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            inside = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
-            if not inside:
+            inside = sorted(f for f in input_files(path) if f.suffix.lower() in extensions)
+            if is_output_dir(path):
+                logger.warning("%s: an emotionclip output folder, not read as input", path)
+            elif not inside:
                 logger.warning("%s: folder holds no %s files", path, "/".join(sorted(extensions)))
             found.extend(inside)
         else:
@@ -146,6 +150,7 @@ def _analyze_each(
 
     summary = {"settings": settings, "done": [], "skipped": [], "failed": []}
     for video, target in _slice(videos, out, _analysis_owner, part, ""):
+        _remove_stale(target.glob(TEMP_PATTERN))  # the folder is this input's (and this part's) alone
         if not overwrite and all((target / name).exists() for name in OUTPUT_NAMES.values()):
             logger.info("%s: outputs already in %s, skipped (--overwrite to redo)", video, target)
             summary["skipped"].append({"video": str(video), "out": str(target)})
@@ -206,6 +211,8 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> 
         "failed": [],
     }
     for path, target in _slice(inputs, out, _embedding_owner, part, ".npz"):
+        # only this target's temporaries: other parts write theirs into the same folder
+        _remove_stale(out.glob(f".{glob.escape(target.name)}.*.tmp"))
         if target.exists() and not overwrite:
             summary["skipped"].append({"input": str(path), "out": str(target)})
             continue
@@ -247,6 +254,12 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> 
         summary["done"].append(done)
     _finish(out, summary, part, inputs, "input")
     return summary
+
+
+def _remove_stale(temporaries) -> None:
+    """Temporaries (``.NAME.*.tmp``) a killed run of ours left, e.g. a half-written ``video.mp4`` proxy."""
+    for p in remove_paths(temporaries):
+        logger.info("%s: removed, left by an interrupted run", p)
 
 
 def _slice(inputs, out, owner, part, suffix: str):

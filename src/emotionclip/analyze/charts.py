@@ -62,7 +62,7 @@ def timeline_svg(tops, starts, ends, duration, classes, colors, width=240, heigh
         rects.append(
             f'<rect x="{x:.2f}" y="0" width="{max(w, 0.5):.2f}" height="{height}" '
             f'fill="{color.get(top, "#999")}"{faded}>'
-            f"<title>{starts[i]:.1f}–{ends[i]:.1f} s: {html.escape(str(top))}</title></rect>"
+            f"<title>{starts[i]:.1f}–{ends[i]:.1f} s: {html.escape(str(top) or 'no dominant emotion')}</title></rect>"
         )
     return (
         f'<svg class="mini" width="{width}" height="{height}" viewBox="0 0 {width} {height}" shape-rendering="crispEdges" '

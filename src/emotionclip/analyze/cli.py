@@ -120,6 +120,20 @@ def _check_args(args) -> str | None:
         check_head_or_classes(getattr(args, "head", None), getattr(args, "classes", None))
     except ValueError as e:
         return str(e)
+    if getattr(args, "head", None) is not None:  # before the model loads: a broken head costs nothing
+        from .analyze import probe_scorer
+
+        try:
+            probe_scorer(args.head)
+        except (OSError, ValueError) as e:
+            return f"--head {e}"
+    if args.backend == "torch" and args.precision is not None:  # as --device: up front, not per video
+        from ..precision import autocast
+
+        try:
+            autocast(args.device, args.precision)
+        except (ValueError, RuntimeError) as e:
+            return f"--precision {args.precision}: {e}"
     if args.part is not None:
         from ..parts import parse_part
 

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from .._io import atomic_path, atomic_write  # noqa: E402
+from ..heads import DOMINANCE_MARGIN, NO_DOMINANT, NO_DOMINANT_TEXT  # noqa: E402
 from .analyze import Analysis  # noqa: E402
 from .charts import class_colors, plot_scores, timeline_svg  # noqa: E402
 
@@ -158,17 +159,27 @@ def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = 
         figures.append(
             f'<figure><img class="keyframe" alt="keyframe at {k.time:.2f} s" '
             f'src="{_data_uri(_keyframe_jpeg(k.image, k.boxes), "image/jpeg")}">'
-            f"<figcaption>{k.time:.2f} s · {esc(str(row['top_emotion']))}"
+            f"<figcaption>{k.time:.2f} s · {esc(_top_text(row['top_emotion']))}"
             f"{'' if row['has_person'] else ' · no person'}</figcaption></figure>"
         )
+    classes = list(analysis.scorer.classes)
+    best = table[classes].max(axis=1) if len(table) else []
     rows = "".join(
-        f"<tr><td>{r.start:.2f}–{r.end:.2f}</td><td>{esc(str(r.top_emotion))}</td>"
-        f"<td>{r[r.top_emotion]:.3f}</td><td>{'yes' if r.has_person else 'no'}</td>"
+        f"<tr><td>{r.start:.2f}–{r.end:.2f}</td><td>{esc(_top_text(r.top_emotion))}</td>"
+        f"<td>{best[i]:.3f}</td><td>{'yes' if r.has_person else 'no'}</td>"
         f"<td>{r.padded_frames or ''}</td></tr>"
-        for _, r in table.iterrows()
+        for i, r in table.iterrows()
+    )
+    flat = bool(len(table)) and bool((table["top_emotion"] == NO_DOMINANT).all())
+    no_signal = (
+        f'<p class="note flat">No window has a dominant emotion: in every one the top score leads the '
+        f"second by less than {DOMINANCE_MARGIN:.2f} (scores {table[classes].min().min():.3f}–"
+        f"{table[classes].max().max():.3f}), so this model does not tell these classes apart here.</p>"
+        if flat and analysis.scorer.probabilities
+        else ""
     )
     padded = meta.get("padded_windows") or []
-    warn = (
+    warn = no_signal + (
         f'<p class="note padded">The video stream ends before its stated duration: {len(padded)} '
         "window(s) at the end repeat the last decoded frame (hatched on the timeline).</p>"
         if padded
@@ -207,6 +218,10 @@ def report_html(analysis: Analysis, plot: bytes, meta: dict, note: str | None = 
 <script>{_asset("report.js")}</script>
 </body></html>
 """
+
+
+def _top_text(top) -> str:
+    return NO_DOMINANT_TEXT if top == NO_DOMINANT else str(top)
 
 
 def _thumbnail_jpeg(analysis: Analysis) -> bytes | None:
@@ -326,10 +341,13 @@ def index_html(
             )
             continue
         thumb = f'<img alt="" src="{esc(r["thumbnail"])}">' if r["thumbnail"] else ""
-        dominant = " ".join(
-            f'<span class="chip" style="border-color:{r["colors"][c]}">{esc(c)} {share:.0%}</span>'
-            for c, share in r["dominant"]
-        )
+        dominant = (
+            " ".join(
+                f'<span class="chip" style="border-color:{r["colors"][c]}">{esc(c)} {share:.0%}</span>'
+                for c, share in r["dominant"]
+            )
+            or f'<span class="chip flat">{NO_DOMINANT_TEXT}</span>'
+        )  # flat scores: no label to show
         status = r["status"] + (f" ({esc(r['reason'])})" if r["reason"] else "")
         if r["padded"]:
             status += f", {r['padded']} padded window(s)"

@@ -26,8 +26,9 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "emotionclip"
 
 
-def cached_export(model, runtime: str, precision: str) -> Path:
-    """The export folder ``runtime`` at ``precision`` runs from, made once per model in the cache."""
+def cached_export(model, runtime: str, precision: str, rebuild: bool = False) -> Path:
+    """The export folder ``runtime`` at ``precision`` runs from, made once per model in the cache;
+    ``rebuild`` makes it again (a damaged one; the fp32 graphs a quantised export starts from too)."""
     from filelock import FileLock
 
     from ..export import EXPORT_CONFIG, export_model, model_hash
@@ -37,9 +38,9 @@ def cached_export(model, runtime: str, precision: str) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     base = None
     if (fmt, export_precision) != ("onnx", "fp32"):  # quantised exports start from the fp32 graphs
-        base = cached_export(model, "onnxruntime", "fp32")
+        base = cached_export(model, "onnxruntime", "fp32", rebuild=rebuild)
     with FileLock(str(folder) + ".lock"):  # ranks of one job export once
-        if not (folder / EXPORT_CONFIG).is_file():
+        if rebuild or not (folder / EXPORT_CONFIG).is_file():
             logger.info("exporting the model for %s %s into %s (once per model)", runtime, precision, folder)
             export_model(model, folder, fmt, export_precision, overwrite=folder.exists(), fp32_onnx=base)
     return folder

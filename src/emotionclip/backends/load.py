@@ -63,4 +63,12 @@ def load_backend(
     if model is None:
         return InferenceModel(model_or_export, backend, precision, threads)
     precision = precision or "fp32"
-    return InferenceModel(cached_export(model, backend, precision), backend, precision, threads)
+    from ..export import ExportError
+
+    try:
+        return InferenceModel(cached_export(model, backend, precision), backend, precision, threads)
+    except ExportError as e:  # our own cache, damaged (a full disk, a crash): made again, not fatal forever
+        logger.warning("%s; exporting the model again", e)
+        return InferenceModel(
+            cached_export(model, backend, precision, rebuild=True), backend, precision, threads
+        )

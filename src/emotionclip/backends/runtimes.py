@@ -173,6 +173,19 @@ class _OvGraph:
         return self.request.infer(list(arrays))[0].copy()
 
 
+def _open_graph(make, path: Path, runtime: str):
+    """A graph the runtime can run; a truncated or foreign file -> ``ExportError`` naming it (one line)."""
+    from ..export import ExportError
+
+    try:
+        return make(path)
+    except Exception as e:  # the runtimes raise their own classes (InvalidProtobuf, RuntimeError...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(
+            path, f"{runtime} cannot load this graph (truncated or not an export?): {first}"
+        ) from e
+
+
 def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(torch.as_tensor(x).detach().float().cpu().numpy())
 
@@ -211,7 +224,9 @@ class InferenceModel:
             if runtime == "onnxruntime"
             else (lambda p: _OvGraph(p, threads, precision))
         )
-        self._graphs = {name: make(self.folder / file) for name, file in cfg["graphs"].items()}
+        self._graphs = {
+            name: _open_graph(make, self.folder / file, runtime) for name, file in cfg["graphs"].items()
+        }
 
     @property
     def config(self):

@@ -175,9 +175,24 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"--classes: {e}", file=sys.stderr)
             return 2
+    if args.output and args.output.exists():  # before any work, not after scoring every input
+        print(f"{args.output}: already exists; choose another --output", file=sys.stderr)
+        return 2
     templates = None
     if args.templates_file:
-        templates = [t.strip() for t in args.templates_file.read_text().splitlines() if t.strip()]
+        try:
+            templates = [t.strip() for t in args.templates_file.read_text().splitlines() if t.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"{args.templates_file}: cannot read the templates ({e})", file=sys.stderr)
+            return 2
+        bad = [t for t in templates if "{}" not in t]
+        if not templates or bad:
+            print(
+                f"{args.templates_file}: every template needs a '{{}}' for the class name; bad: "
+                f"{bad or 'no templates'}",
+                file=sys.stderr,
+            )
+            return 2
     result = zero_shot(
         args.checkpoint,
         args.inputs,
@@ -194,7 +209,8 @@ def run_zero_shot(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.output}: already exists; choose another --output")
         atomic_write(args.output, text)
     for r in result["results"]:
-        print(f"{r['path']}: {r['top']} ({r['scores'][r['top']]:.2f})")
+        best = max(r["scores"].values())
+        print(f"{r['path']}: {r['top'] or 'no dominant emotion'} ({best:.2f})")
     for f in result["failed"]:
         print(f"FAILED {f['reason']}")
     if not args.output:

@@ -8,10 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..heads import DEFAULT_TEMPLATES, VOCABULARIES, check_class_names, zero_shot_classifier, zero_shot_scores
+from ..heads import (
+    DEFAULT_TEMPLATES,
+    VOCABULARIES,
+    check_class_names,
+    top_emotions,
+    zero_shot_classifier,
+    zero_shot_scores,
+)
 from ..precision import default_precision
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .datasets.common import Sample
@@ -43,7 +49,8 @@ def zero_shot(
 ) -> dict:
     """Zero-shot class probabilities for each video / image.
 
-    Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``.
+    Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``;
+    ``top`` is "" where no class dominates (:func:`emotionclip.heads.top_emotions`).
     """
     from .api import _default_protocol, _no_detector, load_for_backend
     from .features import extract_features
@@ -79,12 +86,14 @@ def zero_shot(
         if feats.keys
         else []
     )
+    # "top" is "" where the best class leads the second by < DOMINANCE_MARGIN: no label from flat scores
+    tops = top_emotions(probs, class_names) if feats.keys else []
     results = [
         {
             "path": k,
-            "top": class_names[int(np.argmax(p))],
+            "top": str(top),
             "scores": dict(zip(class_names, map(float, p), strict=True)),
         }
-        for k, p in zip(feats.keys, probs, strict=True)
+        for k, p, top in zip(feats.keys, probs, tops, strict=True)
     ]
     return {"classes": class_names, "templates": templates, "results": results, "failed": feats.failed}

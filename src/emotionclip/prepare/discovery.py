@@ -24,6 +24,7 @@ from pathlib import Path
 
 import av
 
+from .._io import input_files
 from ..video_io import VIDEO_EXTENSIONS
 from .subtitles import SUBTITLE_EXTENSIONS, Cue, SubtitleError, clean_text
 
@@ -328,7 +329,8 @@ def discover(input_path: str | Path, identify_content: bool = True) -> list[Vide
     elif root.is_file():
         items = [_item_for_video(root, root.parent)]
     else:
-        videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        # input_files: never the outputs of emotionclip (an analysis's video proxies) placed inside INPUT
+        videos = sorted(p for p in input_files(root) if p.suffix.lower() in VIDEO_EXTENSIONS)
         items = [_item_for_video(v, root) for v in videos]
     items.sort(key=lambda it: it.key)  # by name, not content: --part slices need no file reads
     if identify_content:

@@ -113,8 +113,9 @@ class TrainConfig:
 
     # ---- precision and memory --------------------------------------------------------------
     precision: str = _opt(
-        "fp16",
-        f"one of {', '.join(PRECISIONS)} (autocast; fp16 needs a GPU; amp_fp16/amp_bf16 are old names)",
+        "auto",
+        f"auto (what the device runs natively: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on the CPU) "
+        f"or one of {', '.join(PRECISIONS)} (autocast; fp16 needs a GPU; amp_fp16/amp_bf16 are old names)",
     )
     grad_checkpointing: bool = _opt(False, "recompute activations of both towers in backward (less memory)")
     lock_image: bool = _opt(False, "freeze the frame encoder's CLIP vision tower")
@@ -161,8 +162,10 @@ class TrainConfig:
                 f"precision {self.precision!r} is deprecated; use {new!r}", FutureWarning, stacklevel=3
             )
             self.precision = new
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise ValueError(
+                f"precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("batch_size", "epochs", "video_len", "log_every", "dist_timeout_min"):

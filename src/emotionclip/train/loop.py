@@ -139,6 +139,10 @@ class _Run:
                 "eval_bold needs an evaluator: run `emotionclip train --eval-bold ROOT`, or pass "
                 "evaluator=emotionclip.evaluate.make_probe_evaluator('bold', ROOT) to train()"
             )
+        if config.precision == "auto":  # resolved here, so config.yaml and checkpoints record the truth
+            from ..precision import default_precision
+
+            config = self.config = dataclasses.replace(config, precision=default_precision(env.device))
         if config.precision == "fp16" and env.device.type != "cuda":
             raise ValueError(
                 f"precision fp16 needs a CUDA device, this run is on {env.device}; use --precision bf16 or fp32"
@@ -154,6 +158,8 @@ class _Run:
 
         # on resume the weights come from the checkpoint: no need to fetch the pretrained CLIP
         self.model = build_model(dataclasses.replace(config, pretrained=None) if ckpt else config, env.device)
+        if config.init:  # the architecture is the checkpoint's: refuse other settings, record its own
+            config = self.config = _settle_init_architecture(config, self.model)
         self.optimizer = build_optimizer(self.model, config, env.device)
         self.source = batches
         if batches is None:  # the shard index is read here, which may fail on one rank only
@@ -459,6 +465,36 @@ class _Run:
             target = self.run_dir / f"config-resume-step{self.step}.yaml"
         atomic_write(target, text)
         logger.info("resolved training config (saved to %s):\n%s", target, text.rstrip())
+
+
+_ARCHITECTURE_KEYS = ("video_len", "head_layers", "temporal_fusion")  # what --init's file decides
+
+
+def _settle_init_architecture(config: TrainConfig, model) -> TrainConfig:
+    """``config`` with the architecture of the ``--init`` model it fine-tunes.
+
+    A setting that differs from both the default and the model's is a conflict (``ValueError``, one
+    line); a default that differs is replaced by the model's value (logged), so ``config.yaml`` and the
+    checkpoints record the model actually trained."""
+    defaults = TrainConfig()
+    actual = {key: getattr(model.config, key) for key in _ARCHITECTURE_KEYS}
+    conflicts = [
+        f"--{key.replace('_', '-')} {getattr(config, key)} (the checkpoint's is {actual[key]})"
+        for key in _ARCHITECTURE_KEYS
+        if getattr(config, key) not in (actual[key], getattr(defaults, key))
+    ]
+    if conflicts:
+        raise ValueError(
+            f"{config.init}: --init fixes the architecture; drop or correct {', '.join(conflicts)}"
+        )
+    changed = {k: v for k, v in actual.items() if getattr(config, k) != v}
+    if changed:
+        logger.warning(
+            "--init %s: training its architecture (%s)",
+            config.init,
+            ", ".join(f"{k} {v}" for k, v in changed.items()),
+        )
+    return dataclasses.replace(config, **changed)
 
 
 def _batch_size(batch: dict[str, Any]) -> int:

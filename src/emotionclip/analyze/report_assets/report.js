@@ -151,7 +151,8 @@
     for (const b of w.boxes[k]) {
       ctx.strokeStyle = color;
       ctx.strokeRect(ox + b[0] * s, oy + b[1] * s, (b[2] - b[0]) * s, (b[3] - b[1]) * s);
-      const label = w.top + " " + w.scores[classes.indexOf(w.top)].toFixed(2);
+      // no top class (scores too close to call): no name is claimed
+      const label = w.top ? w.top + " " + w.scores[classes.indexOf(w.top)].toFixed(2) : "no dominant emotion";
       const tw = ctx.measureText(label).width + 8;
       ctx.fillStyle = color;
       ctx.fillRect(ox + b[0] * s, Math.max(0, oy + b[1] * s - 18), tw, 18);
@@ -165,8 +166,8 @@
     if (cursor) { cursor.setAttribute("x1", x(t)); cursor.setAttribute("x2", x(t)); }
     document.getElementById("clock").textContent = t.toFixed(2) + " s" + (i >= 0 ? "  ·  window " + i : "");
     const top = document.getElementById("top-emotion");
-    top.textContent = i >= 0 ? wins[i].top + (wins[i].person ? "" : " (no person)") : "";
-    top.style.color = i >= 0 ? colors[classes.indexOf(wins[i].top)] : "";
+    top.textContent = i >= 0 ? (wins[i].top || "no dominant emotion") + (wins[i].person ? "" : " (no person)") : "";
+    top.style.color = i >= 0 ? colors[classes.indexOf(wins[i].top)] || "" : "";
     bars(i);
     document.getElementById("line").textContent = lineAt(t);
     drawBoxes(t, i);
