@@ -335,7 +335,9 @@ def test_7_report_layout_fits_at_1280_and_420_px(tmp_path, media_dir, tiny_check
     deep.parent.mkdir()
     shutil.copy(media_dir / "friday.mp4", deep)  # a long unbroken path in the metadata line
     out = tmp_path / "out"
-    assert main(["analyze", str(deep), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
+    # stride 0.35 s: 13 windows over the 6.2 s clip, so the strip holds the full 12 keyframes
+    args = ["analyze", str(deep), "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--stride", "0.35"]
+    assert main(args) == 0
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
         try:
