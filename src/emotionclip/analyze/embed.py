@@ -16,6 +16,7 @@ from ..constants import BOX_SCORE_THRESHOLD, DETECT_EVERY
 from ..detect import as_boxes, resolve_detector
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
 from ..video_io import VideoInfo, load_image, probe_video
+from .persons import PerPerson, PersonRows, as_per_person, crop, renumber, renumbered_boxes, window_persons
 from .windows import Window, batched, iter_windows, plan_windows
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class VideoEmbedding:
     has_person: np.ndarray  # [N] bool: some frame of the window has a subject box
     padded: np.ndarray | None = None  # [N] frames past the end of a truncated stream (repeated)
     keyframes: list[Keyframe] = field(default_factory=list)
+    # with per_person: one row per (window, person), each person's own mask (emotionclip.analyze.persons)
+    persons: PersonRows | None = None
 
     @property
     def normalized(self) -> torch.Tensor:
@@ -67,12 +70,74 @@ class _Batch:
     boxes: list[list[np.ndarray]]  # B x T x [K, 5] subject boxes in source-video pixels
     keyframes: list[Keyframe]
     padded: list[int]
+    people: _PeopleBatch | None = None
 
 
-def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int], sent: set[int]) -> _Batch:
+@dataclass
+class _PeopleBatch:
+    """The per-person part of a batch: the (grid frame, person) encodings no earlier batch brought,
+    and each (window, person) clip as keys into them (a plain grid index: the union frame feature)."""
+
+    pixels: torch.Tensor  # [F, 3, S, S]
+    masks: torch.Tensor  # [F, S, S] the person's mask alone
+    keys: list[tuple[int, int]]  # [F] (grid index, track id; 0 = nobody's mask)
+    clips: list[list[int | tuple[int, int]]]  # R x T
+    window: list[int]  # [R]
+    person: list[int]  # [R] tracker ids
+    boxes: list[list[np.ndarray]]  # R x T x [0 or 1, 6] source-video pixels
+
+
+def _prepare_people(tf, windows: list[Window], used_per_window, settings: PerPerson, state) -> _PeopleBatch:
+    """A (grid frame, person) is transformed and encoded once however many windows share it; where
+    the person is the only subject of a frame (or nobody is), the union frame feature serves."""
+    sent, thumbnails, scale = state["sent"], state["thumbnails"], state["scale"]
+    keys, frames, masks_boxes = [], [], []
+    clips, rows_w, rows_p, rows_b = [], [], [], []
+    for w, used in zip(windows, used_per_window, strict=True):
+        for p in window_persons(used, settings.min_share):
+            clip, mine_all = [], []
+            for m, frame, b in zip(w.grid.tolist(), w.frames, used, strict=True):
+                mine = b[b[:, 5] == p] if b.shape[1] >= 6 else np.zeros((0, 6), np.float32)
+                mine_all.append(mine)
+                if len(mine) == len(b):  # alone, or nobody at all: the same mask as the union's
+                    clip.append(m)
+                    continue
+                key = (m, p if len(mine) else 0)
+                if key not in sent:
+                    sent.add(key)
+                    keys.append(key)
+                    frames.append(frame)
+                    masks_boxes.append(mine)
+                clip.append(key)
+            if p not in thumbnails:
+                k = next(i for i, b in enumerate(mine_all) if len(b))
+                thumbnails[p] = crop(w.frames[k], mine_all[k][0])
+            clips.append(clip)
+            rows_w.append(w.index)
+            rows_p.append(p)
+            rows_b.append([np.concatenate([b[:, :4] * scale, b[:, 4:]], axis=1) for b in mine_all])
+    start = windows[-1].grid[0]
+    sent.difference_update([k for k in sent if k[0] < start])
+    if frames:
+        h, wd = frames[0].shape[:2]
+        pixels, masks = tf(np.stack(frames), boxes_to_masks(masks_boxes, h, wd, BOX_SCORE_THRESHOLD))
+    else:
+        s = tf.image_size
+        pixels, masks = torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
+    return _PeopleBatch(pixels, masks, keys, clips, rows_w, rows_p, rows_b)
+
+
+def _prepare_batch(
+    tf,
+    windows: list[Window],
+    source_width: int,
+    keep: set[int],
+    sent: set[int],
+    people: tuple[PerPerson, dict] | None = None,
+) -> _Batch:
     """Model inputs for a batch of windows; each frame is transformed once however many windows
     share it (``sent`` holds the grid indices already handed on). Decoded frames end here."""
-    new_ids, new_frames, new_boxes, boxes, keyframes = [], [], [], [], []
+    new_ids, new_frames, new_boxes, boxes, keyframes, used_per_window = [], [], [], [], [], []
     for w in windows:
         for m, frame, b in zip(w.grid.tolist(), w.frames, w.boxes, strict=True):
             if m not in sent:
@@ -81,6 +146,7 @@ def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int],
                 new_frames.append(frame)
                 new_boxes.append(b)
         used = [_subject_boxes(b) for b in w.boxes]
+        used_per_window.append(used)
         scale = source_width / w.frames.shape[2]
         boxes.append([np.concatenate([b[:, :4] * scale, b[:, 4:]], axis=1) for b in used])
         if w.index in keep:
@@ -94,7 +160,12 @@ def _prepare_batch(tf, windows: list[Window], source_width: int, keep: set[int],
         s = tf.image_size
         pixels, masks = torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
     grids = [w.grid.tolist() for w in windows]
-    return _Batch(pixels, masks, new_ids, grids, boxes, keyframes, [w.padded for w in windows])
+    batch = _Batch(pixels, masks, new_ids, grids, boxes, keyframes, [w.padded for w in windows])
+    if people is not None:
+        settings, state = people
+        state.setdefault("scale", source_width / windows[0].frames.shape[2])
+        batch.people = _prepare_people(tf, windows, used_per_window, settings, state)
+    return batch
 
 
 def embed_video(
@@ -110,6 +181,7 @@ def embed_video(
     progress: bool = False,
     detect_every: int = DETECT_EVERY,
     track: bool = True,
+    per_person: bool | PerPerson = False,
 ) -> VideoEmbedding:
     """One embedding per window of ``path`` (window rule: :mod:`emotionclip.analyze.windows`).
 
@@ -119,7 +191,10 @@ def embed_video(
     through the video (:mod:`emotionclip.detect.track`: every box carries a track id in its sixth
     column, a person missed in one detection keeps an interpolated box); a window with nobody in it is
     encoded with an empty mask and marked ``has_person=False``. ``keyframes`` windows spread over
-    the video keep their middle frame for reports. Raises :class:`~emotionclip.video_io.VideoError`
+    the video keep their middle frame for reports. ``per_person`` (True or
+    :class:`~emotionclip.analyze.persons.PerPerson` settings; needs ``track``) adds one embedding per
+    (window, person) in ``persons``, each person's clip encoded with that person's mask alone
+    (:mod:`emotionclip.analyze.persons`: who is scored, how ids are numbered). Raises :class:`~emotionclip.video_io.VideoError`
     naming the file when it cannot be read.
 
     ``model`` is an EmotionCLIP (run at ``precision``, default fp32, on ``device``, default its own,
@@ -128,6 +203,9 @@ def embed_video(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    people = as_per_person(per_person)
+    if people is not None and not track:
+        raise ValueError("per_person needs track=True: persons are told apart by their track ids")
     info = probe_video(path)
     plan = plan_windows(info.duration, window, stride, model.video_len)
     det = resolve_detector(detector)
@@ -142,12 +220,19 @@ def embed_video(
     padded: list[int] = []
     frame_features: dict[int, torch.Tensor] = {}  # grid index -> encoded frame, while windows need it
     sent: set[int] = set()
+    # per person: (grid index, track id) -> encoded frame with that person's mask, while windows need it
+    person_features: dict[tuple[int, int], torch.Tensor] = {}
+    person_parts: dict[str, list] = {"features": [], "window": [], "person": [], "boxes": []}
+    people_state: dict = {"sent": set(), "thumbnails": {}}
     # a pipeline ahead of the model: decoding, detection (batched) and the transform each run in
     # their own thread, so windows/s follows the encoder while it is the slowest stage
     windows = iter_windows(
         path, info, plan, det, short_side=short_side, workers=1, detect_every=detect_every, track=track
     )
-    batches = (_prepare_batch(tf, b, info.width, keep, sent) for b in batched(windows, batch_size))
+    people_args = None if people is None else (people, people_state)
+    batches = (
+        _prepare_batch(tf, b, info.width, keep, sent, people_args) for b in batched(windows, batch_size)
+    )
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):
             # encode_video = visual_head(encode_image(frames)): overlapping windows share frames, so
@@ -157,23 +242,66 @@ def embed_video(
                 frame_features.update(zip(batch.frame_ids, encoded, strict=True))
             clips = torch.stack([torch.stack([frame_features[m] for m in ids]) for ids in batch.windows])
             features.append(runner.visual_head(clips).cpu())
+            if batch.people is not None:
+                _encode_people(runner, batch, frame_features, person_features, person_parts)
             for m in [m for m in frame_features if m < batch.windows[-1][0]]:
                 del frame_features[m]
             boxes.extend(batch.boxes)
             kept.extend(batch.keyframes)
             padded.extend(batch.padded)
             bar.update(len(batch.windows))
+    features = torch.cat(features)
+    persons = None
+    if people is not None:
+        persons, boxes, kept = _person_rows(person_parts, people_state["thumbnails"], boxes, kept, features)
+        if not len(persons):
+            logger.warning("%s: nobody tracked long enough in any window: no person rows", path)
     return VideoEmbedding(
         path=str(path),
         info=info,
         starts=plan.starts,
         ends=plan.ends,
-        features=torch.cat(features),
+        features=features,
         boxes=boxes,
         has_person=np.array([any(len(b) for b in per_frame) for per_frame in boxes], dtype=bool),
         padded=np.array(padded, dtype=np.int64),
         keyframes=kept,
+        persons=persons,
     )
+
+
+def _encode_people(runner, batch: _Batch, frame_features, person_features, parts) -> None:
+    """Encode the batch's new (frame, person) inputs in one pass and all its person clips in another."""
+    p = batch.people
+    if p.keys:
+        person_features.update(zip(p.keys, runner.encode_image(p.pixels, p.masks), strict=True))
+    if p.clips:
+        pick = lambda k: frame_features[k] if isinstance(k, int) else person_features[k]  # noqa: E731
+        clips = torch.stack([torch.stack([pick(k) for k in clip]) for clip in p.clips])
+        parts["features"].append(runner.visual_head(clips).cpu())
+    parts["window"].extend(p.window)
+    parts["person"].extend(p.person)
+    parts["boxes"].extend(p.boxes)
+    for k in [k for k in person_features if k[0] < batch.windows[-1][0]]:
+        del person_features[k]
+
+
+def _person_rows(parts, thumbnails, boxes, keyframes, features):
+    """The person rows with ids renumbered 1..K, and the union boxes and keyframes carrying the same
+    ids (0 for tracks never scored)."""
+    ids = renumber(parts["person"])
+    dim = features.shape[1]
+    rows = PersonRows(
+        window=np.array(parts["window"], np.int64),
+        person=np.array([ids[t] for t in parts["person"]], np.int64),
+        features=torch.cat(parts["features"]) if parts["features"] else torch.empty(0, dim),
+        boxes=[[renumbered_boxes(b, ids) for b in frames] for frames in parts["boxes"]],
+        thumbnails={ids[t]: image for t, image in thumbnails.items()},
+    )
+    boxes = [[renumbered_boxes(b, ids) for b in frames] for frames in boxes]
+    for k in keyframes:
+        k.boxes = renumbered_boxes(k.boxes, ids)
+    return rows, boxes, keyframes
 
 
 def embed_image(
