@@ -19,6 +19,7 @@ from .table import EmotionTable, emotion_table
 logger = logging.getLogger(__name__)
 
 FIXED_COLUMNS = ("window", "start", "end", "has_person", "padded_frames", "boxes", "top_emotion")
+UNION = "all"  # the ``person`` of the usual row: the window scored with the union of all boxes
 
 
 @dataclass
@@ -88,21 +89,58 @@ class Analysis:
 
 
 def score_table(embedding: VideoEmbedding, scorer: EmotionScorer) -> pd.DataFrame:
-    """One row per window: times, the subject boxes used, has_person, top emotion, one column per class."""
+    """One row per window: times, the subject boxes used, has_person, top emotion, one column per class.
+
+    With per-person rows (``embed_video(..., per_person=True)``) a ``person`` column follows
+    ``window``: ``"all"`` for the window's usual row, else the person id, whose row holds that
+    person's box per frame and the scores of the clip encoded with that person's mask alone; rows
+    are ordered by window, ``all`` first, then by person.
+    """
     if embedding.features.shape[1] != scorer.dim:
         raise ValueError(
             f"the {scorer.method} head expects {scorer.dim}-d features, "
             f"the model gives {embedding.features.shape[1]}-d"
         )
-    probs = scorer(embedding.features)
+    table = _rows(embedding.features, embedding.boxes, np.arange(len(embedding.starts)), embedding, scorer)
+    if embedding.persons is None:
+        return table
+    if "person" in scorer.classes:
+        raise ValueError("class name 'person' is a reserved column name of per-person tables")
+    p = embedding.persons
+    people = _rows(p.features, p.boxes, p.window, embedding, scorer)
+    people["has_person"] = True
+    table.insert(1, "person", UNION)
+    people.insert(1, "person", p.person.astype(object))
+    both = pd.concat([table, people], ignore_index=True)
+    order = np.lexsort((np.r_[np.zeros(len(table)), p.person], both["window"].to_numpy()))
+    return both.iloc[order].reset_index(drop=True)
+
+
+def union_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The usual one row per window of a table that may hold per-person rows too."""
+    if "person" not in table.columns:
+        return table
+    return table[table["person"].astype(str) == UNION].reset_index(drop=True)
+
+
+def person_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Only the per-person rows (empty without them), ``person`` as int."""
+    if "person" not in table.columns:
+        return table.iloc[:0]
+    rows = table[table["person"].astype(str) != UNION].reset_index(drop=True)
+    return rows.assign(person=rows["person"].astype(int))
+
+
+def _rows(features, boxes, windows, embedding: VideoEmbedding, scorer: EmotionScorer) -> pd.DataFrame:
+    probs = scorer(features) if len(features) else np.zeros((0, len(scorer.classes)), np.float32)
     table = pd.DataFrame(
         {
-            "window": np.arange(len(embedding.starts)),
-            "start": embedding.starts.round(3),
-            "end": embedding.ends.round(3),
-            "has_person": embedding.has_person,
-            "padded_frames": _padded(embedding),
-            "boxes": [json.dumps([rounded_boxes(b) for b in frames]) for frames in embedding.boxes],
+            "window": windows,
+            "start": embedding.starts[windows].round(3),
+            "end": embedding.ends[windows].round(3),
+            "has_person": embedding.has_person[windows],
+            "padded_frames": _padded(embedding)[windows],
+            "boxes": [json.dumps([rounded_boxes(b) for b in frames]) for frames in boxes],
             "top_emotion": top_emotions(probs, scorer.classes, scorer.probabilities),
         }
     )
@@ -139,7 +177,8 @@ def analyze_video(
 
     Scores are zero-shot over ``classes`` (default: the 7 sentiment classes) unless ``head`` names
     a saved linear-probe head; other keywords (``detector``, ``batch_size``, ``device``,
-    ``precision``) go to :func:`embed_video`.
+    ``precision``, ``per_person``: one more row per (window, person), :mod:`.persons`) go to
+    :func:`embed_video`.
     """
     check_head_or_classes(head, classes)
     device = embed_kwargs.get("device")

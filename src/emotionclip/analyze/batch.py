@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .._io import TEMP_PATTERN, atomic_write, claim_output_dir, input_files, is_output_dir, remove_paths
@@ -115,6 +116,7 @@ def analyze_paths(
     """
     from ..heads import check_head_or_classes
     from .analyze import probe_scorer, zero_shot_scorer
+    from .persons import as_per_person
 
     check_head_or_classes(head, classes)
     scorer = (
@@ -134,6 +136,9 @@ def analyze_paths(
         "method": scorer.method,
         "classes": list(scorer.classes),
     }
+    people = as_per_person(embed_kwargs.get("per_person"))
+    if people is not None:  # only then: the default settings stay as they were
+        settings["per_person"] = {"min_share": people.min_share}
     this = current_part(part)
     with claim_output_dir(out, "analyze", part=this and this.name):
         summary = _analyze_each(
@@ -145,7 +150,7 @@ def analyze_paths(
 def _analyze_each(
     model, videos, out, scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs, part
 ):
-    from .analyze import run_analysis
+    from .analyze import run_analysis, union_rows
     from .report import OUTPUT_NAMES, write_index, write_report
 
     summary = {"settings": settings, "done": [], "skipped": [], "failed": []}
@@ -162,14 +167,23 @@ def _analyze_each(
             logger.error("%s", error_text(video, e), exc_info=logger.isEnabledFor(logging.DEBUG))
             summary["failed"].append({"video": str(video), "error": error_text(video, e)})
             continue
-        logger.info("%s: %d windows -> %s", video, len(analysis.table), paths["html"])
-        padded = analysis.table["window"][analysis.table["padded_frames"] > 0].tolist()
+        table = union_rows(analysis.table)
+        persons = analysis.embedding.persons
+        logger.info(
+            "%s: %d windows%s -> %s",
+            video,
+            len(table),
+            "" if persons is None else f", {len(persons.ids)} person(s) in {len(persons)} person-window(s)",
+            paths["html"],
+        )
+        padded = table["window"][table["padded_frames"] > 0].tolist()
         if padded:
             logger.warning("%s: %d window(s) padded (the stream ends early): %s", video, len(padded), padded)
         summary["done"].append(
             {
                 "video": str(video),
-                "windows": len(analysis.table),
+                "windows": len(table),
+                **({} if persons is None else {"persons": len(persons.ids)}),
                 "padded_windows": padded,
                 **{kind: str(p) for kind, p in paths.items()},
             }
@@ -228,15 +242,7 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> 
                 arrays = {"source": np.array(str(path)), "features": features[None].numpy()}
             else:
                 e = embed_video(model, path, keyframes=0, progress=True, **embed_kwargs)
-                arrays = {
-                    "source": np.array(str(path)),
-                    "features": e.features.numpy(),
-                    "starts": e.starts,
-                    "ends": e.ends,
-                    "has_person": e.has_person,
-                    "padded_frames": e.padded,
-                    "boxes": np.array(json.dumps([[rounded_boxes(b) for b in w] for w in e.boxes])),
-                }
+                arrays = _video_arrays(e, rounded_boxes)
         except Exception as e:  # one bad input never stops the batch
             logger.error("%s", error_text(path, e))
             summary["failed"].append({"input": str(path), "error": error_text(path, e)})
@@ -254,6 +260,32 @@ def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> 
         summary["done"].append(done)
     _finish(out, summary, part, inputs, "input")
     return summary
+
+
+def _video_arrays(e, rounded_boxes) -> dict[str, np.ndarray]:
+    """The ``.npz`` arrays of a video: one entry per window; with per-person rows one per row (the
+    window's union row, then its persons'), with ``window`` and ``person`` ("all" or the id)."""
+    windows = np.arange(len(e.starts))
+    features, boxes, person = e.features, e.boxes, None
+    if e.persons is not None:
+        p = e.persons
+        order = np.lexsort((np.r_[np.zeros(len(windows)), p.person], np.r_[windows, p.window]))
+        windows = np.r_[windows, p.window][order]
+        features = torch.cat([e.features, p.features])[order]
+        boxes = [(e.boxes + p.boxes)[i] for i in order]
+        person = np.array(["all"] * len(e.starts) + [str(k) for k in p.person])[order]
+    arrays = {
+        "source": np.array(str(e.path)),
+        "features": features.numpy(),
+        "starts": e.starts[windows],
+        "ends": e.ends[windows],
+        "has_person": e.has_person[windows] | (person != "all" if person is not None else False),
+        "padded_frames": e.padded[windows],
+        "boxes": np.array(json.dumps([[rounded_boxes(b) for b in w] for w in boxes])),
+    }
+    if person is not None:
+        arrays.update(window=windows, person=person)
+    return arrays
 
 
 def _remove_stale(temporaries) -> None:

@@ -10,6 +10,7 @@ from ..backends import BACKEND_NAMES
 from ..constants import DETECT_EVERY
 from ..precision import PRECISIONS
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .persons import DEFAULT_MIN_SHARE
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
         help="emotions over time for videos: CSV, JSON, plot and HTML report per video",
         description="Score every window of each video zero-shot over emotion names (or with a saved "
         "linear-probe head) and write emotions.csv/.json/.png and an interactive, offline report.html "
-        "per video into OUT/<video name>/, plus OUT/summary.json and the overview OUT/index.html. "
+        "per video into OUT/<video name>/ (with --per-person also emotions.eaf for ELAN and emotions.vtt), plus OUT/summary.json and the overview OUT/index.html. "
         "OUT must be new, empty or an earlier analyze output. Exit status 1 if any video failed.",
     )
     p.add_argument("videos", nargs="+", type=Path, help="video files or folders (searched recursively)")
@@ -47,7 +48,8 @@ def register(subparsers) -> None:
         "embed",
         help="EmotionCLIP embeddings of videos (one per window) and images",
         description="Write OUT/<name>.npz per input: `features` [N, D] (un-normalised), and for videos "
-        "`starts`, `ends`, `has_person`, `padded_frames`, `boxes` (JSON) per window. OUT must be new, empty "
+        "`starts`, `ends`, `has_person`, `padded_frames`, `boxes` (JSON) per window (with --per-person: per "
+        "row, plus `window` and `person`: 'all' or the person id). OUT must be new, empty "
         "or an earlier embed output. Exit status 1 if any input failed.",
     )
     e.add_argument("inputs", nargs="+", type=Path, help="video or image files, or folders")
@@ -73,6 +75,19 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="detect each frame alone, as the release does (default: people are followed through the "
         "video, every box has a track id, a person missed in one detection keeps a box)",
+    )
+    p.add_argument(
+        "--per-person",
+        action="store_true",
+        help="also score each tracked person alone: one more row per (window, person), the window's clip "
+        "encoded with that person's mask only (ids 1..K in order of first appearance; about one more "
+        "encoder pass per person)",
+    )
+    p.add_argument(
+        "--min-person-share",
+        type=float,
+        help=f"with --per-person: a person is scored for a window when seen in at least this share of "
+        f"its frames (default {DEFAULT_MIN_SHARE})",
     )
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument(
@@ -114,6 +129,12 @@ def _check_args(args) -> str | None:
         return f"--batch-size must be >= 1 (got {args.batch_size})"
     if args.detect_every < 1:
         return f"--detect-every must be >= 1 (got {args.detect_every})"
+    if args.min_person_share is not None and not args.per_person:
+        return "--min-person-share needs --per-person"
+    if args.min_person_share is not None and not 0 < args.min_person_share <= 1:
+        return f"--min-person-share must be in (0, 1] (got {args.min_person_share})"
+    if args.per_person and not args.track:
+        return "--per-person needs tracking (drop --no-track): persons are told apart by their track ids"
     from ..heads import check_head_or_classes
 
     try:
@@ -185,8 +206,11 @@ def _load(args):
 
 def _embed_kwargs(args) -> dict:
     from ..detect import resolve_detector
+    from .persons import PerPerson
 
+    share = DEFAULT_MIN_SHARE if args.min_person_share is None else args.min_person_share
     return dict(
+        per_person=PerPerson(min_share=share) if args.per_person else False,
         window=args.window,
         stride=args.stride,
         detector=resolve_detector(args.detector),
