@@ -2,6 +2,7 @@
 
     python benchmarks/analyze_speed.py [--seconds 60] [--backends torch-fp32,onnxruntime-int8,auto]
                                        [--backbone ViT-B-32] [--detector default] [--cache DIR]
+                                       [--per-person]
 
 Videos: a generated 480p clip of ``--seconds`` (PyAV, moving shapes on a textured background;
 ``--seconds 300`` is a 5-minute video) and the real friday clip of the sample
@@ -9,6 +10,10 @@ media (timed ``--repeats`` times, the best kept: it has 5 windows). Window 2 s, 
 torch fp32 with the detector on (what `analyze` does without --backend). Random weights: speed does
 not depend on them. The CPU is shared with other processes: absolute numbers are noisy, compare
 ratios within one run.
+
+``--per-person`` adds a table of ``embed_video(..., per_person=True)`` with the detector on: windows/s,
+person-windows/s (one more clip per person and window, each with that person's mask alone) and the
+time against the same run without per-person rows (friday: three people with ``--detector nanodet``).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ def main() -> None:
     ap.add_argument("--detector", default="default")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--cache", help="keep exports and auto's choice here (default: a temporary folder)")
+    ap.add_argument("--per-person", action="store_true", help="also time per-person analysis (detector on)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["EMOTIONCLIP_CACHE"] = args.cache or tempfile.mkdtemp(prefix="emotionclip-bench-")
@@ -111,6 +117,21 @@ def main() -> None:
                     emb = embed_video(runner, path, detector=det, batch_size=8, keyframes=0)
                     best = max(best, len(emb.starts) / (time.perf_counter() - t0))
                 results[video_name, name, det_name] = best
+            if args.per_person:
+                best, rows, persons = 0.0, 0, 0
+                for _ in range(repeats[video_name]):
+                    t0 = time.perf_counter()
+                    emb = embed_video(
+                        runner, path, detector=detectors["on"], batch_size=8, keyframes=0, per_person=True
+                    )
+                    took = time.perf_counter() - t0
+                    if len(emb.starts) / took > best:
+                        best, rows, persons = (
+                            len(emb.starts) / took,
+                            len(emb.persons) / took,
+                            len(emb.persons.ids),
+                        )
+                results[video_name, name, "persons"] = (best, rows, persons)
     for video_name in videos:
         base = results.get((video_name, "torch-fp32", "on"))
         print(f"\n{video_name}: windows/s (x torch fp32 with the detector)")
@@ -119,6 +140,15 @@ def main() -> None:
             on, off = results[video_name, name, "on"], results[video_name, name, "off"]
             x_on, x_off = (f" ({on / base:4.2f}x)", f" ({off / base:4.2f}x)") if base else ("", "")
             print(f"{name:<22} {on:10.2f}{x_on:>8} {off:10.2f}{x_off:>8} {on / off:7.2f}")
+        if args.per_person:
+            print(f"\n{video_name}: --per-person, detector on ({args.detector})")
+            print(
+                f"{'backend':<22} {'persons':>7} {'windows/s':>10} {'person-windows/s':>17} {'time x union only':>18}"
+            )
+            for name in runners:
+                wins, rows, persons = results[video_name, name, "persons"]
+                union = results[video_name, name, "on"]
+                print(f"{name:<22} {persons:7d} {wins:10.2f} {rows:17.2f} {union / wins:18.2f}")
 
 
 if __name__ == "__main__":

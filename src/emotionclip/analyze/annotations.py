@@ -26,6 +26,12 @@ def window_spans(table: pd.DataFrame) -> dict[int, tuple[float, float]]:
     return {int(w): (float(cuts[i]), float(cuts[i + 1])) for i, w in enumerate(union["window"])}
 
 
+def _mimetype(media: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(media)[0] or "video/*"
+
+
 def _label(top) -> str:
     return NO_DOMINANT_TEXT if top == NO_DOMINANT else str(top)
 
@@ -34,14 +40,16 @@ def tier_name(person: int) -> str:
     return f"person {person}"
 
 
-def eaf_document(table: pd.DataFrame, media: str | None = None):
-    """A ``pympi.Elan.Eaf``: one tier per person, one annotation (the top emotion) per scored window."""
+def eaf_document(table: pd.DataFrame, media: str | None = None, relative: str | None = None):
+    """A ``pympi.Elan.Eaf``: one tier per person, one annotation (the top emotion) per scored window.
+    ``media``: the video's absolute ``file:`` URL; ``relative``: its path from the ``.eaf``."""
     from pympi.Elan import Eaf
 
     eaf = Eaf(author="emotionclip")
     eaf.remove_tier("default")  # pympi starts every document with one; only persons are wanted
-    if media:
-        eaf.add_linked_file(media, mimetype="video/mp4" if media.endswith(".mp4") else None)
+    if media:  # ELAN tries the absolute URL, then the relative one (a moved folder still finds it)
+        rel = None if relative is None or ":" in relative else "./" + relative
+        eaf.add_linked_file(media, relpath=rel, mimetype=_mimetype(media))
     spans = window_spans(table)
     people = person_rows(table)
     for person in sorted(set(people["person"].tolist())):
@@ -53,9 +61,16 @@ def eaf_document(table: pd.DataFrame, media: str | None = None):
     return eaf
 
 
-def write_eaf(table: pd.DataFrame, path, media: str | None = None) -> None:
-    """Write :func:`eaf_document` to ``path`` (pympi's writer; callers write to a temporary name)."""
-    eaf_document(table, media).to_file(str(path))
+def eaf_bytes(table: pd.DataFrame, media: str | None = None, relative: str | None = None) -> bytes:
+    """:func:`eaf_document` as the bytes of an ``.eaf`` file, rendered by pympi (``to_adocument``) in
+    memory: pympi's own writer renames an existing file to ``.bak``, ours writes atomically."""
+    from xml.etree import ElementTree
+
+    from pympi.Elan import to_adocument
+
+    return ElementTree.tostring(
+        to_adocument(eaf_document(table, media, relative)), encoding="UTF-8", xml_declaration=True
+    )
 
 
 def _timestamp(seconds: float) -> str:

@@ -215,11 +215,14 @@ def embed_paths(
 def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> dict:
     from .analyze import rounded_boxes
     from .embed import embed_image, embed_video
+    from .persons import as_per_person
 
+    settings = dict(settings or {}, window=embed_kwargs.get("window"), stride=embed_kwargs.get("stride"))
+    people = as_per_person(embed_kwargs.get("per_person"))
+    if people is not None:
+        settings["per_person"] = {"min_share": people.min_share}
     summary = {
-        "settings": dict(
-            settings or {}, window=embed_kwargs.get("window"), stride=embed_kwargs.get("stride")
-        ),
+        "settings": settings,
         "done": [],
         "skipped": [],
         "failed": [],

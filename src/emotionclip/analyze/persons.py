@@ -23,6 +23,13 @@ import torch
 
 DEFAULT_MIN_SHARE = 0.5
 THUMBNAIL_HEIGHT = 64  # pixels of the crop shown at the start of a person's lane in the report
+# person colours (matplotlib's Dark2), apart from the class colours (tab10): a person's box on the
+# video, the frame of its thumbnail and its panel share one
+PERSON_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+def person_color(person: int) -> str:
+    return PERSON_COLORS[(int(person) - 1) % len(PERSON_COLORS)]
 
 
 @dataclass(frozen=True)

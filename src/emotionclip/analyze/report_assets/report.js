@@ -8,16 +8,25 @@
   const timeline = document.getElementById("timeline");
   const tooltip = document.getElementById("tooltip");
   const SVG = "http://www.w3.org/2000/svg";
-  const PAD = 44, BAND = 20, TOP = 28, CURVES = 140, AXIS = 22;
-  const HEIGHT = TOP + CURVES + AXIS;
+  const PAD = 44, BAND = 20, TOP = 28, CURVES = 140, AXIS = 22, LANE = 36;
+  // per person (analyze --per-person): one lane each under the time axis
+  const persons = data.persons || [];
+  const LANES = TOP + CURVES + AXIS + 4;
+  const HEIGHT = LANES + persons.length * LANE;
   const wins = data.windows, classes = data.classes, colors = data.colors;
+  const rowsOf = persons.map(function (p) {  // window index -> the person's row there
+    const m = {};
+    p.rows.forEach(function (r) { m[r.window] = r; });
+    return m;
+  });
   const D = Math.max(data.duration, 1e-6);
   const centres = wins.map(function (w) { return (w.start + w.end) / 2; });
   // window i owns the time closest to its centre: band segments end halfway between centres
   const cuts = wins.length ? [wins[0].start] : [];
   for (let i = 1; i < wins.length; i++) cuts.push((centres[i - 1] + centres[i]) / 2);
   if (wins.length) cuts.push(wins[wins.length - 1].end);
-  const all = [].concat.apply([], wins.map(function (w) { return w.scores; }));
+  const all = [].concat.apply([], wins.map(function (w) { return w.scores; }).concat(
+    [].concat.apply([], persons.map(function (p) { return p.rows.map(function (r) { return r.scores; }); }))));
   const lo = data.probabilities ? 0 : Math.min.apply(null, all.concat([0]));
   const hi = data.probabilities ? 1 : Math.max.apply(null, all.concat([lo + 1e-6]));
   let width = 0, cursor = null, hoverLine = null;
@@ -81,16 +90,43 @@
     const step = steps.find(function (s) { return D / s <= Math.max(4, (width - 2 * PAD) / 80); }) || 7200;
     for (let t = 0; t <= D + 1e-9; t += step) {
       el("line", { x1: x(t), x2: x(t), y1: TOP + CURVES, y2: TOP + CURVES + 4, stroke: "#666" }, svg);
-      el("text", { x: x(t), y: HEIGHT - 4, "text-anchor": "middle", "font-size": 10, fill: "#666" }, svg).textContent = fmt(t);
+      el("text", { x: x(t), y: TOP + CURVES + AXIS - 4, "text-anchor": "middle", "font-size": 10, fill: "#666" }, svg).textContent = fmt(t);
     }
     classes.forEach(function (name, c) {
       const pts = wins.map(function (w, i) { return x(centres[i]).toFixed(1) + "," + y(w.scores[c]).toFixed(1); });
       el("polyline", { points: pts.join(" "), fill: "none", stroke: colors[c], "stroke-width": 1.6, class: "curve" }, svg)
         .dataset.cls = name;
     });
-    hoverLine = el("line", { y1: 0, y2: TOP + CURVES, stroke: "#888", "stroke-dasharray": "3 3", visibility: "hidden" }, svg);
-    cursor = el("line", { id: "cursor", y1: 0, y2: TOP + CURVES, stroke: "#d00", "stroke-width": 2 }, svg);
+    persons.forEach(function (p, k) { lane(svg, p, k); });
+    const bottom = persons.length ? HEIGHT : TOP + CURVES;
+    hoverLine = el("line", { y1: 0, y2: bottom, stroke: "#888", "stroke-dasharray": "3 3", visibility: "hidden" }, svg);
+    cursor = el("line", { id: "cursor", y1: 0, y2: bottom, stroke: "#d00", "stroke-width": 2 }, svg);
     update(video ? video.currentTime : 0);
+  }
+
+  // a person's lane: its thumbnail and id in the margin, its top emotion where it is scored
+  function lane(svg, p, k) {
+    const y0 = LANES + k * LANE;
+    const g = el("g", { class: "lane", "data-person": p.id }, svg);
+    el("rect", { x: PAD, y: y0 + 3, width: width - 2 * PAD, height: LANE - 6, fill: "#f3f3f3" }, g);
+    el("text", { x: 2, y: y0 + LANE / 2 + 4, "font-size": 11, "font-weight": 700, fill: p.color }, g).textContent = p.id;
+    if (p.thumbnail) {
+      el("image", { href: p.thumbnail, x: 14, y: y0 + 1, width: PAD - 18, height: LANE - 2,
+        preserveAspectRatio: "xMidYMid meet", class: "thumb" }, g);
+    }
+    el("rect", { x: 14, y: y0 + 1, width: PAD - 18, height: LANE - 2, fill: "none", stroke: p.color, "stroke-width": 2 }, g);
+    p.rows.forEach(function (r) {
+      const x0 = x(cuts[r.window]), x1 = x(cuts[r.window + 1]);
+      const seg = el("rect", { x: x0, y: y0 + 3, width: Math.max(0.5, x1 - x0), height: LANE - 6, class: "lane-segment",
+        fill: colors[classes.indexOf(r.top)] || "#999" }, g);
+      seg.dataset.window = r.window;
+    });
+    el("line", { x1: PAD, x2: width - PAD, y1: y0 + LANE - 2, y2: y0 + LANE - 2, stroke: p.color, "stroke-width": 2 }, g);
+  }
+  function laneAt(clientY) {  // the person lane under the pointer, -1 elsewhere
+    const top = timeline.getBoundingClientRect().top;
+    const k = Math.floor((clientY - top - LANES) / LANE);
+    return k >= 0 && k < persons.length ? k : -1;
   }
 
   function legend() {
@@ -103,7 +139,8 @@
       box.appendChild(item);
     });
     const note = document.createElement("span");
-    note.textContent = "faded / grey: no person detected" + (wins.some(function (w) { return w.padded; }) ? "; hatched: padded (stream ended early)" : "");
+    note.textContent = "faded / grey: no person detected" + (wins.some(function (w) { return w.padded; }) ? "; hatched: padded (stream ended early)" : "") +
+      (persons.length ? "; lanes: each person scored alone, blank where not seen enough" : "");
     note.style.color = "#666";
     box.appendChild(note);
   }
@@ -137,6 +174,7 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
+    canvas.dataset.labels = "[]";
     if (i < 0) return;
     const w = wins[i];
     if (t < w.start || t > w.end || !w.boxes.length) return;
@@ -147,18 +185,45 @@
     ctx.scale(dpr, dpr);
     ctx.lineWidth = 2.5;
     ctx.font = "bold 13px system-ui, sans-serif";
-    const color = colors[classes.indexOf(w.top)] || "#f33";
+    const labels = [];
     for (const b of w.boxes[k]) {
+      // per person: the box in the person's colour with the person's own top emotion; a track not
+      // scored in this window (seen too briefly) is grey and claims nothing
+      let color = colors[classes.indexOf(w.top)] || "#f33", top = w.top, scores = w.scores, label;
+      if (persons.length) {
+        const p = persons.findIndex(function (q) { return q.id === b[5]; });
+        const r = p >= 0 ? rowsOf[p][i] : undefined;
+        if (!r) { color = "#aaa"; label = ""; }
+        else { color = persons[p].color; top = r.top; scores = r.scores; }
+      }
       ctx.strokeStyle = color;
       ctx.strokeRect(ox + b[0] * s, oy + b[1] * s, (b[2] - b[0]) * s, (b[3] - b[1]) * s);
+      if (label === "") continue;
       // no top class (scores too close to call): no name is claimed
-      const label = w.top ? w.top + " " + w.scores[classes.indexOf(w.top)].toFixed(2) : "no dominant emotion";
+      label = top ? top + " " + scores[classes.indexOf(top)].toFixed(2) : "no dominant emotion";
+      if (persons.length) label = b[5] + ": " + label;
+      labels.push(label);
       const tw = ctx.measureText(label).width + 8;
       ctx.fillStyle = color;
       ctx.fillRect(ox + b[0] * s, Math.max(0, oy + b[1] * s - 18), tw, 18);
       ctx.fillStyle = "#fff";
       ctx.fillText(label, ox + b[0] * s + 4, Math.max(13, oy + b[1] * s - 5));
     }
+    canvas.dataset.labels = JSON.stringify(labels);  // what is written over the video now
+  }
+
+  function peopleNow(i) {  // beside the bars: each person's top emotion in this window
+    const box = document.getElementById("people-now");
+    if (!box) return;
+    box.textContent = "";
+    persons.forEach(function (p, k) {
+      const r = i >= 0 ? rowsOf[k][i] : undefined;
+      const row = document.createElement("div");
+      row.className = "person-now"; row.dataset.person = p.id; row.style.color = p.color;
+      row.textContent = "person " + p.id + ": " + (r ? (r.top || "no dominant emotion") +
+        (r.top ? " " + r.scores[classes.indexOf(r.top)].toFixed(2) : "") : "not seen");
+      box.appendChild(row);
+    });
   }
 
   function update(t) {
@@ -169,6 +234,7 @@
     top.textContent = i >= 0 ? (wins[i].top || "no dominant emotion") + (wins[i].person ? "" : " (no person)") : "";
     top.style.color = i >= 0 ? colors[classes.indexOf(wins[i].top)] || "" : "";
     bars(i);
+    peopleNow(i);
     document.getElementById("line").textContent = lineAt(t);
     drawBoxes(t, i);
   }
@@ -176,14 +242,16 @@
   function showTooltip(ev) {
     const t = timeAt(ev.clientX), i = windowAt(t);
     if (i < 0) return;
-    const w = wins[i];
+    const k = laneAt(ev.clientY), r = k >= 0 ? rowsOf[k][i] : undefined;
+    const w = r ? { start: wins[i].start, end: wins[i].end, top: r.top, scores: r.scores, person: true, padded: wins[i].padded } : wins[i];
     hoverLine.setAttribute("x1", x(t)); hoverLine.setAttribute("x2", x(t));
     hoverLine.setAttribute("visibility", "visible");
     tooltip.textContent = "";
     const head = document.createElement("div");
     head.innerHTML = "<b></b>";
     head.firstChild.textContent = w.start.toFixed(2) + "–" + w.end.toFixed(2) + " s";
-    head.appendChild(document.createTextNode(" window " + i + (w.person ? "" : " · no person") +
+    head.appendChild(document.createTextNode(" window " + i + (k >= 0 ? " · person " + persons[k].id + (r ? "" : " not seen") : "") +
+      (w.person ? "" : " · no person") +
       (w.padded ? " · padded (" + w.padded + " frames repeated)" : "")));
     tooltip.appendChild(head);
     const table = document.createElement("table");
@@ -198,9 +266,9 @@
     });
     tooltip.appendChild(table);
     tooltip.hidden = false;
-    const r = tooltip.getBoundingClientRect();
-    tooltip.style.left = Math.min(ev.clientX + 14, window.innerWidth - r.width - 4) + "px";
-    tooltip.style.top = Math.max(4, ev.clientY - r.height - 10) + "px";
+    const rect = tooltip.getBoundingClientRect();
+    tooltip.style.left = Math.min(ev.clientX + 14, window.innerWidth - rect.width - 4) + "px";
+    tooltip.style.top = Math.max(4, ev.clientY - rect.height - 10) + "px";
   }
 
   function seek(t) {
