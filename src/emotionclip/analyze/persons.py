@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the CLI imports this module for its defaults: `emotionclip --help` loads no torch
+    import torch
 
 DEFAULT_MIN_SHARE = 0.5
 THUMBNAIL_HEIGHT = 64  # pixels of the crop shown at the start of a person's lane in the report
