@@ -162,7 +162,7 @@ def test_killed_part_resumes_from_its_partial_save(job, single, tmp_path, caplog
         checkpoint_hash,
         extract_features,
     )
-    from emotionclip.parts import Part
+    from emotionclip.jobs import Part
 
     # what a part killed after its first partial save leaves: three of its training samples
     ckpt, bold = job
@@ -239,7 +239,7 @@ def test_parts_with_detector_boxes_merge_their_box_caches(job, tmp_path, one_pro
 
 
 def test_rank_device_gives_each_launched_process_its_own_gpu(monkeypatch):
-    from emotionclip.parts import rank_device
+    from emotionclip.jobs import rank_device
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

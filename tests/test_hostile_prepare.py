@@ -138,14 +138,14 @@ def test_3_a_second_prepare_is_refused_naming_the_holder_and_parts_share_the_fol
     assert proc.exitcode == 0 and json.loads((out / "manifest.json").read_text())["clips"] == 4
 
     parts = tmp_path / "parts"
-    part0 = PrepareConfig(**{**slow.__dict__, "part": (0, 2)})
+    part0 = PrepareConfig(**{**slow.__dict__, "part": "0/2"})
     proc = _start(prepare, src, parts, part0)
     try:
-        _wait_for(parts / ".prepare" / "part-0000-of-0002" / LOCK_OWNER, proc)
+        _wait_for(parts / ".prepare" / "part-0-of-2" / LOCK_OWNER, proc)
         fast = config(tmp_path, "a", "b", "c", "d")
-        prepare(src, parts, PrepareConfig(**{**fast.__dict__, "part": (1, 2)}))  # concurrently: fine
+        prepare(src, parts, PrepareConfig(**{**fast.__dict__, "part": "1/2"}))  # concurrently: fine
         with pytest.raises(OutputDirError, match=f"pid {proc.pid}"):  # the same part twice: refused
-            prepare(src, parts, PrepareConfig(**{**fast.__dict__, "part": (0, 2)}))
+            prepare(src, parts, PrepareConfig(**{**fast.__dict__, "part": "0/2"}))
         with pytest.raises(OutputDirError, match="being written"):  # --merge needs the folder alone
             merge(parts)
     finally:

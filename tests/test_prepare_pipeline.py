@@ -306,7 +306,7 @@ def test_parts_with_worker_pool_then_merge(media_dir, tmp_path):
     out = tmp_path / "out"
     det = cremad_boxes(tmp_path, media_dir)
     inputs = media_dir / "cremad" / "transcript.csv"
-    for part, workers in (((0, 2), 1), ((1, 2), 0)):  # part 0 through a worker process pool
+    for part, workers in (("0/2", 1), ("1/2", 0)):  # part 0 through a worker process pool
         prepare(
             inputs,
             out,
@@ -318,9 +318,13 @@ def test_parts_with_worker_pool_then_merge(media_dir, tmp_path):
                 workers=workers,
             ),
         )
-    m0, m1 = (json.loads((out / f"manifest.part-{i:04d}-of-0002.json").read_text()) for i in range(2))
+    m0, m1 = (json.loads((out / f"manifest.part-{i}-of-2.json").read_text()) for i in range(2))
     assert m0["clips"] + m1["clips"] == 6 and m0["clips"] and m1["clips"]
+    # the part that completed the set merged them; --merge by hand gives the same
+    auto = json.loads((out / "manifest.json").read_text())
+    assert auto["clips"] == 6 and auto["parts"]["missing"] == []
     merged = merge_manifests(out)
+    assert merged["shards"] == auto["shards"]
     assert merged["clips"] == 6 and merged["parts"]["missing"] == []
     assert len(merged["failures"]) == 6  # actor 1002 rows, from both parts
     names = [s["name"] for s in merged["shards"]]

@@ -14,7 +14,7 @@ import emotionclip
 from emotionclip._io import OutputDirError, claim_output_dir
 from emotionclip.cli import main
 from emotionclip.constants import SAMPLE_MEDIA
-from emotionclip.parts import Part, current_part, parse_part
+from emotionclip.jobs import Part, current_part, parse_part
 
 
 def test_parts_are_deterministic_round_robin_slices(monkeypatch):

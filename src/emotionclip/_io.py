@@ -181,7 +181,7 @@ def claim_output_dir(
       process out: it gets :class:`OutputDirError` naming the holder's pid;
     * ``shared=True`` takes a shared lock instead, for cooperating writers (``prepare --part`` jobs
       writing one folder): they exclude an exclusive holder, not each other;
-    * with ``part`` (a slice of a job split over processes, :mod:`emotionclip.parts`) the lock is
+    * with ``part`` (a slice of a job split over processes, :mod:`emotionclip.jobs`) the lock is
       that part's, so the parts of one job share the folder while a second process for the same
       part is kept out.
     """

@@ -19,7 +19,7 @@ import torch
 from scipy.signal import savgol_filter
 
 from .._io import atomic_write, claim_output_dir
-from ..parts import Part, current_part, rank_device
+from ..jobs import Part, current_part, parts_lock, rank_device
 from ..precision import autocast, check_precision, default_precision
 from ..transform import PreprocessConfig
 from . import metrics as M
@@ -234,7 +234,7 @@ def evaluate(
     mAP over the classes present and absent in the split, ``"release"`` over all of them with AP 0
     for an absent class (scikit-learn's, the release's numbers). Returns the dict written as JSON.
 
-    ``part`` (``"I/N"``, combined with torchrun / srun ranks: :mod:`emotionclip.parts`) extracts
+    ``part`` (``"I/N"``, combined with torchrun / srun ranks: :mod:`emotionclip.jobs`) extracts
     only this process's slice of every split into its own file in the cache; the process that
     completes the set assembles the splits' caches and fits the probes. A process that does not
     returns ``{"dataset", "part", "pending": {split: [parts not written yet]}}`` (empty when
@@ -288,11 +288,8 @@ def evaluate(
         )
         if this is None:
             return probe(feats)
-        from filelock import FileLock
-
-        cache.mkdir(parents=True, exist_ok=True)
         # one process at a time decides who completes the set (and fits the probes while holding it)
-        with FileLock(str(cache / ".emotionclip.lock.parts")):
+        with parts_lock(cache):
             return _finish_part(this, feats, splits, protocol, cache, checkpoint, ckpt_sha, json_path, probe)
 
 

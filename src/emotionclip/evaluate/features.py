@@ -9,7 +9,7 @@ are known), the detector (main thread), ``_Encoder`` (batches at the protocol's 
 ``_Results`` (resumable partial saves). The cache file name holds the checkpoint's SHA-256, the
 dataset, split and a hash of the protocol (precision included), so a second probe run never touches
 the model; an interrupted extraction resumes from its last partial save. A job split into parts
-(:mod:`emotionclip.parts`) extracts each slice into its own file; :func:`assemble_parts` joins them.
+(:mod:`emotionclip.jobs`) extracts each slice into its own file; :func:`assemble_parts` joins them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .._io import atomic_path, atomic_write
 from .._prefetch import prefetch
 from ..constants import BOX_SCORE_THRESHOLD
 from ..detect import as_boxes, track_boxes
-from ..parts import Part
+from ..jobs import Part
 from ..precision import autocast, check_precision
 from ..pretrained import resolve_checkpoint
 from ..transform import FrameTransform, boxes_to_mask
@@ -431,7 +431,7 @@ def cached_features(
     """Features of a split from the cache, extracting (and caching) them on a miss.
 
     ``load_model`` is called only on a miss, so a fully cached run never builds the model. With
-    ``part`` (a slice of a job split over processes, :mod:`emotionclip.parts`) only that slice is
+    ``part`` (a slice of a job split over processes, :mod:`emotionclip.jobs`) only that slice is
     extracted, into the part's own file; it returns None then unless the split's whole cache is
     there already. :func:`assemble_parts` makes the split's cache from the part files.
     """
@@ -488,7 +488,7 @@ def assemble_parts(
     the part files are removed. ``(None, missing parts)`` while some part has not written its slice.
     Callers serialise this (one lock per cache folder)."""
     base = _cache_base(split, protocol, cache_dir, ckpt_sha)
-    parts = [Part(i, count) for i in range(count)]
+    parts = Part(0, count).siblings()
     loaded, missing = [], []
     for p in parts:
         f = _part_file(base, p)

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
         help="videos + subtitles -> WebDataset training shards",
         description="Turn a folder of videos with subtitles (.srt/.vtt/YouTube .json beside each video, or "
         "a text subtitle track inside it), or a CSV/JSONL manifest, into WebDataset shards for training. "
-        "Resumable: rerun the same command to continue. With --part I/N, run N slices on N machines, "
-        "then `emotionclip prepare --merge OUT_DIR`.",
+        "Resumable: rerun the same command to continue. With --part I/N (or torchrun / srun ranks), run N "
+        "slices on N machines; the last to finish merges the manifests (`--merge OUT_DIR` does it by hand).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -119,8 +119,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._io import FileError
+    from ..jobs import parse_part
     from .clips import ClipFilter
-    from .pipeline import PrepareConfig, exit_code, merge, parse_part, prepare
+    from .pipeline import PrepareConfig, exit_code, merge, prepare
 
     if args.merge:
         if len(args.paths) != 1:

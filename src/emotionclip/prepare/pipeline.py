@@ -35,11 +35,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from emotionclip._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir, remove_temporaries
-from emotionclip.video_io import VideoError, iter_frames, probe_video
-
+from .._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir, remove_temporaries
 from ..detect import PersonDetector, track_boxes
 from ..detect.base import as_boxes
+from ..jobs import Part, complete_set, current_part
 from ..sentiment import SentimentScorer, neutral_probability
 from ..shards.writer import (
     AtomicTar,
@@ -51,6 +50,7 @@ from ..shards.writer import (
     sample_members,
     write_json_atomic,
 )
+from ..video_io import VideoError, iter_frames, probe_video
 from .clips import Candidate, ClipFilter, select_candidates
 from .discovery import VideoItem, discover, identify, read_embedded_cues, youtube_ids
 from .punctuation import PunctuationRestorer
@@ -87,7 +87,9 @@ class PrepareConfig:
     jpeg_quality: int = 90
     shard_clips: int = 500  # clips per shard (a video is never split, so shards may run over)
     workers: int = 0  # 0: in this process; N: a pool of N processes
-    part: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint slices (0-based)
+    # "I/N" or a Part: one of N disjoint slices (0-based), split further by torchrun / srun ranks
+    # (emotionclip.jobs); the part that completes the set merges the manifests
+    part: str | Part | None = None
     retry_failed: bool = False
     # YouTube ids to leave out: the release's BoLD-overlap list, a file of ids, or None
     exclude_ids: str | Path | None = RELEASE_EXCLUDED_IDS
@@ -105,17 +107,6 @@ class PrepareConfig:
             "jpeg_quality": self.jpeg_quality,
             "exclude_ids": None if self.exclude_ids is None else str(self.exclude_ids),
         }
-
-
-def parse_part(text: str) -> tuple[int, int]:
-    """``"I/N"`` → ``(I, N)`` with ``0 <= I < N``."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError as e:
-        raise ValueError(f"--part must look like I/N (e.g. 3/16), got {text!r}") from e
-    if not 0 <= i < n:
-        raise ValueError(f"--part {text}: need 0 <= I < N")
-    return i, n
 
 
 def load_excluded_ids(spec: str | Path | None) -> set[str]:
@@ -361,17 +352,34 @@ def _run_one(item: VideoItem) -> dict:
 # ------------------------------------------------------------------ the run (main process)
 
 
-def _paths(out_dir: Path, part: tuple[int, int] | None) -> tuple[str, Path, Path, Path]:
+def _paths(out_dir: Path, part: Part | None) -> tuple[str, Path, Path, Path]:
     if part is None:
         return "shard", out_dir / ".prepare", out_dir / "manifest.json", out_dir / "summary.json"
-    i, n = part
-    tag = f"part-{i:04d}-of-{n:04d}"
     return (
-        f"p{i:04d}",
-        out_dir / ".prepare" / tag,
-        out_dir / f"manifest.{tag}.json",
-        out_dir / f"summary.{tag}.json",
+        f"p{part.index:04d}",
+        out_dir / ".prepare" / part.name,
+        _part_manifest(out_dir, part),
+        out_dir / f"summary.{part.name}.json",
     )
+
+
+def _part_manifest(out_dir: Path, part: Part) -> Path:
+    return out_dir / f"manifest.{part.name}.json"
+
+
+def _rename_legacy_part(out_dir: Path, part: Part) -> None:
+    """Before 0.3 a part's files were named ``part-0003-of-0016``: renamed, so that the part resumes
+    and ``merge`` never counts one part twice."""
+    old = f"part-{part.index:04d}-of-{part.count:04d}"
+    for before, after in (
+        (out_dir / ".prepare" / old, out_dir / ".prepare" / part.name),
+        *(
+            (out_dir / f"{kind}.{old}{ext}", out_dir / f"{kind}.{part.name}{ext}")
+            for kind, ext in (("manifest", ".json"), ("manifest", ".png"), ("summary", ".json"))
+        ),
+    ):
+        if before.exists() and not after.exists():
+            before.rename(after)
 
 
 def _build_components(config: PrepareConfig):
@@ -408,22 +416,39 @@ def prepare(input_path: str | Path, out_dir: str | Path, config: PrepareConfig |
     """
     config = config or PrepareConfig()
     out_dir = Path(out_dir)
+    part = current_part(config.part)
     excluded_ids = load_excluded_ids(config.exclude_ids)
     items = discover(input_path, identify_content=False)
-    if config.part is not None:
-        items = items[config.part[0] :: config.part[1]]
-    prefix, state_dir, manifest_path, summary_path = _paths(out_dir, config.part)
+    if part is not None:
+        items = part.select(items)
+    prefix, state_dir, manifest_path, summary_path = _paths(out_dir, part)
     _adopt(out_dir)
     with ExitStack() as held:
-        held.enter_context(claim_output_dir(out_dir, TOOL, shared=config.part is not None))
-        if config.part is not None:
+        held.enter_context(claim_output_dir(out_dir, TOOL, shared=part is not None))
+        if part is not None:
+            _rename_legacy_part(out_dir, part)
             _adopt(state_dir)
             held.enter_context(claim_output_dir(state_dir, TOOL))
         run = _Run(out_dir, state_dir, prefix, config)
         run.identify(items)  # content hashes: only this part's videos are read
         plan = run.plan(items, excluded_ids)
         run.process(plan)
-        return run.finish(plan, manifest_path, summary_path)
+        summary = run.finish(plan, manifest_path, summary_path, part)
+        if part is not None and _merge_if_complete(out_dir, part) is not None:
+            logger.info(
+                "%s completed the set: %s holds all %d parts",
+                part.name,
+                out_dir / "manifest.json",
+                part.count,
+            )
+        return summary
+
+
+def _merge_if_complete(out_dir: Path, part: Part) -> dict | None:
+    """The part that completes the set merges the part manifests (``--merge`` does it by hand)."""
+    return complete_set(
+        out_dir, part, lambda p: _part_manifest(out_dir, p).is_file(), lambda: merge_manifests(out_dir)
+    )
 
 
 def merge(out_dir: str | Path) -> dict:
@@ -550,14 +575,14 @@ class _Run:
                 self._pending(r.video_id, ext).unlink(missing_ok=True)
         logger.info("wrote %s (%d clips, %.1f min)", shard.name, shard.clips, shard.seconds / 60)
 
-    def finish(self, plan: _Plan, manifest_path: Path, summary_path: Path) -> dict:
+    def finish(self, plan: _Plan, manifest_path: Path, summary_path: Path, part: Part | None) -> dict:
         settings = self.config.settings(self.detector, self.scorer, self.segmenter)
         # every video of this ledger, not only this run's input: the manifest lists every shard on disk
         manifest = build_manifest(
             (r.to_dict() for _, r in sorted(self.records.items())), self.out_dir, settings
         )
-        if self.config.part is not None:
-            manifest["part"] = {"index": self.config.part[0], "total": self.config.part[1]}
+        if part is not None:
+            manifest["part"] = {"index": part.index, "total": part.count}
         write_json_atomic(manifest_path, manifest)
         plot_manifest(manifest, manifest_path.with_suffix(".png"))
         summary = _summary(plan, self.run_records, manifest, time.time() - self.t0)

@@ -1,0 +1,135 @@
+"""The one way to run a batch job over many processes: prepare, evaluate, analyze and embed use it.
+
+A job is a list of inputs every process builds the same way. :func:`current_part` gives this
+process its slice: ``--part I/N`` (job arrays, 0-based as SLURM's ``--array=0-N``) combined with
+the launcher's ranks (``torchrun``'s ``RANK`` / ``WORLD_SIZE``, ``srun``'s ``SLURM_PROCID`` /
+``SLURM_NTASKS``): ``--part 2/4`` with 8 ranks is slice ``2 * 8 + rank`` of 32. Inputs are dealt
+round-robin (``items[k::n]``), so the slices are deterministic and cover the list once. No process
+group is needed: processes meet in the output folder, each part named ``part-I-of-N``
+(:attr:`Part.name`) in its files. Each part writes one output per input (skipping those already
+done, listing failures and going on) and its own summary; :func:`complete_set` lets the part that
+completes the set merge them, one process at a time under the folder's parts lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PARTS_LOCK = ".emotionclip.lock.parts"  # serialises "is the set complete? then merge" in a folder
+
+
+@dataclass(frozen=True)
+class Part:
+    index: int  # 0-based
+    count: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index}-of-{self.count}"
+
+    def select(self, items: Sequence) -> list:
+        return list(items[self.index :: self.count])
+
+    def siblings(self) -> list[Part]:
+        """Every part of the job, this one included, in order."""
+        return [Part(i, self.count) for i in range(self.count)]
+
+
+def parse_part(text: str) -> Part:
+    """``"I/N"`` with ``0 <= I < N`` (e.g. ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``) -> :class:`Part`."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"--part must be I/N with 0 <= I < N, got {text!r}")
+    return Part(int(m.group(1)), int(m.group(2)))
+
+
+def _env_rank() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")) or 1)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
+    return (rank, world) if world > 1 else (0, 1)
+
+
+def current_part(part: str | Part | None = None) -> Part | None:
+    """This process's slice: ``part`` combined with the launcher's rank; None for a whole, single job."""
+    base = parse_part(part) if isinstance(part, str) else (part or Part(0, 1))
+    rank, world = _env_rank()
+    combined = Part(base.index * world + rank, base.count * world)
+    return None if combined.count == 1 else combined
+
+
+def rank_device(device: str) -> str:
+    """A bare ``cuda`` -> this process's own GPU when a launcher runs several (``LOCAL_RANK`` of
+    torchrun, ``SLURM_LOCALID`` of srun, modulo the visible GPUs): one process per GPU. Anything
+    else (``cpu``, ``cuda:1``) as given."""
+    if str(device) != "cuda" or _env_rank()[1] == 1:
+        return str(device)
+    import torch
+
+    local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) or 0)
+    return f"cuda:{local % max(torch.cuda.device_count(), 1)}"
+
+
+@contextmanager
+def parts_lock(folder: str | Path) -> Iterator[None]:
+    """Held while a part decides whether it completes the set (and merges, if it does)."""
+    from filelock import FileLock
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / PARTS_LOCK)):
+        yield
+
+
+def complete_set(
+    folder: str | Path, part: Part, is_done: Callable[[Part], bool], merge: Callable[[], T]
+) -> T | None:
+    """``merge()`` when every part of ``part``'s job ``is_done``, else None (a later part merges).
+
+    Run by each part once its own outputs and summary are written: the last to finish finds the set
+    complete. The check and the merge hold ``folder``'s parts lock, so two parts finishing at once
+    never both merge, nor merge a set one of them is still writing."""
+    with parts_lock(folder):
+        missing = [p.name for p in part.siblings() if not is_done(p)]
+        if missing:
+            logger.info("%s done; the set completes when %s is", part.name, ", ".join(missing))
+            return None
+        return merge()
+
+
+# ------------------------------------------------------------------ per-part summaries of item jobs
+
+
+def part_summary_path(out: Path, part: Part) -> Path:
+    return Path(out) / f"summary.{part.name}.json"
+
+
+def merge_part_summaries(out: Path, part: Part, order: Sequence[str], key: str) -> dict | None:
+    """The whole job's summary once every part has written its own, else None.
+
+    ``order``: every input of the whole job (as strings), to list entries in input order;
+    ``key``: the entry field naming the input.
+    """
+    summaries = []
+    for p in part.siblings():
+        try:
+            summaries.append(json.loads(part_summary_path(out, p).read_text()))
+        except (OSError, ValueError):
+            return None
+    rank = {name: i for i, name in enumerate(order)}
+    merged = {"settings": summaries[0]["settings"]}
+    for field in ("done", "skipped", "failed"):
+        entries = [e for s in summaries for e in s[field]]
+        merged[field] = sorted(entries, key=lambda e: rank.get(e[key], len(rank)))
+    return merged
