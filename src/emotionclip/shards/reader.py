@@ -24,9 +24,8 @@ import io
 import json
 import logging
 import math
-import os
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,8 @@ from emotionclip.constants import BOX_SCORE_THRESHOLD
 from emotionclip.detect.base import as_boxes
 from emotionclip.tokenizer import tokenize
 from emotionclip.transform import FrameTransform, PreprocessConfig, boxes_to_mask
+
+from .index import BadSample, ShardIndex, build_index, read_meta, split_name, tar_members
 
 logger = logging.getLogger(__name__)
 
@@ -86,25 +87,6 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
 # ---------------------------------------------------------------------------------------------
 # decoding one sample
 # ---------------------------------------------------------------------------------------------
-class BadSample(ValueError):
-    """A shard sample that cannot become a training clip (missing or broken field)."""
-
-
-def read_meta(sample: dict) -> dict:
-    """The sample's ``.json``, checked for the fields training uses."""
-    where = f"{sample.get('__url__', '?')}: sample {sample.get('__key__', '?')}"
-    if "json" not in sample:
-        raise BadSample(f"{where} has no .json")
-    try:
-        meta = json.loads(sample["json"])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadSample(f"{where} has a broken .json ({e})") from None
-    missing = [k for k in ("video_id", "neutral", "has_person", "sentiment_logits") if k not in meta]
-    if not isinstance(meta, dict) or missing:
-        raise BadSample(f"{where}: .json lacks {missing or 'a mapping'}")
-    return meta
-
-
 class ClipDecoder:
     """Raw WebDataset sample (bytes per field) → training tensors (uint8 frames, bool mask)."""
 
@@ -178,194 +160,6 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
-# ---------------------------------------------------------------------------------------------
-# random access: an index of the samples' byte ranges in the tars
-# ---------------------------------------------------------------------------------------------
-def _tar_members(f, start: int = 0, end: int | None = None):
-    """(name, data offset, size) of the regular files of a tar read from ``f`` between two offsets.
-
-    A small header parser (ustar, GNU long names, pax paths) — Python's tarfile builds an object per
-    member and is ~10x slower, which matters for corpora of millions of frames."""
-    offset, long_name = start, None
-    while end is None or offset < end:
-        f.seek(offset)
-        header = f.read(512)
-        if len(header) < 512 or header.count(0) == 512:
-            return
-        try:
-            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
-        except ValueError:
-            raise BadSample(f"corrupt tar header at byte {offset}") from None
-        kind = header[156:157]
-        data = offset + 512
-        offset = data + (size + 511) // 512 * 512
-        if kind in (b"L", b"x"):
-            f.seek(data)
-            payload = f.read(size)
-            if kind == b"L":
-                long_name = payload.rstrip(b"\0").decode("utf-8", "replace")
-            else:
-                for record in payload.decode("utf-8", "replace").splitlines():
-                    key, _, value = record.partition(" ")[2].partition("=")
-                    if key == "path":
-                        long_name = value
-            continue
-        if kind not in (b"0", b"\0"):
-            long_name = None
-            continue
-        name = long_name
-        if name is None:
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if header[257:262] == b"ustar" and prefix:
-                name = f"{prefix}/{name}"
-        long_name = None
-        yield name, data, size
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    """WebDataset's key / field split: at the first dot of the file name."""
-    folder, _, base = name.rpartition("/")
-    key, _, ext = base.partition(".")
-    return (f"{folder}/{key}" if folder else key), ext
-
-
-@dataclass
-class ShardIndex:
-    """Where each sample of a corpus lies (shard, byte range) and what training filters on."""
-
-    urls: list[str]
-    shard: np.ndarray  # int32 per sample
-    start: np.ndarray  # int64: first header
-    end: np.ndarray  # int64: end of the last member's data
-    neutral: np.ndarray  # float32
-    has_person: np.ndarray  # float32
-    video: np.ndarray  # int32 into video_ids
-    video_ids: list[str]
-    skipped: list[str] = field(default_factory=list)  # "<shard>: sample <key> ...: reason"
-
-    def __len__(self) -> int:
-        return len(self.shard)
-
-    def select(self, max_neutral: float | None = None, min_has_person: float | None = None) -> np.ndarray:
-        keep = np.ones(len(self), dtype=bool)
-        if max_neutral is not None:
-            keep &= self.neutral <= max_neutral
-        if min_has_person:
-            keep &= self.has_person >= min_has_person
-        return np.flatnonzero(keep)
-
-
-def _index_shard(path: str) -> tuple[list[tuple], list[str]]:
-    rows, skipped = [], []
-    with open(path, "rb") as f:
-        groups: OrderedDict[str, dict] = OrderedDict()
-        for name, data, size in _tar_members(f):
-            key, ext = _split_name(name)
-            g = groups.get(key)
-            if g is None:
-                if groups:  # members of a sample are contiguous: the previous one is complete
-                    _finish(path, f, groups.popitem()[1], rows, skipped)
-                g = groups[key] = {"key": key, "start": data - 512, "fields": {}}
-            g["fields"][ext] = (data, size)
-            g["end"] = data + (size + 511) // 512 * 512
-        while groups:
-            _finish(path, f, groups.popitem()[1], rows, skipped)
-    return rows, skipped
-
-
-def _finish(path: str, f, g: dict, rows: list, skipped: list) -> None:
-    sample = {"__url__": path, "__key__": g["key"]}
-    if "json" in g["fields"]:
-        data, size = g["fields"]["json"]
-        f.seek(data)
-        sample["json"] = f.read(size)
-    try:
-        meta = read_meta(sample)
-        if not any(k.startswith("f") and k.endswith(".jpg") for k in g["fields"]):
-            raise BadSample(f"{path}: sample {g['key']} has no frames")
-        rows.append(
-            (g["start"], g["end"], float(meta["neutral"]), float(meta["has_person"]), meta["video_id"])
-        )
-    except (BadSample, TypeError, ValueError) as e:
-        skipped.append(str(e))
-
-
-def _shard_signature(urls: list[str]) -> list[list]:
-    return [[u, os.stat(u).st_size, os.stat(u).st_mtime_ns] for u in urls]
-
-
-def build_index(urls: list[str], cache: str | Path | None = None) -> ShardIndex:
-    """Index local shards by reading their tar headers; ``cache`` (an ``.npz``) is reused while
-    every shard keeps its size and modification time."""
-    from tqdm import tqdm
-
-    signature = json.dumps(_shard_signature(urls))
-    if cache is not None and Path(cache).is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                if str(z["signature"]) == signature:
-                    return ShardIndex(
-                        list(urls), z["shard"], z["start"], z["end"], z["neutral"], z["has_person"],
-                        z["video"], [str(v) for v in z["video_ids"]], [str(s) for s in z["skipped"]],
-                    )  # fmt: skip
-        except (OSError, ValueError, KeyError) as e:
-            logger.warning("%s: unreadable data index, rebuilding it (%s)", cache, e)
-    shard, start, end, neutral, person, video, skipped = [], [], [], [], [], [], []
-    video_ids: dict[str, int] = {}
-    for k, url in enumerate(tqdm(urls, desc="indexing shards", unit="shard", disable=len(urls) < 50)):
-        try:
-            rows, bad = _index_shard(url)
-        except (OSError, BadSample) as e:
-            skipped.append(f"{url}: unreadable shard ({e})")
-            continue
-        skipped += bad
-        for s, e, n, p, v in rows:
-            shard.append(k)
-            start.append(s)
-            end.append(e)
-            neutral.append(n)
-            person.append(p)
-            video.append(video_ids.setdefault(str(v), len(video_ids)))
-    index = ShardIndex(
-        list(urls),
-        np.asarray(shard, np.int32),
-        np.asarray(start, np.int64),
-        np.asarray(end, np.int64),
-        np.asarray(neutral, np.float32),
-        np.asarray(person, np.float32),
-        np.asarray(video, np.int32),
-        list(video_ids),
-        skipped,
-    )
-    for reason in skipped[:20]:
-        logger.warning("%s; skipped", reason)
-    if skipped:
-        logger.warning("%d shard samples skipped while indexing (listed above, first 20)", len(skipped))
-    if cache is not None:
-        _save_index(index, signature, Path(cache))
-    return index
-
-
-def _save_index(index: ShardIndex, signature: str, path: Path) -> None:
-    from emotionclip._io import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            signature=np.asarray(signature),
-            shard=index.shard,
-            start=index.start,
-            end=index.end,
-            neutral=index.neutral,
-            has_person=index.has_person,
-            video=index.video,
-            video_ids=np.asarray(index.video_ids, dtype=str),
-            skipped=np.asarray(index.skipped, dtype=str),
-        )
-
-
 class IndexedClips(torch.utils.data.Dataset):
     """Clip ``i`` of ``positions`` read by random access into its tar, decoded by ``decoder``.
 
@@ -409,8 +203,8 @@ class IndexedClips(torch.utils.data.Dataset):
         f.seek(start)
         buf = io.BytesIO(f.read(end - start))
         sample = {"__url__": ix.urls[shard]}
-        for name, data, size in _tar_members(buf, 0, end - start):
-            key, ext = _split_name(name)
+        for name, data, size in tar_members(buf, 0, end - start):
+            key, ext = split_name(name)
             sample["__key__"] = key
             buf.seek(data)
             sample[ext] = buf.read(size)
@@ -552,35 +346,62 @@ def _skip_bad(exn: Exception) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class LoaderSettings:
+    """What a training loader delivers, the same every epoch (see :func:`make_train_loader`)."""
+
+    batch_size: int
+    num_workers: int = 0
+    video_len: int = 8
+    image_size: int = 224
+    resize: int = 256
+    order: str = "uniform"
+    crop: str = "frame"
+    shuffle_buffer: int = 500
+    resampled: bool = False
+    epoch_batches: int | None = None
+    max_neutral: float | None = None
+    min_has_person: float | None = None
+    drop_last: bool = True
+    seed: int = 0
+    pin_memory: bool = False
+    decode: bool = True
+    preprocess: PreprocessConfig | None = None
+    text_truncation: str = "eot"
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+
+    def decoder(self) -> ClipDecoder:
+        return ClipDecoder(
+            self.video_len,
+            self.image_size,
+            self.resize,
+            crop=self.crop,
+            decode=self.decode,
+            preprocess=self.preprocess,
+            text_truncation=self.text_truncation,
+        )
+
+
 def make_train_loader(
     urls: str | Path | list,
-    batch_size: int,
-    num_workers: int = 0,
-    video_len: int = 8,
-    image_size: int = 224,
-    resize: int = 256,
-    order: str = "uniform",
-    crop: str = "frame",
-    shuffle_buffer: int = 500,
-    resampled: bool = False,
-    epoch_batches: int | None = None,
-    max_neutral: float | None = None,
-    min_has_person: float | None = None,
-    drop_last: bool = True,
-    seed: int = 0,
+    settings: LoaderSettings | None = None,
+    *,
     epoch: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
-    pin_memory: bool = False,
     index: ShardIndex | None = None,
     index_cache: str | Path | None = None,
-    decode: bool = True,
     skip_batches: int = 0,
     reuse: UniformLoader | None = None,
-    preprocess: PreprocessConfig | None = None,
-    text_truncation: str = "eot",
+    **fields,
 ):
     """An iterable of ready-to-train batch dicts for one epoch (see module docstring).
+
+    ``settings`` (a :class:`LoaderSettings`; keyword ``fields`` build one, or replace some of its
+    fields) say what the loader delivers; the other arguments say which epoch, for which rank.
 
     ``order="uniform"``: a new permutation of every clip per (``seed``, ``epoch``), split between
     ranks (``rank``/``world_size`` or ``torch.distributed``); ``epoch_batches`` sets the batches per
@@ -600,54 +421,44 @@ def make_train_loader(
     ``reuse``: the `UniformLoader` of an earlier epoch with the same settings; it is given this
     epoch's batches and keeps its worker processes.
     """
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    settings = replace(settings, **fields) if settings is not None else LoaderSettings(**fields)
     shard_urls = expand_shard_urls(urls)
     rank, world_size = _dist_rank_world(rank, world_size)
-    decoder = ClipDecoder(
-        video_len,
-        image_size,
-        resize,
-        crop=crop,
-        decode=decode,
-        preprocess=preprocess,
-        text_truncation=text_truncation,
-    )
+    decoder = settings.decoder()
+    order = settings.order
     if order == "uniform" and any(u.startswith(_REMOTE) for u in shard_urls):
         logger.warning("remote shards cannot be read by random access: streaming them (order='stream')")
         order = "stream"
     if skip_batches and order != "uniform":
         raise ValueError("skip_batches needs order='uniform' (a stream is skipped by reading it)")
+    s = settings
     if order == "uniform":
         index = index if index is not None else build_index(shard_urls, index_cache)
-        positions = index.select(max_neutral, min_has_person)
+        positions = index.select(s.max_neutral, s.min_has_person)
         batches = uniform_batches(
-            len(positions), batch_size, rank, world_size, seed, epoch, epoch_batches, drop_last
+            len(positions), s.batch_size, rank, world_size, s.seed, epoch, s.epoch_batches, s.drop_last
         )
-        clip_seed = hash((seed, epoch)) % 2**63
+        clip_seed = hash((s.seed, epoch)) % 2**63
         if reuse is not None:  # same data, filters and workers: keep its worker processes
             return reuse.next_epoch(batches[skip_batches:], clip_seed)
         clips = IndexedClips(index, positions, decoder, seed=clip_seed)
-        return UniformLoader(clips, batches[skip_batches:], num_workers, pin_memory)
-    return _stream_loader(
-        shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
-        max_neutral, min_has_person, drop_last, seed + epoch, rank, world_size, pin_memory,
-    )  # fmt: skip
+        return UniformLoader(clips, batches[skip_batches:], s.num_workers, s.pin_memory)
+    return _stream_loader(shard_urls, s, decoder, s.seed + epoch, rank, world_size)
 
 
 def _stream_loader(
-    shard_urls, batch_size, num_workers, decoder, shuffle_buffer, resampled, epoch_batches,
-    max_neutral, min_has_person, drop_last, seed, rank, world_size, pin_memory,
-) -> wds.WebLoader:  # fmt: skip
+    shard_urls: list[str], s: LoaderSettings, decoder: ClipDecoder, seed: int, rank: int, world_size: int
+) -> wds.WebLoader:
+    num_workers, shuffle_buffer, epoch_batches = s.num_workers, s.shuffle_buffer, s.epoch_batches
     readers = world_size * max(1, num_workers)
-    if not resampled and len(shard_urls) < readers:
+    if not s.resampled and len(shard_urls) < readers:
         logger.warning(
             "%d shards for %d readers (ranks x workers): some readers get no data; "
             "write smaller shards or use resampled=True",
             len(shard_urls),
             readers,
         )
-    if resampled:
+    if s.resampled:
         # deterministic: the same shard draws on every run and every resume (seed per epoch and rank)
         stages = [wds.ResampledShards(shard_urls, seed=seed * 1000 + rank, deterministic=True)]
     else:
@@ -661,10 +472,10 @@ def _stream_loader(
         stages.append(
             wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed * 100_003 + rank)
         )
-    stages.append(wds.select(_meta_filter(max_neutral, min_has_person)))
+    stages.append(wds.select(_meta_filter(s.max_neutral, s.min_has_person)))
     stages += [
         wds.map(decoder, handler=_skip_bad),
-        wds.batched(batch_size, collation_fn=collate, partial=not drop_last),
+        wds.batched(s.batch_size, collation_fn=collate, partial=not s.drop_last),
     ]
     dataset = wds.DataPipeline(*stages)
     if epoch_batches is not None:  # with_epoch counts per worker process
@@ -675,7 +486,7 @@ def _stream_loader(
         shuffle=False,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
+        pin_memory=s.pin_memory,
     )
 
 

@@ -147,11 +147,10 @@ class _ShardSource:
         return self.index is not None
 
     def __call__(self, epoch: int, skip: int = 0):
-        from emotionclip.shards.reader import make_train_loader
+        from emotionclip.shards.reader import LoaderSettings, make_train_loader
 
         cfg = self.config
-        loader = make_train_loader(
-            self.urls,
+        settings = LoaderSettings(
             batch_size=cfg.batch_size,
             num_workers=cfg.workers,
             video_len=self.video_len,
@@ -164,15 +163,19 @@ class _ShardSource:
             max_neutral=cfg.neutral_threshold,
             min_has_person=cfg.min_person_fraction,
             seed=cfg.seed,
+            pin_memory=self.env.device.type == "cuda",
+            preprocess=self.preprocess,
+            text_truncation=cfg.text_truncation,
+        )
+        loader = make_train_loader(
+            self.urls,
+            settings,
             epoch=epoch,  # a new order each epoch
             rank=self.env.rank,
             world_size=self.env.world_size,
-            pin_memory=self.env.device.type == "cuda",
             index=self.index,
             skip_batches=skip,
             reuse=self._loader,
-            preprocess=self.preprocess,
-            text_truncation=cfg.text_truncation,
         )
         if self.index is not None:
             self._loader = loader  # its workers persist into the next epoch
