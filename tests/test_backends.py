@@ -40,16 +40,16 @@ def _clip(model, batch=2):
 
 def test_torch_backend_from_a_checkpoint(tiny, tmp_path):
     path = emotionclip.save_model(tiny, tmp_path / "m")
-    model = emotionclip.load_model(path, backend="torch", precision="bf16")
+    model = emotionclip.load_runner(path, backend="torch", precision="bf16")
     assert isinstance(model, TorchModel) and model.backend == "torch-bf16"
     assert (model.video_len, model.embed_dim, model.image_size) == (tiny.video_len, tiny.embed_dim, 224)
     video, mask = _clip(tiny)
     got = model.encode_video(video, mask)
     assert got.dtype == torch.float32 and _cos(got, tiny.encode_video(video, mask).detach()) > 0.99
     with pytest.raises(ValueError, match="runs fp32, bf16, fp16, not 'int8'"):
-        emotionclip.load_model(path, backend="torch", precision="int8")
+        emotionclip.load_runner(path, backend="torch", precision="int8")
     with pytest.raises(ValueError, match="backend must be auto or one of"):
-        emotionclip.load_model(path, backend="tensorrt")
+        emotionclip.load_runner(path, backend="tensorrt")
 
 
 def test_the_callers_model_is_never_moved_or_switched(tiny):
@@ -189,7 +189,7 @@ def test_an_export_folder_needs_a_runtime(tiny, tmp_path):
 
     out = export_model(tiny, tmp_path / "e", "onnx")
     with pytest.raises(ValueError, match="runs with backend onnxruntime or openvino, not torch"):
-        emotionclip.load_model(out, backend="torch")
+        emotionclip.load_runner(out, backend="torch")
     with pytest.raises(ValueError, match="not an export folder"):
         load_backend(tmp_path, "onnxruntime")
 

@@ -140,13 +140,20 @@ def test_evaluate_claims_its_output_folder(tmp_path, caplog):
 
 
 def test_inference_on_another_device_uses_a_copy():
-    from emotionclip._inference import inference_model
+    from emotionclip.runner import as_runner
 
-    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
-    with inference_model(model, "meta") as (net, device):  # "meta": a second device on any machine
-        assert net is not model and device.type == "meta" and not net.training
-        assert next(net.parameters()).device.type == "meta"
+    class Encoder(torch.nn.Sequential):
+        def encode_text(self, x):
+            self.seen_training = self.training
+            return self(x)
+
+    model = Encoder(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
+    runner = as_runner(model, "meta")  # "meta": a second device on any machine
+    runner.encode_text(torch.zeros(1, 3))
+    assert runner.model is not model and runner.device.type == "meta" and not runner.model.seen_training
+    assert next(runner.model.parameters()).device.type == "meta"
     assert next(model.parameters()).device.type == "cpu" and model.training
-    with inference_model(model) as (net, device):
-        assert net is model and not model.training and device.type == "cpu"
+    runner = as_runner(model)
+    runner.encode_text(torch.zeros(1, 3))
+    assert runner.model is model and not model.seen_training and runner.device.type == "cpu"
     assert model.training

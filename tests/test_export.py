@@ -64,7 +64,7 @@ def test_graphs_have_a_dynamic_batch_and_the_mask_input(onnx_fp32):
 def test_fp32_export_matches_torch(tiny, inputs, onnx_fp32, runtime):
     pytest.importorskip(runtime)
     video, mask, tokens = inputs
-    model = emotionclip.load_model(onnx_fp32, backend=runtime)
+    model = emotionclip.load_runner(onnx_fp32, backend=runtime)
     assert model.backend == f"{runtime}-fp32"
     with torch.inference_mode():
         assert _cos(model.encode_video(video, mask), tiny.encode_video(video, mask)) > 0.99999
@@ -82,14 +82,14 @@ def test_onnx_int8_export_quantises_the_frame_encoder(tiny, inputs, tmp_path):
     out = export_model(tiny, tmp_path / "int8", "onnx", "int8")
     cfg = json.loads((out / "emotionclip_export.json").read_text())
     assert cfg["precision"] == "int8" and "onnxruntime dynamic" in cfg["quantization"]
-    model = emotionclip.load_model(out, backend="onnxruntime")
+    model = emotionclip.load_runner(out, backend="onnxruntime")
     assert model.backend == "onnxruntime-int8"
     with torch.inference_mode():
         got, ref = model.encode_video(video, mask), tiny.encode_video(video, mask)
     # random tiny weights quantise worse than trained ones (ViT-B/32: see benchmarks/core_throughput.py)
     assert 0.98 < _cos(got, ref) < 0.999999
     with pytest.raises(ExportError, match="int8 export"):
-        emotionclip.load_model(out, backend="onnxruntime", precision="fp32")
+        emotionclip.load_runner(out, backend="onnxruntime", precision="fp32")
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_openvino_int8_export_through_nncf(tiny, inputs, tmp_path):
     video, mask, _ = inputs
     out = export_model(tiny, tmp_path / "ov-int8", "openvino", "int8")
     assert (out / "frame_encoder.xml").is_file() and "NNCF" in read_export_config(out)["quantization"]
-    model = emotionclip.load_model(out, backend="openvino")
+    model = emotionclip.load_runner(out, backend="openvino")
     with torch.inference_mode():
         assert _cos(model.encode_video(video, mask), tiny.encode_video(video, mask)) > 0.98
 
@@ -122,7 +122,7 @@ def test_incomplete_export_names_the_missing_graph(onnx_fp32, tmp_path):
     shutil.copytree(onnx_fp32, broken)
     (broken / "text_encoder.onnx").unlink()
     with pytest.raises(ExportError, match=r"broken: is incomplete: graphs \['text_encoder'\]"):
-        emotionclip.load_model(broken, backend="onnxruntime")
+        emotionclip.load_runner(broken, backend="onnxruntime")
 
 
 def test_export_cli(tiny, tmp_path):

@@ -118,7 +118,7 @@ def test_5_a_truncated_onnx_graph_is_one_line(export_dir, tmp_path, media_dir, c
     graph = broken / "frame_encoder.onnx"
     graph.write_bytes(graph.read_bytes()[:5000])
     with pytest.raises(ValueError, match=f"{graph}: onnxruntime cannot load this graph"):
-        emotionclip.load_model(broken, backend="onnxruntime")
+        emotionclip.load_runner(broken, backend="onnxruntime")
     image = tmp_path / "face.png"
     from PIL import Image
 

@@ -38,6 +38,7 @@ _EXPORTS = {
     **dict.fromkeys(("ClipLoss", "SentimentGuidedClipLoss"), "emotionclip.loss"),
     **dict.fromkeys(("EmotionCLIP", "EmotionCLIPConfig"), "emotionclip.model"),
     "tokenize": "emotionclip.tokenizer",
+    **dict.fromkeys(("Runner", "as_runner", "load_runner"), "emotionclip.runner"),
     **dict.fromkeys(
         (
             "IMAGENET_MEAN",

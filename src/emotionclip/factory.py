@@ -422,7 +422,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, 
             raise CheckpointError(
                 path,
                 "is an export of `emotionclip export`, not a checkpoint: add --backend onnxruntime or "
-                "--backend openvino (Python: load_model(path, backend=...))",
+                "--backend openvino (Python: load_runner(path, backend=...))",
             )
         if not weights.is_file():
             raise CheckpointError(
@@ -547,11 +547,9 @@ def load_model(
     precision: str | None = None,
     **overrides: Any,
 ) -> EmotionCLIP:
-    """Load a trained EmotionCLIP in eval mode, fp32.
-
-    With ``backend`` (``"auto"``, ``"torch"``, ``"onnxruntime"``, ``"openvino"``; see
-    :mod:`emotionclip.backends`) the result is an inference object with the same encoders, run
-    at ``precision``; ``path`` may then also be an export folder of ``emotionclip export``.
+    """Load a trained EmotionCLIP in eval mode, fp32. To run it with a backend or at another
+    precision, build a runner: :func:`emotionclip.load_runner` (``backend`` / ``precision`` here
+    only say so).
 
     ``path``: the official release checkpoint (``{'model': state_dict}``; the architecture is
     inferred from tensor shapes), a directory or ``.safetensors`` written by :func:`save_model` or
@@ -561,7 +559,7 @@ def load_model(
     (``quick_gelu``, ``head_heads``, ``head_dropout``). Weights holding NaN/inf, and configs that
     disagree with the weights' shapes, are refused before a model is built.
     """
-    if backend is not None:
+    if backend is not None:  # PHASE2: analyze/cli.py still calls this; then a TypeError naming load_runner
         from emotionclip.backends import load_backend
         from emotionclip.export import EXPORT_CONFIG
 

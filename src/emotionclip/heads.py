@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ._inference import inference_model
 from ._io import atomic_dir
 from .constants import EMOTIC_CATEGORIES, SENTIMENT_CLASSES
+from .runner import as_runner
 from .tokenizer import tokenize
 
 KINDS = ("ovr", "multinomial", "ridge")
@@ -84,21 +84,19 @@ def zero_shot_classifier(
 ) -> torch.Tensor:
     """``[K, D]`` unit vectors: per class, the mean of its normalised prompt embeddings, renormalised.
 
-    Encoded in eval mode on ``device`` (default: the model's; another device encodes with a copy),
-    so the caller's model is neither moved nor left in eval mode."""
+    Encoded by a runner (:func:`emotionclip.runner.as_runner`: ``model`` may be one) in eval mode on
+    ``device`` (default: the model's; another device encodes with a copy), so the caller's model is
+    neither moved nor left in eval mode."""
     check_class_names(class_names)
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
         raise ValueError(f"every template needs a '{{}}' for the class name; bad: {bad or 'no templates'}")
     prompts = [t.format(c) for c in class_names for t in templates]
     tokens = tokenize(prompts)
-    with inference_model(model, device) as (net, dev):
-        text = torch.cat(
-            [
-                net.encode_text(tokens[i : i + batch_size].to(dev)).float()
-                for i in range(0, len(prompts), batch_size)
-            ]
-        )
+    runner = as_runner(model, device)
+    text = torch.cat(
+        [runner.encode_text(tokens[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    )
     text = F.normalize(text, dim=-1).view(len(class_names), len(templates), -1).mean(1)
     return F.normalize(text, dim=-1)
 

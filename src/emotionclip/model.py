@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emotionclip.shapes import check_video
 from emotionclip.tokenizer import check_tokens
 from emotionclip.transform import PreprocessConfig
 
@@ -236,16 +237,10 @@ class EmotionCLIP(nn.Module):
 
     def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Clip features ``[B, D]`` (un-normalised) from ``video [B, T, 3, H, W]``."""
-        if video.ndim != 5:
-            raise ValueError(f"video must be [B, T, 3, H, W], got shape {list(video.shape)}")
+        b, t = check_video(video, video_mask)
         self._check_frames(video, "video")
-        b, t = video.shape[:2]
         self.visual_head.check_length(t)
         if video_mask is not None:
-            if tuple(video_mask.shape) != (b, t, *video.shape[-2:]):
-                raise ValueError(
-                    f"video_mask must be [B, T, H, W] = {[b, t, *video.shape[-2:]]}, got {list(video_mask.shape)}"
-                )
             video_mask = video_mask.flatten(0, 1)
         frames = self.encode_image(video.flatten(0, 1), video_mask)
         return self.visual_head(frames.view(b, t, -1))

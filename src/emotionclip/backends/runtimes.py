@@ -1,5 +1,5 @@
-"""The objects backends return: :class:`TorchModel` (an EmotionCLIP under autocast) and
-:class:`InferenceModel` (the three exported graphs run by ONNX Runtime or OpenVINO)."""
+"""The two :class:`emotionclip.runner.Runner` implementations: :class:`TorchModel` (an EmotionCLIP
+under autocast) and :class:`InferenceModel` (the three exported graphs run by ONNX Runtime or OpenVINO)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..precision import autocast, check_precision
+from ..shapes import check_video
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,14 @@ def eval_mode(model):
             m.training = training
 
 
+def resolve_device(device) -> torch.device:
+    """A bare ``cuda`` is the current GPU, so that a model already there is not copied."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class TorchModel:
     """An EmotionCLIP run at ``precision`` on ``device``, in eval mode; other attributes are the model's.
 
@@ -66,7 +75,7 @@ class TorchModel:
     def __init__(self, model, device: str | torch.device | None = None, precision: str = "fp32"):
         check_precision(precision)
         here = next(model.parameters()).device
-        self.device = torch.device(device) if device is not None else here
+        self.device = resolve_device(device) if device is not None else here
         if self.device != here:
             import copy
 
@@ -104,7 +113,8 @@ class TorchModel:
 
 
 def as_inference_model(model, device=None, precision: str | None = None):
-    """A backend object for ``model``: itself when it already is one, else a :class:`TorchModel`."""
+    """:func:`emotionclip.runner.as_runner`, kept for analyze until it moves to the runner (issue 21
+    phase 2; the backends may not import the runner module, which imports them)."""
     if isinstance(model, (TorchModel, InferenceModel)):
         wanted = precision is not None and precision != model.precision
         if wanted or (device is not None and torch.device(device) != model.device):
@@ -274,15 +284,9 @@ class InferenceModel:
 
     def encode_video(self, video, video_mask=None) -> torch.Tensor:
         video = torch.as_tensor(video)
-        if video.ndim != 5:
-            raise ValueError(f"video must be [B, T, 3, H, W], got shape {list(video.shape)}")
-        b, t = video.shape[:2]
+        video_mask = None if video_mask is None else torch.as_tensor(video_mask)
+        b, t = check_video(video, video_mask)
         if video_mask is not None:
-            video_mask = torch.as_tensor(video_mask)
-            if tuple(video_mask.shape) != (b, t, *video.shape[-2:]):
-                raise ValueError(
-                    f"video_mask must be [B, T, H, W] = {[b, t, *video.shape[-2:]]}, got {list(video_mask.shape)}"
-                )
             video_mask = video_mask.flatten(0, 1)
         frames = self.encode_image(video.flatten(0, 1), video_mask)
         return self.visual_head(frames.view(b, t, -1))

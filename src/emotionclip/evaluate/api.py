@@ -21,6 +21,7 @@ from scipy.signal import savgol_filter
 from .._io import atomic_write, claim_output_dir
 from ..jobs import Part, current_part, parts_lock, rank_device
 from ..precision import autocast, check_precision, default_precision
+from ..runner import Runner, load_runner
 from ..transform import PreprocessConfig
 from . import metrics as M
 from .benchmarks import BENCHMARKS, Task
@@ -164,17 +165,13 @@ def _default_protocol(
     )
 
 
-def load_for_backend(checkpoint, device, backend: str | None, precision: str | None):
-    """``(model, protocol precision, protocol backend)``: the plain model for torch (precision applied
-    per batch), else the backend object of ``load_model(..., backend=)`` (its precision built in)."""
-    from ..factory import load_model
-
-    if backend in (None, "torch"):
-        return load_model(checkpoint, device=device), precision, "torch"
-    model = load_model(checkpoint, device, backend=backend, precision=precision)
-    if model.backend.startswith("torch-"):  # auto chose torch
-        return model, model.precision, "torch"
-    return model, "fp32", model.backend
+def build_runner(checkpoint, device, backend: str | None, precision: str | None) -> tuple[Runner, str, str]:
+    """``(runner, protocol precision, protocol backend)``: what keys the feature cache. A torch run
+    keys its precision; an exported graph keys its backend name (precision included) at fp32."""
+    runner = load_runner(checkpoint, device, precision, backend or "torch")
+    if runner.backend.startswith("torch-"):  # torch asked for, or auto's choice
+        return runner, runner.precision, "torch"
+    return runner, "fp32", runner.backend
 
 
 def _no_detector(name: str | None) -> str | None:
@@ -188,16 +185,16 @@ def _splits(dataset: str, root: str | Path) -> dict[str, Split]:
     return {s: load_split(dataset, root, s) for s in (bench.train, *bench.evals)}
 
 
-def _model_shape(get_model: Callable[[], torch.nn.Module], ckpt_sha: str, cache_dir: Path) -> tuple[int, int]:
+def _model_shape(get_runner: Callable[[], Runner], ckpt_sha: str, cache_dir: Path) -> tuple[int, int]:
     """``(video_len, image_size)`` of a checkpoint, remembered beside the feature cache so that a
     fully cached run does not load the model at all."""
     memo = cache_dir / f"model-{ckpt_sha[:16]}.json"
     if memo.is_file():
         shape = json.loads(memo.read_text())
         return int(shape["video_len"]), int(shape["image_size"])
-    model = get_model()
-    atomic_write(memo, json.dumps({"video_len": model.video_len, "image_size": model.image_size}))
-    return model.video_len, model.image_size
+    runner = get_runner()
+    atomic_write(memo, json.dumps({"video_len": runner.video_len, "image_size": runner.image_size}))
+    return runner.video_len, runner.image_size
 
 
 def evaluate(
@@ -385,36 +382,29 @@ def _features(
     cache_dir: Path,
     *,
     detector,
-    device,
-    precision,
+    device: str,
+    precision: str,
     num_frames,
-    track=True,
-    backend=None,
-    part: Part | None = None,
-    **kw,
+    track: bool,
+    backend: str | None,
+    batch_size: int,
+    num_workers: int,
+    part: Part | None,
 ) -> tuple[Protocol, dict[str, Features | None], str]:
-    """Every split's features through the cache; the model is loaded only on a miss. With ``part``
-    a split is None where only this part's slice is cached (:func:`cached_features`)."""
-    from ..factory import load_model
-
+    """Every split's features through the cache; the runner is built only on a miss (``device`` and
+    ``precision`` as :func:`evaluate` settled them). With ``part`` a split is None where only this
+    part's slice is cached (:func:`cached_features`)."""
     needs_detector = any(x.detect for sp in splits.values() for x in sp.samples)
     det_name = _no_detector(detector) if needs_detector else None
     ckpt_sha = checkpoint_hash(checkpoint)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model_holder: dict[str, torch.nn.Module] = {}
-    if backend not in (None, "torch"):  # the backend (auto's choice) keys the cache: load it now
-        model_holder["m"], precision, backend = load_for_backend(checkpoint, dev, backend, precision)
-    precision = check_precision(precision or default_precision(dev))
-
-    def get_model() -> torch.nn.Module:
-        if "m" not in model_holder:
-            model_holder["m"] = load_model(checkpoint, device=device)
-        return model_holder["m"]
-
-    video_len, size = _model_shape(get_model, ckpt_sha, cache_dir)
-    protocol = _default_protocol(
-        num_frames or video_len, size, det_name, precision, backend or "torch", track=track
-    )
+    if backend in (None, "torch"):
+        get_runner = functools.cache(functools.partial(load_runner, checkpoint, device, precision, "torch"))
+        backend = "torch"
+    else:  # the backend (auto's choice) keys the cache: built now
+        runner, precision, backend = build_runner(checkpoint, device, backend, precision)
+        get_runner = functools.partial(lambda r: r, runner)
+    video_len, size = _model_shape(get_runner, ckpt_sha, cache_dir)
+    protocol = _default_protocol(num_frames or video_len, size, det_name, precision, backend, track=track)
     det = None
     if det_name:
         from ..detect import resolve_detector
@@ -422,7 +412,16 @@ def _features(
         det = resolve_detector(det_name)
     feats = {
         name: cached_features(
-            sp, protocol, cache_dir, checkpoint, get_model, ckpt_sha=ckpt_sha, detector=det, part=part, **kw
+            sp,
+            protocol,
+            cache_dir,
+            checkpoint,
+            get_runner,
+            ckpt_sha=ckpt_sha,
+            detector=det,
+            part=part,
+            batch_size=batch_size,
+            num_workers=num_workers,
         )
         for name, sp in splits.items()
     }

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._inference import inference_model
 from .._io import atomic_path, atomic_write
 from .._prefetch import prefetch
 from ..constants import BOX_SCORE_THRESHOLD
@@ -36,6 +35,7 @@ from ..detect import as_boxes, track_boxes
 from ..jobs import Part
 from ..precision import autocast, check_precision
 from ..pretrained import resolve_checkpoint
+from ..runner import Runner, as_runner
 from ..transform import FrameTransform, boxes_to_mask
 from ..video_io import load_image, probe_video, read_frames_at
 from .datasets import Sample, Split
@@ -246,8 +246,8 @@ def _detect(sample: Sample, decoded: _Decoded, detector, box_cache: BoxCache, tr
 class _Encoder:
     """Collects model inputs into batches of one kind (video or image) and encodes them."""
 
-    def __init__(self, model, device: torch.device, precision: str, batch_size: int):
-        self.model, self.device, self.precision, self.batch_size = model, device, precision, batch_size
+    def __init__(self, runner: Runner, batch_size: int):
+        self.runner, self.batch_size = runner, batch_size
         self.items: list[tuple[Sample, torch.Tensor, torch.Tensor]] = []
 
     def add(
@@ -261,11 +261,11 @@ class _Encoder:
     def flush(self) -> list[tuple[list[str], np.ndarray]]:
         if not self.items:
             return []
-        pixels = torch.stack([i[1] for i in self.items]).to(self.device, non_blocking=True)
-        masks = torch.stack([i[2] for i in self.items]).to(self.device, non_blocking=True)
-        encode = self.model.encode_image if self.items[0][0].kind == "image" else self.model.encode_video
-        with autocast(self.device, self.precision):
-            out = encode(pixels, masks)
+        device = self.runner.device
+        pixels = torch.stack([i[1] for i in self.items]).to(device, non_blocking=True)
+        masks = torch.stack([i[2] for i in self.items]).to(device, non_blocking=True)
+        encode = self.runner.encode_image if self.items[0][0].kind == "image" else self.runner.encode_video
+        out = encode(pixels, masks)
         keys = [i[0].key for i in self.items]
         self.items = []
         return [(keys, F.normalize(out.float(), dim=-1).cpu().numpy())]
@@ -309,9 +309,8 @@ class _Results:
         return Features(list(self.keys), stacked, list(self.failed))
 
 
-@torch.no_grad()
 def extract_features(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Runner,
     samples: list[Sample],
     protocol: Protocol,
     *,
@@ -325,8 +324,9 @@ def extract_features(
     desc: str = "features",
 ) -> Features:
     """Encode ``samples`` with the frozen model at ``protocol.precision`` on ``device`` (default: the
-    model's; another device encodes with a copy). Undecodable samples are logged and listed in
-    ``failed``; with ``partial_path`` progress is saved every ``save_every`` samples and resumed."""
+    model's; another device encodes with a copy), or with a runner of ``protocol.backend`` as it was
+    built (:mod:`emotionclip.runner`). Undecodable samples are logged and listed in ``failed``; with
+    ``partial_path`` progress is saved every ``save_every`` samples and resumed."""
     check_precision(protocol.precision)
     if any(s.detect for s in samples) and detector is None:
         logger.warning("%s: no person detector given; detector-boxed samples get an empty subject mask", desc)
@@ -337,29 +337,28 @@ def extract_features(
     load = functools.partial(
         _load, num_frames=protocol.num_frames, transforms=transforms, box_cache=box_cache
     )
-    with inference_model(model, device) as (net, dev):
-        autocast(dev, protocol.precision)  # refuses fp16 on the CPU before any decoding
-        encoder = _Encoder(net, dev, protocol.precision, batch_size)
-        bar = tqdm(
-            total=len(samples), initial=len(results.finished), desc=desc, unit="clip", dynamic_ncols=True
-        )
-        with bar:
-            for sample, loaded in prefetch(todo, load, workers=num_workers, depth=max(2 * batch_size, 4)):
-                bar.update(1)
-                try:
-                    if isinstance(loaded, Exception):
-                        raise loaded
-                    if isinstance(loaded, _Decoded):
-                        _detect(sample, loaded, detector, box_cache, protocol.track)
-                        loaded = transforms(loaded)
-                    batches = encoder.add(sample, *loaded)
-                except Exception as e:  # one broken sample must not stop a benchmark run
-                    results.fail(sample, e)
-                    continue
-                for keys, feats in batches:
-                    results.add(keys, feats)
-            for keys, feats in encoder.flush():
+    # the protocol's precision is torch's; an exported graph's precision is in its backend name
+    runner = as_runner(model, device, protocol.precision if protocol.backend == "torch" else None)
+    autocast(runner.device, protocol.precision)  # refuses fp16 on the CPU before any decoding
+    encoder = _Encoder(runner, batch_size)
+    bar = tqdm(total=len(samples), initial=len(results.finished), desc=desc, unit="clip", dynamic_ncols=True)
+    with bar:
+        for sample, loaded in prefetch(todo, load, workers=num_workers, depth=max(2 * batch_size, 4)):
+            bar.update(1)
+            try:
+                if isinstance(loaded, Exception):
+                    raise loaded
+                if isinstance(loaded, _Decoded):
+                    _detect(sample, loaded, detector, box_cache, protocol.track)
+                    loaded = transforms(loaded)
+                batches = encoder.add(sample, *loaded)
+            except Exception as e:  # one broken sample must not stop a benchmark run
+                results.fail(sample, e)
+                continue
+            for keys, feats in batches:
                 results.add(keys, feats)
+        for keys, feats in encoder.flush():
+            results.add(keys, feats)
     box_cache.save()
     return results.features()
 
@@ -421,16 +420,17 @@ def cached_features(
     protocol: Protocol,
     cache_dir: str | Path,
     checkpoint: str | Path,
-    load_model: Callable[[], torch.nn.Module],
+    load_model: Callable[[], Runner],
     *,
     ckpt_sha: str | None = None,
     detector=None,
     part: Part | None = None,
-    **kw,
+    batch_size: int = 16,
+    num_workers: int = 2,
 ) -> Features | None:
     """Features of a split from the cache, extracting (and caching) them on a miss.
 
-    ``load_model`` is called only on a miss, so a fully cached run never builds the model. With
+    ``load_model`` (returning the runner) is called only on a miss, so a fully cached run never builds the model. With
     ``part`` (a slice of a job split over processes, :mod:`emotionclip.jobs`) only that slice is
     extracted, into the part's own file; it returns None then unless the split's whole cache is
     there already. :func:`assemble_parts` makes the split's cache from the part files.
@@ -470,7 +470,8 @@ def cached_features(
         box_cache=boxes,
         partial_path=partial,
         desc=where,
-        **kw,
+        batch_size=batch_size,
+        num_workers=num_workers,
     )
     if part is None:
         _write_cache(base, feats, split, protocol, checkpoint, ckpt_sha)

@@ -18,7 +18,6 @@ from ..heads import (
     zero_shot_classifier,
     zero_shot_scores,
 )
-from ..precision import default_precision
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from .datasets.common import Sample
 
@@ -52,29 +51,29 @@ def zero_shot(
     Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``;
     ``top`` is "" where no class dominates (:func:`emotionclip.heads.top_emotions`).
     """
-    from .api import _default_protocol, _no_detector, load_for_backend
+    from .api import _default_protocol, _no_detector, build_runner
     from .features import extract_features
 
     class_names = list(VOCABULARIES["basic"]) if class_names is None else list(class_names)
     check_class_names(class_names)  # before the model loads
     templates = list(templates or DEFAULT_TEMPLATES)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, precision, backend = load_for_backend(checkpoint, dev, backend, precision)
-    classifier = zero_shot_classifier(model, class_names, templates)
+    runner, precision, backend = build_runner(checkpoint, dev, backend, precision)
+    classifier = zero_shot_classifier(runner, class_names, templates)
     det = None
     if _no_detector(detector):
         from ..detect import resolve_detector
 
         det = resolve_detector(detector)
     protocol = _default_protocol(
-        model.video_len,
-        model.image_size,
+        runner.video_len,
+        runner.image_size,
         det.name if det else None,
-        precision or default_precision(dev),
+        precision,
         backend,
     )
     feats = extract_features(
-        model,
+        runner,
         input_samples(inputs, det is not None),
         protocol,
         detector=det,
@@ -82,7 +81,7 @@ def zero_shot(
         desc="zero-shot",
     )
     probs = (
-        zero_shot_scores(feats.features, classifier, float(model.logit_scale.detach().exp()))
+        zero_shot_scores(feats.features, classifier, float(runner.logit_scale.detach().exp()))
         if feats.keys
         else []
     )
