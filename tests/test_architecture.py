@@ -1,6 +1,7 @@
 """The layering rules of ARCHITECTURE.md that import-linter cannot express, and start-up cost."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,55 @@ def test_import_and_cli_help_do_not_load_open_clip():
         "print(sorted(m for m in ('open_clip', 'torchvision', 'transformers', 'torch') if m in sys.modules))"
     )
     assert _fresh_python(code) == "[]"
+
+
+# ---------------------------------------------------------------- the layer table is the contract
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _doc_layers() -> tuple[set[str], set[str]]:
+    """``(top, core)`` module names from ARCHITECTURE.md's layer diagram: the lines above the first
+    rule (``cli.py, export_cli.py ...``) and the ``core:`` list with its continuation lines."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    block = text.split("## Layers", 1)[1].split("```")[1]
+    top_lines, _, rest = block.partition("───")
+    top = {
+        m.removesuffix(".py") for line in top_lines.splitlines() for m in re.findall(r"\b[\w]+\.py\b", line)
+    }
+    core_text = rest[rest.index("core:") + len("core:") :]
+    core = {name.strip().rstrip("/") for name in core_text.replace("\n", " ").split(",") if name.strip()}
+    return top, core
+
+
+def _modules_on_disk() -> set[str]:
+    names = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    return names | {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+
+
+def _forbidden_contract_sources() -> set[str]:
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (core,) = [c for c in contracts if c["type"] == "forbidden"]
+    return {m.removeprefix("emotionclip.") for m in core["source_modules"]}
+
+
+def test_every_module_has_a_layer_and_the_core_contract_lists_the_core():
+    top, core = _doc_layers()
+    on_disk = _modules_on_disk()
+    assert core and top >= {"cli", "demo"}
+    assert on_disk - set(STAGES) - top - core == set(), "modules missing from ARCHITECTURE.md's layers"
+    assert (top | core) - on_disk == set(), "ARCHITECTURE.md names modules that do not exist"
+    assert _forbidden_contract_sources() == core, "pyproject's core contract differs from ARCHITECTURE.md"
+
+
+def test_layer_check_sees_a_forgotten_core_module(monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    probe = PACKAGE / "_probe_forgotten.py"
+    try:
+        probe.write_text("")
+        top, core = _doc_layers()
+        assert "_probe_forgotten" in _modules_on_disk() - set(STAGES) - top - core
+    finally:
+        probe.unlink()

@@ -132,3 +132,12 @@ def test_export_cli(tiny, tmp_path):
     assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "x")]) == 0
     assert read_export_config(tmp_path / "x")["source"] == str(ckpt)
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x")]) == 2  # exists
+
+
+def test_export_leaves_the_callers_model_in_its_mode(tmp_path):
+    torch.manual_seed(0)
+    model = emotionclip.create_model("tiny").train()
+    model.visual_head.eval()  # a mix of modes: each module's own flag comes back
+    flags = [m.training for m in model.modules()]
+    export_model(model, tmp_path / "e", "onnx", "fp32")
+    assert [m.training for m in model.modules()] == flags and model.training

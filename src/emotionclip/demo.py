@@ -78,8 +78,8 @@ def write_corpus_manifest(path: Path) -> Path:
 
 
 def prepare_corpus(cfg: DemoConfig) -> tuple[Path, int]:
-    from emotionclip.prepare.clips import ClipFilter
-    from emotionclip.prepare.pipeline import PrepareConfig, prepare
+    from .prepare.clips import ClipFilter
+    from .prepare.pipeline import PrepareConfig, prepare
 
     manifest = write_corpus_manifest(cfg.out / "corpus_manifest.csv")
     # the sample lines are short and mostly neutral: keep every sentence of 1 s or more
@@ -93,9 +93,9 @@ def prepare_corpus(cfg: DemoConfig) -> tuple[Path, int]:
 
 def train_tiny(cfg: DemoConfig, corpus: Path):
     """Train (or continue) the tiny model -> ``TrainResult`` (its ``checkpoint`` and losses)."""
-    from emotionclip.train.checkpoint import CheckpointDir
-    from emotionclip.train.config import TrainConfig
-    from emotionclip.train.loop import train
+    from .train.checkpoint import CheckpointDir
+    from .train.config import TrainConfig
+    from .train.loop import train
 
     run = cfg.out / "train"
     done = CheckpointDir(run).latest()  # a rerun of the demo continues (or reuses) its training run

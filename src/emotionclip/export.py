@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ._inference import eval_mode
 from ._io import FileError, atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -220,10 +221,6 @@ def export_model(
     with ``overwrite=True`` and only if it is an export folder. ``fp32_onnx``: an fp32 ONNX export
     of the same model to start from instead of exporting the graphs again.
     """
-    import torch
-
-    from . import __version__
-
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if precision not in EXPORT_PRECISIONS:
@@ -238,7 +235,15 @@ def export_model(
             "pass overwrite=True to replace it" if (out / EXPORT_CONFIG).is_file() else "not an export folder"
         )
         raise ExportError(out, f"already exists ({why}); choose a new folder")
-    model = model.eval()
+    with eval_mode(model):  # the caller's model keeps its train/eval flags
+        return _write_export(model, out, format, precision, overwrite, source, fp32_onnx)
+
+
+def _write_export(model, out: Path, format, precision, overwrite, source, fp32_onnx) -> Path:
+    import torch
+
+    from . import __version__
+
     config = {
         "format": format,
         "precision": precision,

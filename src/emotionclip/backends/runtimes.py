@@ -3,7 +3,6 @@ under autocast) and :class:`InferenceModel` (the three exported graphs run by ON
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._inference import eval_mode
 from ..precision import autocast, check_precision
 from ..shapes import check_video
 
@@ -44,18 +44,6 @@ def check_backend(backend: str, precision: str) -> None:
         raise ValueError(f"backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
     if precision not in BACKENDS[backend][1]:
         raise ValueError(f"backend {backend} runs {', '.join(BACKENDS[backend][1])}, not {precision!r}")
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """The model in eval mode for the body, its own train/eval flags restored after (never mutated)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def resolve_device(device) -> torch.device:

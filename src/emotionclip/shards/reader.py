@@ -33,11 +33,10 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from emotionclip.constants import BOX_SCORE_THRESHOLD
-from emotionclip.detect.base import as_boxes
-from emotionclip.tokenizer import tokenize
-from emotionclip.transform import FrameTransform, PreprocessConfig, boxes_to_mask
-
+from ..constants import BOX_SCORE_THRESHOLD
+from ..detect.base import as_boxes
+from ..tokenizer import tokenize
+from ..transform import FrameTransform, PreprocessConfig, boxes_to_mask
 from .index import BadSample, ShardIndex, build_index, read_meta, split_name, tar_members
 
 logger = logging.getLogger(__name__)

@@ -56,8 +56,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGUSR1 after a checkpoint;
 
 
 def run(args: argparse.Namespace) -> int:
-    from emotionclip._io import FileError
-
+    from .._io import FileError
     from .distributed import RankFailure
     from .loop import train
 

@@ -38,7 +38,7 @@ def expand_shards(data: str) -> list[str]:
             "no training data: --data is empty; give WebDataset shard URL(s), e.g. "
             "'corpus/shard-{000000..000099}.tar', or a folder written by `emotionclip prepare`"
         )
-    from emotionclip.shards.reader import expand_shard_urls
+    from ..shards.reader import expand_shard_urls
 
     urls = [u for u in expand_shard_urls(data.strip()) if u]
     if not urls:
@@ -108,7 +108,7 @@ class _ShardSource:
     def __init__(
         self, urls: list[str], config: TrainConfig, env: DistEnv, preprocess: PreprocessConfig, video_len: int
     ):
-        from emotionclip.shards.reader import build_index
+        from ..shards.index import build_index
 
         self.urls, self.config, self.env = urls, config, env
         self.preprocess, self.video_len = preprocess, video_len
@@ -147,7 +147,7 @@ class _ShardSource:
         return self.index is not None
 
     def __call__(self, epoch: int, skip: int = 0):
-        from emotionclip.shards.reader import LoaderSettings, make_train_loader
+        from ..shards.reader import LoaderSettings, make_train_loader
 
         cfg = self.config
         settings = LoaderSettings(

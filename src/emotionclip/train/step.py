@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotionclip.precision import autocast
-
+from ..precision import autocast
 from .config import TrainConfig
 from .distributed import DistEnv
 
@@ -35,7 +34,7 @@ def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> nn.M
     ``config.init`` fine-tunes an EmotionCLIP checkpoint (its architecture comes from the file);
     otherwise a new model from ``backbone`` with CLIP weights from ``pretrained``.
     """
-    from emotionclip.factory import create_model, load_model
+    from ..factory import create_model, load_model
 
     seed_everything(config.seed)
     if config.init:
@@ -80,7 +79,7 @@ class LossSelector:
     """Sentiment-guided loss when a batch carries sentiment logits (and α > 0), else CLIP's."""
 
     def __init__(self, config: TrainConfig, env: DistEnv):
-        from emotionclip.loss import ClipLoss, SentimentGuidedClipLoss
+        from ..loss import ClipLoss, SentimentGuidedClipLoss
 
         common = dict(
             local_loss=config.local_loss,
@@ -117,7 +116,7 @@ def compute_loss(
         raise KeyError(f"training batch lacks {missing}; it has {sorted(batch)}")
     video = batch["video"]
     if not video.is_floating_point():  # the shard loader ships uint8: normalise here, on the device
-        from emotionclip.transform import normalize_frames
+        from ..transform import normalize_frames
 
         pre = _unwrap(model).config.preprocess  # the mean/std the model was trained with
         video = normalize_frames(video, pre.mean, pre.std)
