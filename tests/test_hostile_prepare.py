@@ -19,7 +19,8 @@ from emotionclip.constants import SAMPLE_MEDIA
 from emotionclip.detect.json_boxes import JsonBoxDetector, JsonBoxesError
 from emotionclip.prepare import ClipFilter, PrepareConfig, discover, prepare
 from emotionclip.prepare.pipeline import merge
-from emotionclip.prepare.subtitles import Cue, SubtitleError, cue_problem, load_subtitles, validate_cues
+from emotionclip.prepare.subtitles import cue_problem, validate_cues
+from emotionclip.subtitles import Cue, SubtitleError, load_subtitles
 from prepare_support import KeywordScorer, SlowDetector, write_boxes_json
 
 CREMAD = SAMPLE_MEDIA / "cremad"

@@ -4,16 +4,14 @@ from itertools import pairwise
 import pytest
 
 from emotionclip.prepare.subtitles import (
-    Cue,
     RuleSegmenter,
-    SubtitleError,
     clean_cues,
     clean_text,
     cues_to_sentences,
     cues_to_words,
     get_segmenter,
-    load_subtitles,
 )
+from emotionclip.subtitles import Cue, SubtitleError, load_subtitles
 
 
 def texts(sentences):

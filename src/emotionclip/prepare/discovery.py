@@ -25,8 +25,9 @@ from pathlib import Path
 import av
 
 from .._io import input_files
+from ..subtitles import SUBTITLE_EXTENSIONS, Cue, SubtitleError
 from ..video_io import VIDEO_EXTENSIONS
-from .subtitles import SUBTITLE_EXTENSIONS, Cue, SubtitleError, clean_text
+from .subtitles import clean_text
 
 logger = logging.getLogger(__name__)
 

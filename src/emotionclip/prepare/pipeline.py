@@ -50,18 +50,12 @@ from ..shards.writer import (
     sample_members,
     write_json_atomic,
 )
+from ..subtitles import SubtitleError, load_subtitles
 from ..video_io import VideoError, iter_frames, probe_video
 from .clips import Candidate, ClipFilter, select_candidates
 from .discovery import VideoItem, discover, identify, read_embedded_cues, youtube_ids
 from .punctuation import PunctuationRestorer
-from .subtitles import (
-    Segmenter,
-    SubtitleError,
-    cues_to_sentences,
-    get_segmenter,
-    load_subtitles,
-    validate_cues,
-)
+from .subtitles import Segmenter, cues_to_sentences, get_segmenter, validate_cues
 
 logger = logging.getLogger(__name__)
 
