@@ -153,7 +153,6 @@ def test_two_parts_equal_one_process_and_a_finished_part_reruns_as_a_no_op(
 
 
 def test_killed_part_resumes_from_its_partial_save(job, single, tmp_path, caplog, one_process):
-    from emotionclip.evaluate.api import _splits
     from emotionclip.evaluate.features import (
         Protocol,
         _cache_base,
@@ -162,6 +161,7 @@ def test_killed_part_resumes_from_its_partial_save(job, single, tmp_path, caplog
         checkpoint_hash,
         extract_features,
     )
+    from emotionclip.evaluate.run import benchmark_splits as _splits
     from emotionclip.jobs import Part
 
     # what a part killed after its first partial save leaves: three of its training samples
@@ -211,7 +211,7 @@ def test_torchrun_two_processes_equal_one_process(job, single, tmp_path):
         pytest.fail(f"torchrun did not finish in 300 s:\n{log[-3000:]}")
     assert proc.returncode == 0, log[-3000:]
     assert (tmp_path / "out" / "bold_metrics.json").is_file(), log[-3000:]
-    assert log.count("emotionclip.evaluate.api: wrote ") == 1  # one rank fitted the probes
+    assert log.count("emotionclip.evaluate.outputs: wrote ") == 1  # one rank fitted the probes
     _assert_same(_outputs(tmp_path / "out"), single)
 
 

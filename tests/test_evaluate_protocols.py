@@ -9,11 +9,13 @@ from scipy.signal import savgol_filter
 
 import emotionclip
 from emotionclip.evaluate import metrics as M
-from emotionclip.evaluate.api import run_probes, score, smooth_per_group
 from emotionclip.evaluate.benchmarks import BENCHMARKS
 from emotionclip.evaluate.datasets import Sample, Split, load_split
 from emotionclip.evaluate.features import Features, Protocol, decode_sample, extract_features
 from emotionclip.evaluate.probe import fit_sklearn
+from emotionclip.evaluate.probing import run_probes
+from emotionclip.evaluate.scoring import score
+from emotionclip.evaluate.smoothing import smooth_per_group
 from evaluate_media import MELD_COLUMNS, frame_numbers, write_bold, write_counting_video, write_json
 
 

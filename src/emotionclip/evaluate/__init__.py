@@ -3,9 +3,9 @@
 from emotionclip._lazy import lazy_exports
 
 _EXPORTS = {
-    "evaluate": ".api",
-    "make_probe_evaluator": ".api",
-    "run_probes": ".api",
+    "evaluate": ".run",
+    "make_probe_evaluator": ".training_hook",
+    "run_probes": ".probing",
     "BENCHMARKS": ".benchmarks",
     "DATASETS": ".datasets",
     "Sample": ".datasets",

@@ -122,7 +122,7 @@ def _backend_flag(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .api import evaluate
+    from .run import evaluate
 
     try:
         result = evaluate(

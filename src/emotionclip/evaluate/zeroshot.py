@@ -51,8 +51,8 @@ def zero_shot(
     Returns ``{"classes", "templates", "results": [{"path", "top", "scores": {class: p}}], "failed"}``;
     ``top`` is "" where no class dominates (:func:`emotionclip.heads.top_emotions`).
     """
-    from .api import _default_protocol, _no_detector, build_runner
     from .features import extract_features
+    from .run import build_runner, default_protocol, no_detector
 
     class_names = list(VOCABULARIES["basic"]) if class_names is None else list(class_names)
     check_class_names(class_names)  # before the model loads
@@ -61,11 +61,11 @@ def zero_shot(
     runner, precision, backend = build_runner(checkpoint, dev, backend, precision)
     classifier = zero_shot_classifier(runner, class_names, templates)
     det = None
-    if _no_detector(detector):
+    if no_detector(detector):
         from ..detect import resolve_detector
 
         det = resolve_detector(detector)
-    protocol = _default_protocol(
+    protocol = default_protocol(
         runner.video_len,
         runner.image_size,
         det.name if det else None,
