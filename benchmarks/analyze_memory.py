@@ -76,10 +76,12 @@ def child_memory(args) -> None:
     import torch
 
     from emotionclip.analyze import run_analysis, zero_shot_scorer
+    from emotionclip.analyze.embed import EmbedSettings
+    from emotionclip.runner import as_runner
 
     torch.set_num_threads(args.threads)
-    model = make_model(args.model, args.video_len)
-    scorer = zero_shot_scorer(model)
+    runner = as_runner(make_model(args.model, args.video_len))
+    scorer = zero_shot_scorer(runner)
     after_load = rss_mib()
     samples: list[tuple[float, float]] = []
     done = threading.Event()
@@ -90,16 +92,8 @@ def child_memory(args) -> None:
 
     threading.Thread(target=sample, daemon=True).start()
     t0 = time.time()
-    analysis = run_analysis(
-        model,
-        args.video,
-        scorer,
-        window=args.window,
-        stride=args.stride,
-        batch_size=8,
-        detector="default",
-        progress=True,
-    )
+    settings = EmbedSettings(window=args.window, stride=args.stride, batch_size=8, detector="default")
+    analysis = run_analysis(runner, args.video, scorer, settings, progress=True)
     elapsed = time.time() - t0
     done.set()
     rss = [r for _, r in samples] or [rss_mib()]

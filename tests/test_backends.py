@@ -10,7 +10,8 @@ import torch
 import emotionclip
 from emotionclip.backends import auto as auto_mod
 from emotionclip.backends import choose_backend, load_backend
-from emotionclip.backends.runtimes import InferenceModel, TorchModel, as_inference_model
+from emotionclip.backends.runtimes import InferenceModel, TorchModel
+from emotionclip.runner import as_runner
 
 
 def _cos(a, b) -> float:
@@ -55,7 +56,7 @@ def test_torch_backend_from_a_checkpoint(tiny, tmp_path):
 def test_the_callers_model_is_never_moved_or_switched(tiny):
     model = emotionclip.create_model("tiny").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    runner = as_inference_model(model, "cpu", "fp32")
+    runner = as_runner(model, "cpu", "fp32")
     video, mask = _clip(model, 1)
     runner.encode_video(video, mask)
     runner.encode_text(emotionclip.tokenize(["hi"]))

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         help="export a checkpoint as ONNX / OpenVINO graphs (frame encoder, temporal head, text encoder)",
         description="Write OUT/ with frame_encoder, temporal_head and text_encoder graphs (dynamic batch) and "
         "emotionclip_export.json (model config, preprocessing). Load it with "
-        "emotionclip.load_model(OUT, backend='onnxruntime'|'openvino') or --backend in analyze/embed. "
+        "emotionclip.load_runner(OUT, backend='onnxruntime'|'openvino') or --backend in analyze/embed. "
         "int8 quantises the frame encoder (ONNX Runtime dynamic quantisation; NNCF calibrated on the "
         "sample media for OpenVINO); bf16 is OpenVINO's bf16 inference hint (CPUs with bf16 instructions).",
     )

@@ -559,14 +559,12 @@ def load_model(
     (``quick_gelu``, ``head_heads``, ``head_dropout``). Weights holding NaN/inf, and configs that
     disagree with the weights' shapes, are refused before a model is built.
     """
-    if backend is not None:  # PHASE2: analyze/cli.py still calls this; then a TypeError naming load_runner
-        from emotionclip.backends import load_backend
-        from emotionclip.export import EXPORT_CONFIG
-
-        if not (Path(path).expanduser() / EXPORT_CONFIG).is_file():
-            on_device = backend in ("auto", "torch") and torch.device(device).type != "cpu"
-            path = load_model(path, device if on_device else "cpu", strict, **overrides)
-        return load_backend(path, backend, precision, device)
+    if backend is not None or precision is not None:
+        raise TypeError(
+            "load_model returns an EmotionCLIP (torch, fp32); to run it with a backend or at another "
+            f"precision use emotionclip.load_runner({str(path)!r}, device, precision={precision!r}, "
+            f"backend={backend or 'torch'!r})"
+        )
     from emotionclip import pretrained
 
     local, entry = pretrained.resolve_checkpoint(path)

@@ -108,7 +108,87 @@ def complete_set(
         return merge()
 
 
-# ------------------------------------------------------------------ per-part summaries of item jobs
+# ------------------------------------------------------------------ jobs of one output per input
+
+
+def error_text(path: Path, error: Exception) -> str:
+    """The failure as recorded: the message, starting with the input's path."""
+    text = str(error) or type(error).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+@dataclass(frozen=True)
+class ItemJob:
+    """What a job of one output per input does with each ``(input, target)``: ``clean`` what a killed
+    run left for it, ``exists`` (its outputs are there: skipped unless overwriting), ``run`` (write
+    the outputs; returns the input's ``done`` entry; raises on a bad input). ``key`` names the input
+    in the summary's entries (``"video"``, ``"input"``)."""
+
+    key: str
+    clean: Callable[[Path, Path], None]
+    exists: Callable[[Path, Path], bool]
+    run: Callable[[Path, Path], dict]
+
+
+def run_items(
+    job: ItemJob, pairs: Sequence[tuple[Path, Path]], part: Part | None, settings: dict, overwrite: bool
+) -> dict:
+    """Run ``job`` over this part's slice of ``pairs`` (every ``(input, target)`` of the whole job, so
+    that every part names each input's outputs alike): one failing input is logged and listed, the
+    others go on. Returns this part's summary ``{"settings", "done", "skipped", "failed"}``."""
+    from tqdm.auto import tqdm
+
+    summary: dict = {"settings": settings, "done": [], "skipped": [], "failed": []}
+    if part is not None:
+        logger.info("%s: %d of %d inputs", part.name, len(part.select(pairs)), len(pairs))
+        pairs = part.select(pairs)
+    for source, target in tqdm(pairs, desc="inputs", unit="file"):
+        job.clean(source, target)
+        if not overwrite and job.exists(source, target):
+            logger.info("%s: outputs already in %s, skipped (--overwrite to redo)", source, target)
+            summary["skipped"].append({job.key: str(source), "out": str(target)})
+            continue
+        try:
+            summary["done"].append(job.run(source, target))
+        except Exception as e:  # one bad input never stops the batch
+            logger.error("%s", error_text(source, e), exc_info=logger.isEnabledFor(logging.DEBUG))
+            summary["failed"].append({job.key: str(source), "error": error_text(source, e)})
+    return summary
+
+
+def finish_items(out: Path, summary: dict, part: Part | None, inputs: Sequence, key: str) -> dict | None:
+    """Write ``out/summary.json``; a part writes its own, and the part completing the set the whole
+    job's (returned; None from the other parts)."""
+    from ._io import atomic_write
+
+    if part is None:
+        _write_summary(out, summary)
+        return summary
+    atomic_write(part_summary_path(out, part), json.dumps(summary, indent=1))
+
+    def merge() -> dict | None:
+        merged = merge_part_summaries(out, part, [str(p) for p in inputs], key)
+        if merged is not None:
+            _write_summary(out, merged)
+        return merged
+
+    return complete_set(out, part, lambda p: part_summary_path(out, p).is_file(), merge)
+
+
+def _write_summary(out: Path, summary: dict) -> None:
+    from ._io import atomic_write
+
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    failed = summary["failed"]
+    logger.info(
+        "%d done, %d skipped (outputs exist), %d failed; summary: %s",
+        len(summary["done"]),
+        len(summary["skipped"]),
+        len(failed),
+        out / "summary.json",
+    )
+    for item in failed:
+        logger.error("failed: %s", item["error"])
 
 
 def part_summary_path(out: Path, part: Part) -> Path:

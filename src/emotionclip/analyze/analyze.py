@@ -12,8 +12,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..heads import check_class_names, check_head_or_classes, top_emotions
-from .embed import VideoEmbedding, embed_video
+from ..constants import SENTIMENT_CLASSES
+from ..heads import (
+    ProbeHead,
+    check_class_names,
+    check_head_or_classes,
+    top_emotions,
+    zero_shot_classifier,
+    zero_shot_scores,
+)
+from ..runner import Runner, as_runner
+from .embed import EmbedSettings, VideoEmbedding, embed_windows
 from .table import EmotionTable, emotion_table
 
 logger = logging.getLogger(__name__)
@@ -42,16 +51,13 @@ def zero_shot_scorer(
     """Softmax over class-name prompts (``emotionclip.heads``), at the model's temperature.
 
     ``model``: an EmotionCLIP (encoded on ``device``, default its own, never moved or switched to
-    eval) or a backend object of ``load_model(..., backend=...)``.
+    eval) or a runner (:mod:`emotionclip.runner`).
     """
-    from emotionclip.backends import as_inference_model
-    from emotionclip.constants import SENTIMENT_CLASSES
-    from emotionclip.heads import zero_shot_classifier, zero_shot_scores
-
     classes = SENTIMENT_CLASSES if classes is None else tuple(classes)
     check_classes(classes)
-    classifier = zero_shot_classifier(as_inference_model(model, device), classes).cpu()
-    scale = float(model.logit_scale.detach().exp())
+    runner = as_runner(model, device)
+    classifier = zero_shot_classifier(runner, classes).cpu()
+    scale = float(runner.logit_scale.detach().exp())
     return EmotionScorer(
         classes, "zero-shot", classifier.shape[1], lambda f: zero_shot_scores(f, classifier, scale)
     )
@@ -59,8 +65,6 @@ def zero_shot_scorer(
 
 def probe_scorer(head_path: str | Path) -> EmotionScorer:
     """A linear-probe head saved by ``emotionclip evaluate`` (a folder with head.safetensors + head.json)."""
-    from emotionclip.heads import ProbeHead
-
     head = ProbeHead.load(head_path)
     try:
         check_classes(head.classes)
@@ -159,8 +163,15 @@ def rounded_boxes(boxes: np.ndarray) -> list[list[float]]:
     return np.concatenate([b[:, :4].round(1), np.ceil(b[:, 4:5] * 1000) / 1000, b[:, 5:]], axis=1).tolist()
 
 
-def run_analysis(model, path: str | Path, scorer: EmotionScorer, **embed_kwargs) -> Analysis:
-    embedding = embed_video(model, path, **embed_kwargs)
+def run_analysis(
+    runner: Runner,
+    path: str | Path,
+    scorer: EmotionScorer,
+    settings: EmbedSettings,
+    keyframes: int = 12,
+    progress: bool = False,
+) -> Analysis:
+    embedding = embed_windows(runner, path, settings, keyframes, progress)
     return Analysis(score_table(embedding, scorer), embedding, scorer)
 
 
@@ -169,21 +180,26 @@ def analyze_video(
     path: str | Path,
     classes: Sequence[str] | None = None,
     head: str | Path | None = None,
-    window: float = 2.0,
-    stride: float = 1.0,
-    **embed_kwargs,
+    *,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    keyframes: int = 12,
+    progress: bool = False,
+    **settings,
 ) -> EmotionTable:
     """Emotion scores over time for one video, one row per window (see :func:`score_table`).
 
     Scores are zero-shot over ``classes`` (default: the 7 sentiment classes) unless ``head`` names
-    a saved linear-probe head; other keywords (``detector``, ``batch_size``, ``device``,
-    ``precision``, ``per_person``: one more row per (window, person), :mod:`.persons`) go to
-    :func:`embed_video`.
+    a saved linear-probe head. ``model``, ``device`` and ``precision`` as in :func:`embed_video`;
+    the other keywords are :class:`~emotionclip.analyze.embed.EmbedSettings` (``window``,
+    ``stride``, ``detector``, ``batch_size``, ``per_person``: one more row per (window, person),
+    :mod:`.persons`, ...).
     """
     check_head_or_classes(head, classes)
-    device = embed_kwargs.get("device")
-    scorer = probe_scorer(head) if head is not None else zero_shot_scorer(model, classes, device=device)
-    a = run_analysis(model, path, scorer, window=window, stride=stride, **embed_kwargs)
+    embed = EmbedSettings(**settings)
+    runner = as_runner(model, device, precision)
+    scorer = probe_scorer(head) if head is not None else zero_shot_scorer(runner, classes)
+    a = run_analysis(runner, path, scorer, embed, keyframes, progress)
     return emotion_table(
         a.table, scorer.classes, a.embedding.path, a.embedding.info.duration, scorer.probabilities
     )

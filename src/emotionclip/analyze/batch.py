@@ -1,26 +1,30 @@
 """Batches of videos: analyse or embed each into an output folder; one failure never stops a batch.
 
 Each input gets its own outputs under ``out/``; a failing input is logged, listed in
-``out/summary.json`` with its reason, and the batch goes on. ``out/`` is claimed for the tool
+``out/summary.json`` with its reason, and the batch goes on (the job runner,
+:mod:`emotionclip.jobs`: slices under ``--part`` / torchrun, the part completing the set merges). ``out/`` is claimed for the tool
 (:func:`emotionclip._io.claim_output_dir`): a folder holding anyone else's files is refused, and a
 second process writing into it is refused naming the first one's pid.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .._io import TEMP_PATTERN, atomic_write, claim_output_dir, input_files, is_output_dir, remove_paths
-from ..parts import current_part
+from ..jobs import ItemJob, current_part, finish_items, run_items
+from ..runner import Runner, as_runner
 from ..video_io import IMAGE_EXTENSIONS
+from .embed import EmbedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +44,6 @@ def expand_inputs(paths: list[Path], extensions: tuple[str, ...]) -> list[Path]:
         else:
             found.append(path)  # a missing file fails on its own, with its name, during the batch
     return list(dict.fromkeys(found))
-
-
-def error_text(path: Path, error: Exception) -> str:
-    text = str(error) or type(error).__name__
-    return text if str(path) in text else f"{path}: {text}"
 
 
 def _output_dir(out: Path, source: Path, taken: set[Path], owner) -> Path:
@@ -78,120 +77,115 @@ def _embedding_owner(stem_path: Path) -> str | None:
         return None
 
 
-def _write_summary(out: Path, summary: dict) -> None:
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1))
-    failed = summary["failed"]
-    logger.info(
-        "%d done, %d skipped (outputs exist), %d failed; summary: %s",
-        len(summary["done"]),
-        len(summary["skipped"]),
-        len(failed),
-        out / "summary.json",
-    )
-    for item in failed:
-        logger.error("failed: %s", item["error"])
-
-
 def analyze_paths(
     model,
     videos: list[Path],
     out: Path,
     classes=None,
     head=None,
-    keyframes=12,
-    overwrite=False,
-    note=None,
+    keyframes: int = 12,
+    overwrite: bool = False,
+    note: str | None = None,
     settings: dict | None = None,
     proxy: bool = True,
     part=None,
-    **embed_kwargs,
+    device=None,
+    precision: str | None = None,
+    embedding: EmbedSettings | None = None,
+    **embed,
 ) -> dict:
     """Analyse each video into ``out/<stem>/``; a failing video is logged and listed, the rest go on.
 
     Writes ``out/summary.json`` and the overview ``out/index.html``; ``proxy=False`` writes no
     browser copy of videos the browser cannot play (their report then has no player). ``part``
-    (``"I/N"``, combined with torchrun's ranks: :mod:`emotionclip.parts`) analyses only this
-    process's slice; the last part to finish writes the summary and the overview of all. Returns
-    what this process did.
+    (``"I/N"``, combined with torchrun's ranks: :mod:`emotionclip.jobs`) analyses only this
+    process's slice; the part completing the set writes the summary and the overview of all.
+    ``model``, ``device`` and ``precision`` as in :func:`~emotionclip.analyze.embed_video`;
+    ``embedding`` (an :class:`~emotionclip.analyze.embed.EmbedSettings`) says how windows are made,
+    the other keywords set (or replace) its fields. Returns what this process did.
     """
     from ..heads import check_head_or_classes
     from .analyze import probe_scorer, zero_shot_scorer
-    from .persons import as_per_person
 
     check_head_or_classes(head, classes)
-    scorer = (
-        probe_scorer(head)
-        if head is not None
-        else zero_shot_scorer(model, classes, device=embed_kwargs.get("device"))
-    )
-    detector = embed_kwargs.get("detector")
+    embed_settings = replace(embedding, **embed) if embedding is not None else EmbedSettings(**embed)
+    runner = as_runner(model, device, precision)
+    scorer = probe_scorer(head) if head is not None else zero_shot_scorer(runner, classes)
+    detector = embed_settings.detector
     settings = {
         **(settings or {}),
-        "window": embed_kwargs.get("window"),
-        "stride": embed_kwargs.get("stride"),
-        "video_len": model.video_len,
+        "window": embed_settings.window,
+        "stride": embed_settings.stride,
+        "video_len": runner.video_len,
         "detector": getattr(detector, "name", detector),
-        "precision": embed_kwargs.get("precision") or getattr(model, "precision", "fp32"),
-        "backend": getattr(model, "backend", "torch"),
+        "precision": runner.precision,
+        "backend": runner.backend,
         "method": scorer.method,
         "classes": list(scorer.classes),
+        **embed_settings.summary(),
     }
-    people = as_per_person(embed_kwargs.get("per_person"))
-    if people is not None:  # only then: the default settings stay as they were
-        settings["per_person"] = {"min_share": people.min_share}
     this = current_part(part)
+    out = Path(out)
     with claim_output_dir(out, "analyze", part=this and this.name):
-        summary = _analyze_each(
-            model, videos, Path(out), scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs, this
+        job = ItemJob(
+            "video",
+            clean=lambda video, target: _remove_stale(target.glob(TEMP_PATTERN)),
+            exists=_report_exists,
+            run=functools.partial(
+                _analyze_one, runner, scorer, embed_settings, keyframes, note, proxy, settings
+            ),
         )
+        pairs = _targets(videos, out, _analysis_owner, "")
+        summary = run_items(job, pairs, this, settings, overwrite)
+        merged = finish_items(out, summary, this, videos, "video")
+        if merged is not None:
+            from .report import write_index
+
+            write_index(out / "index.html", merged, note=note)
     return summary
 
 
-def _analyze_each(
-    model, videos, out, scorer, settings, keyframes, overwrite, note, proxy, embed_kwargs, part
-):
+def _report_exists(video: Path, target: Path) -> bool:
+    from .report import OUTPUT_NAMES
+
+    return all((target / name).exists() for name in OUTPUT_NAMES.values())
+
+
+def _analyze_one(
+    runner: Runner,
+    scorer,
+    embed: EmbedSettings,
+    keyframes: int,
+    note: str | None,
+    proxy: bool,
+    settings: dict,
+    video: Path,
+    target: Path,
+) -> dict:
     from .analyze import run_analysis, union_rows
-    from .report import OUTPUT_NAMES, write_index, write_report
+    from .report import write_report
 
-    summary = {"settings": settings, "done": [], "skipped": [], "failed": []}
-    for video, target in _slice(videos, out, _analysis_owner, part, ""):
-        _remove_stale(target.glob(TEMP_PATTERN))  # the folder is this input's (and this part's) alone
-        if not overwrite and all((target / name).exists() for name in OUTPUT_NAMES.values()):
-            logger.info("%s: outputs already in %s, skipped (--overwrite to redo)", video, target)
-            summary["skipped"].append({"video": str(video), "out": str(target)})
-            continue
-        try:
-            analysis = run_analysis(model, video, scorer, keyframes=keyframes, progress=True, **embed_kwargs)
-            paths = write_report(analysis, target, note=note, proxy=proxy, **settings)
-        except Exception as e:  # one bad video never stops the batch
-            logger.error("%s", error_text(video, e), exc_info=logger.isEnabledFor(logging.DEBUG))
-            summary["failed"].append({"video": str(video), "error": error_text(video, e)})
-            continue
-        table = union_rows(analysis.table)
-        persons = analysis.embedding.persons
-        logger.info(
-            "%s: %d windows%s -> %s",
-            video,
-            len(table),
-            "" if persons is None else f", {len(persons.ids)} person(s) in {len(persons)} person-window(s)",
-            paths["html"],
-        )
-        padded = table["window"][table["padded_frames"] > 0].tolist()
-        if padded:
-            logger.warning("%s: %d window(s) padded (the stream ends early): %s", video, len(padded), padded)
-        summary["done"].append(
-            {
-                "video": str(video),
-                "windows": len(table),
-                **({} if persons is None else {"persons": len(persons.ids)}),
-                "padded_windows": padded,
-                **{kind: str(p) for kind, p in paths.items()},
-            }
-        )
-    merged = _finish(out, summary, part, videos, "video")
-    if merged is not None:
-        write_index(out / "index.html", merged, note=note)
-    return summary
+    analysis = run_analysis(runner, video, scorer, embed, keyframes, progress=True)
+    paths = write_report(analysis, target, note=note, proxy=proxy, settings=settings)
+    table = union_rows(analysis.table)
+    persons = analysis.embedding.persons
+    logger.info(
+        "%s: %d windows%s -> %s",
+        video,
+        len(table),
+        "" if persons is None else f", {len(persons.ids)} person(s) in {len(persons)} person-window(s)",
+        paths["html"],
+    )
+    padded = table["window"][table["padded_frames"] > 0].tolist()
+    if padded:
+        logger.warning("%s: %d window(s) padded (the stream ends early): %s", video, len(padded), padded)
+    return {
+        "video": str(video),
+        "windows": len(table),
+        **({} if persons is None else {"persons": len(persons.ids)}),
+        "padded_windows": padded,
+        **{kind: str(p) for kind, p in paths.items()},
+    }
 
 
 def embed_paths(
@@ -201,68 +195,53 @@ def embed_paths(
     overwrite: bool = False,
     settings: dict | None = None,
     part=None,
-    **embed_kwargs,
+    device=None,
+    precision: str | None = None,
+    embedding: EmbedSettings | None = None,
+    **embed,
 ) -> dict:
     """Embed each video / image into ``out/<stem>.npz``; a failing input is logged and listed, the rest go on.
 
-    ``part`` as in :func:`analyze_paths`. Returns what this process did (all of it without parts).
+    ``part``, ``model``, ``device``, ``precision``, ``embedding`` and the settings keywords as in
+    :func:`analyze_paths`. Returns what this process did (all of it without parts).
     """
+    embed_settings = replace(embedding, **embed) if embedding is not None else EmbedSettings(**embed)
+    runner = as_runner(model, device, precision)
+    settings = dict(settings or {}, **embed_settings.summary())
     this = current_part(part)
+    out = Path(out)
     with claim_output_dir(out, "embed", part=this and this.name):
-        return _embed_each(model, inputs, Path(out), overwrite, settings, embed_kwargs, this)
-
-
-def _embed_each(model, inputs, out, overwrite, settings, embed_kwargs, part) -> dict:
-    from .analyze import rounded_boxes
-    from .embed import embed_image, embed_video
-    from .persons import as_per_person
-
-    settings = dict(settings or {}, window=embed_kwargs.get("window"), stride=embed_kwargs.get("stride"))
-    people = as_per_person(embed_kwargs.get("per_person"))
-    if people is not None:
-        settings["per_person"] = {"min_share": people.min_share}
-    summary = {
-        "settings": settings,
-        "done": [],
-        "skipped": [],
-        "failed": [],
-    }
-    for path, target in _slice(inputs, out, _embedding_owner, part, ".npz"):
         # only this target's temporaries: other parts write theirs into the same folder
-        _remove_stale(out.glob(f".{glob.escape(target.name)}.*.tmp"))
-        if target.exists() and not overwrite:
-            summary["skipped"].append({"input": str(path), "out": str(target)})
-            continue
-        try:
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                features = embed_image(
-                    model,
-                    path,
-                    detector=embed_kwargs.get("detector"),
-                    device=embed_kwargs.get("device"),
-                    precision=embed_kwargs.get("precision"),
-                )
-                arrays = {"source": np.array(str(path)), "features": features[None].numpy()}
-            else:
-                e = embed_video(model, path, keyframes=0, progress=True, **embed_kwargs)
-                arrays = _video_arrays(e, rounded_boxes)
-        except Exception as e:  # one bad input never stops the batch
-            logger.error("%s", error_text(path, e))
-            summary["failed"].append({"input": str(path), "error": error_text(path, e)})
-            continue
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write(target, buf.getvalue())
-        done = {"input": str(path), "out": str(target), "rows": len(arrays["features"])}
-        if "padded_frames" in arrays:
-            done["padded_windows"] = np.flatnonzero(arrays["padded_frames"]).tolist()
-            if done["padded_windows"]:
-                logger.warning(
-                    "%s: window(s) %s padded (the stream ends early)", path, done["padded_windows"]
-                )
-        summary["done"].append(done)
-    _finish(out, summary, part, inputs, "input")
+        clean = lambda path, target: _remove_stale(out.glob(f".{glob.escape(target.name)}.*.tmp"))  # noqa: E731
+        job = ItemJob(
+            "input",
+            clean=clean,
+            exists=lambda path, target: target.exists(),
+            run=functools.partial(_embed_one, runner, embed_settings),
+        )
+        summary = run_items(job, _targets(inputs, out, _embedding_owner, ".npz"), this, settings, overwrite)
+        finish_items(out, summary, this, inputs, "input")
     return summary
+
+
+def _embed_one(runner: Runner, embed: EmbedSettings, path: Path, target: Path) -> dict:
+    from .analyze import rounded_boxes
+    from .embed import embed_image, embed_windows
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        features = embed_image(runner, path, detector=embed.detector)
+        arrays = {"source": np.array(str(path)), "features": features[None].numpy()}
+    else:
+        arrays = _video_arrays(embed_windows(runner, path, embed, keyframes=0, progress=True), rounded_boxes)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(target, buf.getvalue())
+    done = {"input": str(path), "out": str(target), "rows": len(arrays["features"])}
+    if "padded_frames" in arrays:
+        done["padded_windows"] = np.flatnonzero(arrays["padded_frames"]).tolist()
+        if done["padded_windows"]:
+            logger.warning("%s: window(s) %s padded (the stream ends early)", path, done["padded_windows"])
+    return done
 
 
 def _video_arrays(e, rounded_boxes) -> dict[str, np.ndarray]:
@@ -297,32 +276,9 @@ def _remove_stale(temporaries) -> None:
         logger.info("%s: removed, left by an interrupted run", p)
 
 
-def _slice(inputs, out, owner, part, suffix: str):
-    """``(input, target)`` for this process's inputs; targets are named over the whole job's list,
-    so every part (and a single process) gives each input the same output."""
+def _targets(inputs, out: Path, owner, suffix: str) -> list[tuple[Path, Path]]:
+    """``(input, target)`` for every input of the whole job: every part (and a single process) gives
+    each input the same output."""
     taken: set[Path] = set()
     targets = [_output_dir(out, path, taken, owner) for path in inputs]
-    pairs = [(path, t.with_suffix(suffix) if suffix else t) for path, t in zip(inputs, targets, strict=True)]
-    if part is not None:
-        pairs = part.select(pairs)
-        logger.info("%s: %d of %d inputs", part.name, len(pairs), len(inputs))
-    return tqdm(pairs, desc="inputs", unit="file")
-
-
-def _finish(out: Path, summary: dict, part, inputs, key: str) -> dict | None:
-    """Write the summary; a part writes its own, and the last part to finish the whole job's."""
-    if part is None:
-        _write_summary(out, summary)
-        return summary
-    from filelock import FileLock
-
-    from ..parts import merge_part_summaries, part_summary_path
-
-    atomic_write(part_summary_path(out, part), json.dumps(summary, indent=1))
-    with FileLock(str(out / ".emotionclip.lock.summary")):
-        merged = merge_part_summaries(out, part, [str(p) for p in inputs], key)
-        if merged is None:
-            logger.info("%s done; %s is written when every part is", part.name, out / "summary.json")
-            return None
-        _write_summary(out, merged)
-    return merged
+    return [(path, t.with_suffix(suffix) if suffix else t) for path, t in zip(inputs, targets, strict=True)]

@@ -156,7 +156,7 @@ def _check_args(args) -> str | None:
         except (ValueError, RuntimeError) as e:
             return f"--precision {args.precision}: {e}"
     if args.part is not None:
-        from ..parts import parse_part
+        from ..jobs import parse_part
 
         try:
             parse_part(args.part)
@@ -182,34 +182,34 @@ def _classes(args) -> list[str] | None:
 
 
 def _load(args):
-    """The model, or None after logging why the checkpoint cannot be used."""
-    from ..factory import load_model
-    from .batch import error_text
+    """The runner, built once here, or None after logging why the checkpoint cannot be used."""
+    from ..jobs import error_text
+    from ..runner import load_runner
 
+    # torch runs fp32 unless asked (the release's path); a backend's own default otherwise
+    precision = args.precision or ("fp32" if args.backend == "torch" else None)
     try:
-        if args.backend == "torch":  # the model itself: device and precision go with each call
-            model = load_model(args.checkpoint, device=args.device)
-        else:
-            model = load_model(args.checkpoint, args.device, backend=args.backend, precision=args.precision)
+        runner = load_runner(args.checkpoint, args.device, precision, args.backend)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         logger.error("cannot load the model: %s", error_text(Path(args.checkpoint), e))
         return None
     logger.info(
         "loaded %s (video_len %d, embed_dim %d, backend %s)",
         args.checkpoint,
-        model.video_len,
-        model.embed_dim,
-        getattr(model, "backend", f"torch-{args.precision or 'fp32'}"),
+        runner.video_len,
+        runner.embed_dim,
+        runner.backend,
     )
-    return model
+    return runner
 
 
-def _embed_kwargs(args) -> dict:
+def _embed_settings(args):
     from ..detect import resolve_detector
+    from .embed import EmbedSettings
     from .persons import PerPerson
 
     share = DEFAULT_MIN_SHARE if args.min_person_share is None else args.min_person_share
-    return dict(
+    return EmbedSettings(
         per_person=PerPerson(min_share=share) if args.per_person else False,
         window=args.window,
         stride=args.stride,
@@ -217,18 +217,16 @@ def _embed_kwargs(args) -> dict:
         batch_size=args.batch_size,
         detect_every=args.detect_every,
         track=args.track,
-        # a backend object brings its own device and precision
-        **(dict(device=args.device, precision=args.precision or "fp32") if args.backend == "torch" else {}),
     )
 
 
 def _setup(args, paths, extensions, what: str):
-    """Checks shared by analyze and embed -> ``(inputs, model, embed kwargs)``, or None (logged)."""
+    """Checks shared by analyze and embed -> ``(inputs, runner, embed settings)``, or None (logged)."""
     problem = _check_args(args)
     if problem:
         logger.error(problem)
         return None
-    from ..parts import rank_device
+    from ..jobs import rank_device
     from .batch import expand_inputs
 
     args.device = rank_device(args.device)  # under torchrun / srun: one GPU per process
@@ -237,11 +235,11 @@ def _setup(args, paths, extensions, what: str):
     if not inputs:
         logger.error("no %s found in %s", what, ", ".join(map(str, paths)))
         return None
-    model = _load(args)
-    if model is None:
+    runner = _load(args)
+    if runner is None:
         return None
     try:
-        return inputs, model, _embed_kwargs(args)
+        return inputs, runner, _embed_settings(args)
     except (ValueError, OSError, ImportError) as e:
         logger.error("--detector %s: %s", args.detector, e)
         return None
@@ -259,10 +257,10 @@ def run_analyze(args) -> int:
     setup = _setup(args, args.videos, VIDEO_EXTENSIONS, "videos")
     if setup is None:
         return 2
-    videos, model, embed_kwargs = setup
+    videos, runner, embedding = setup
     try:
         summary = analyze_paths(
-            model,
+            runner,
             videos,
             args.out,
             classes=classes,
@@ -272,7 +270,7 @@ def run_analyze(args) -> int:
             settings={"checkpoint": str(args.checkpoint)},
             proxy=not args.no_proxy,
             part=args.part,
-            **embed_kwargs,
+            embedding=embedding,
         )
     except (OutputDirError, ValueError) as e:  # the folder, or the classes a head brings
         logger.error("%s", e)
@@ -287,16 +285,16 @@ def run_embed(args) -> int:
     setup = _setup(args, args.inputs, VIDEO_EXTENSIONS + IMAGE_EXTENSIONS, "videos or images")
     if setup is None:
         return 2
-    inputs, model, kwargs = setup
+    inputs, runner, embedding = setup
     try:
         summary = embed_paths(
-            model,
+            runner,
             inputs,
             args.out,
             overwrite=args.overwrite,
             settings={"checkpoint": str(args.checkpoint)},
             part=args.part,
-            **kwargs,
+            embedding=embedding,
         )
     except OutputDirError as e:
         logger.error("%s", e)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .._prefetch import prefetch
-from ..backends import as_inference_model
 from ..constants import BOX_SCORE_THRESHOLD, DETECT_EVERY
 from ..detect import as_boxes, resolve_detector
+from ..runner import Runner, as_runner
 from ..transform import boxes_to_mask, boxes_to_masks, model_transform
 from ..video_io import VideoInfo, load_image, probe_video
 from .persons import PerPerson, PersonRows, as_per_person, crop, renumber, renumbered_boxes, window_persons
@@ -23,6 +24,40 @@ logger = logging.getLogger(__name__)
 
 # frames are decoded at this short side (or native if smaller): the detector misses faces at 256
 DETECT_SHORT_SIDE = 360
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How a video becomes window embeddings: the windows (seconds; :mod:`.windows`), who the
+    subject is (``detector``: a name for :func:`~emotionclip.detect.resolve_detector`, a detector,
+    or None; run on every ``detect_every``-th frame; ``track``: people followed through the video),
+    ``per_person`` rows (True or :class:`~emotionclip.analyze.persons.PerPerson`) and how many
+    windows go through the model at once."""
+
+    window: float = 2.0
+    stride: float = 1.0
+    detector: Any = "default"
+    batch_size: int = 8
+    detect_every: int = DETECT_EVERY
+    track: bool = True
+    per_person: bool | PerPerson = False
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.people is not None and not self.track:
+            raise ValueError("per_person needs track=True: persons are told apart by their track ids")
+
+    @property
+    def people(self) -> PerPerson | None:
+        return as_per_person(self.per_person)
+
+    def summary(self) -> dict:
+        """What a batch summary records of these settings."""
+        out = {"window": self.window, "stride": self.stride}
+        if self.people is not None:  # only then: the default settings stay as they were
+            out["per_person"] = {"min_share": self.people.min_share}
+        return out
 
 
 @dataclass
@@ -198,18 +233,21 @@ def embed_video(
     naming the file when it cannot be read.
 
     ``model`` is an EmotionCLIP (run at ``precision``, default fp32, on ``device``, default its own,
-    without moving or switching the caller's model) or a backend object of
-    ``load_model(..., backend=...)``, which brings its own device and precision.
+    without moving or switching the caller's model) or a runner of :func:`emotionclip.load_runner`,
+    which brings its own device and precision.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    people = as_per_person(per_person)
-    if people is not None and not track:
-        raise ValueError("per_person needs track=True: persons are told apart by their track ids")
+    settings = EmbedSettings(window, stride, detector, batch_size, detect_every, track, per_person)
+    return embed_windows(as_runner(model, device, precision), path, settings, keyframes, progress)
+
+
+def embed_windows(
+    runner: Runner, path: str | Path, settings: EmbedSettings, keyframes: int = 12, progress: bool = False
+) -> VideoEmbedding:
+    """:func:`embed_video` with its settings in one object and the runner built."""
+    people = settings.people
     info = probe_video(path)
-    plan = plan_windows(info.duration, window, stride, model.video_len)
-    det = resolve_detector(detector)
-    runner = as_inference_model(model, device, precision)
+    plan = plan_windows(info.duration, settings.window, settings.stride, runner.video_len)
+    det = resolve_detector(settings.detector)
     tf = model_transform(runner)
     short_side = min(max(tf.resize, DETECT_SHORT_SIDE), info.width, info.height)
     keep = set(np.linspace(0, len(plan) - 1, max(0, min(keyframes, len(plan)))).round().astype(int).tolist())
@@ -227,11 +265,19 @@ def embed_video(
     # a pipeline ahead of the model: decoding, detection (batched) and the transform each run in
     # their own thread, so windows/s follows the encoder while it is the slowest stage
     windows = iter_windows(
-        path, info, plan, det, short_side=short_side, workers=1, detect_every=detect_every, track=track
+        path,
+        info,
+        plan,
+        det,
+        short_side=short_side,
+        workers=1,
+        detect_every=settings.detect_every,
+        track=settings.track,
     )
     people_args = None if people is None else (people, people_state)
     batches = (
-        _prepare_batch(tf, b, info.width, keep, sent, people_args) for b in batched(windows, batch_size)
+        _prepare_batch(tf, b, info.width, keep, sent, people_args)
+        for b in batched(windows, settings.batch_size)
     )
     with tqdm(total=len(plan), desc=Path(path).name, unit="win", disable=not progress, leave=False) as bar:
         for batch in prefetch(batches, depth=2):
@@ -323,6 +369,6 @@ def embed_image(
         det = resolve_detector(detector)
         boxes = det.detect(image[None])[0] if det is not None else np.zeros((0, 5), np.float32)
     mask = boxes_to_mask(boxes, image.shape[0], image.shape[1], BOX_SCORE_THRESHOLD)
-    runner = as_inference_model(model, device, precision)
+    runner = as_runner(model, device, precision)
     pixels, mask = model_transform(runner)(image, mask)
     return runner.encode_image(pixels[None], mask[None]).cpu()[0]

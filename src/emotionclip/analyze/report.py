@@ -40,7 +40,7 @@ PROXY_NAME = "video.mp4"  # the browser copy of a video the browser cannot play
 ASSETS = Path(__file__).with_name("report_assets")
 
 
-def metadata(analysis: Analysis, **extra) -> dict:
+def metadata(analysis: Analysis, extra: dict | None = None) -> dict:
     e = analysis.embedding
     table = union_rows(analysis.table)
     padded = table["padded_frames"].to_numpy()
@@ -56,7 +56,7 @@ def metadata(analysis: Analysis, **extra) -> dict:
         "method": analysis.scorer.method,
         "classes": list(analysis.scorer.classes),
         **persons,
-        **extra,
+        **(extra or {}),
     }
 
 
@@ -294,11 +294,16 @@ def _thumbnail_jpeg(analysis: Analysis) -> bytes | None:
 
 
 def write_report(
-    analysis: Analysis, out_dir: str | Path, note: str | None = None, proxy: bool = True, **meta_extra
+    analysis: Analysis,
+    out_dir: str | Path,
+    note: str | None = None,
+    proxy: bool = True,
+    settings: dict | None = None,
 ) -> dict[str, Path]:
     """Write CSV, JSON, PNG, HTML (+ a thumbnail, + a browser copy of the video; with per-person rows
     + an ELAN ``.eaf`` and a WebVTT ``.vtt``, :mod:`.annotations`) into ``out_dir``.
 
+    ``settings`` (the batch's: checkpoint, windows, detector, ...) go into the JSON and the page.
     All outputs are rendered before the first one is written, so a failure leaves none of them.
     """
     from .annotations import eaf_bytes, vtt_text
@@ -312,7 +317,7 @@ def write_report(
     lines = spoken_lines(source)
     if lines.problem:
         logger.warning("%s: subtitles not shown (%s)", lines.path, lines.problem)
-    meta = metadata(analysis, **meta_extra)
+    meta = metadata(analysis, settings)
     if lines.path:
         meta["subtitles"] = lines.path
     with ExitStack() as stack:

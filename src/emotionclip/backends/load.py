@@ -28,7 +28,7 @@ def load_backend(
     """An EmotionCLIP (or an export folder) run by ``backend``: ``auto`` (see
     :func:`~emotionclip.backends.choose_backend`), ``torch``, ``onnxruntime`` or ``openvino``. ``precision`` defaults to fp32 (torch on CUDA: the device's
     :func:`~emotionclip.precision.default_precision`); a model is exported on first use into
-    :func:`~emotionclip.backends.cache_dir`. Checkpoints: ``emotionclip.load_model(path, backend=...)``.
+    :func:`~emotionclip.backends.cache_dir`. Checkpoints: :func:`emotionclip.load_runner`.
     """
     import torch
 
@@ -42,7 +42,7 @@ def load_backend(
         if not _is_export(Path(model_or_export)):
             raise ValueError(
                 f"{model_or_export}: not an export folder; load checkpoints with "
-                "emotionclip.load_model(path, backend=...)"
+                "emotionclip.load_runner(path, backend=...)"
             )
         if backend in ("auto", "torch"):
             raise ValueError(

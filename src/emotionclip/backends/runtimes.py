@@ -100,20 +100,6 @@ class TorchModel:
         return self.model.parameters()
 
 
-def as_inference_model(model, device=None, precision: str | None = None):
-    """:func:`emotionclip.runner.as_runner`, kept for analyze until it moves to the runner (issue 21
-    phase 2; the backends may not import the runner module, which imports them)."""
-    if isinstance(model, (TorchModel, InferenceModel)):
-        wanted = precision is not None and precision != model.precision
-        if wanted or (device is not None and torch.device(device) != model.device):
-            raise ValueError(
-                f"the model runs as {model.backend} on {model.device}; load it with the precision "
-                f"and device you want instead of passing device={device}, precision={precision}"
-            )
-        return model
-    return TorchModel(model, device, precision or "fp32")
-
-
 # ---------------------------------------------------------------------------------------------------
 # exported graphs
 class _OrtGraph:
