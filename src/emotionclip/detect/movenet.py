@@ -64,6 +64,7 @@ class MoveNetPersonDetector(PersonDetector):
         nms_iou: float = 0.5,
         size: int = MOVENET_SIZE,
         num_threads: int | None = None,
+        device: str | None = None,
         rescale: bool = True,
     ):
         self.model_path = Path(model_path) if model_path is not None else MOVENET_MODEL
@@ -80,6 +81,7 @@ class MoveNetPersonDetector(PersonDetector):
         self.nms_iou = nms_iou
         self.size = size
         self.rescale = rescale
+        self.device = device  # "cuda[:N]": ONNX Runtime's CUDA provider when available (base.onnx_providers)
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.name = f"movenet-multipose@{size}"
         self._session = None
@@ -96,7 +98,7 @@ class MoveNetPersonDetector(PersonDetector):
         self._lock = threading.Lock()
 
     def _load(self):
-        session = onnx_session(self.model_path, 1, "MoveNet person detector")
+        session = onnx_session(self.model_path, 1, "MoveNet person detector", self.device)
         (inp,), outs = session.get_inputs(), session.get_outputs()
         if len(outs) != 1 or inp.type != "tensor(int32)" or len(inp.shape) != 4 or inp.shape[3] != 3:
             raise ValueError(
