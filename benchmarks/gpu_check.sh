@@ -112,4 +112,23 @@ cos = torch.nn.functional.cosine_similarity(f.cpu(), ref, dim=-1).min()
 print(r.backend, 'on', f.device, 'cosine to CPU fp32', float(cos))
 assert next(m.parameters()).device.type == 'cpu', 'the caller model moved'
 "
+# 6. the ONNX detectors on the GPU (ONNX Runtime's CUDA provider; needs onnxruntime-gpu): the provider
+# in use, the boxes against the CPU session's on friday, and frames per second on each
+run detector_cuda 120 python -c "
+import time, numpy as np, onnxruntime as ort
+from emotionclip.detect import get_detector
+from emotionclip.video_io import read_frames_at
+print('onnxruntime', ort.__version__, 'providers', ort.get_available_providers())
+frames = read_frames_at('src/emotionclip/sample_media/friday.mp4', [0.2 * k for k in range(30)], short_side=256)
+for name in ('default', 'nanodet'):
+    gpu, cpu = get_detector(name, device='cuda'), get_detector(name)
+    a, b = gpu.detect(frames), cpu.detect(frames)
+    used = gpu._session.get_providers()
+    print(name, 'session providers', used)
+    assert used[0] == 'CUDAExecutionProvider', 'the detector did not get the GPU'
+    assert all(len(x) == len(y) and np.allclose(x, y, atol=1.0) for x, y in zip(a, b)), 'GPU boxes differ'
+    for det, where in ((gpu, 'cuda'), (cpu, 'cpu')):
+        t = time.perf_counter(); det.detect(frames); dt = time.perf_counter() - t
+        print(f'{name} on {where}: {len(frames) / dt:.1f} frames/s')
+"
 say "# done: $LOG"

@@ -6,6 +6,7 @@ followed through time (:mod:`.track`) carry a sixth column, the track id (``[K, 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import BOX_SCORE_THRESHOLD
+
+logger = logging.getLogger(__name__)
 
 BOX_COLUMNS = ("x1", "y1", "x2", "y2", "score", "track")
 
@@ -41,8 +44,26 @@ def rescale_scores(raw: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(raw <= threshold, low, high).astype(np.float32)
 
 
-def onnx_session(path: Path, num_threads: int | None, what: str):
-    """An ONNX Runtime CPU session for a shipped detector graph; a clear error for a bad file."""
+def onnx_providers(device: str | None, available: Sequence[str]) -> list:
+    """ONNX Runtime execution providers for ``device``: ``cuda``/``cuda:N`` -> the CUDA provider on
+    GPU N, then the CPU, when this onnxruntime has it; otherwise (and for ``cpu``/None) the CPU alone,
+    with a log line when a GPU was asked for and cannot be used."""
+    if device is None or not str(device).startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        logger.warning(
+            "device %s: this onnxruntime has no CUDAExecutionProvider (providers: %s); the detector runs on the CPU",
+            device,
+            ", ".join(available) or "none",
+        )
+        return ["CPUExecutionProvider"]
+    index = str(device).partition(":")[2] or "0"
+    return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
+
+
+def onnx_session(path: Path, num_threads: int | None, what: str, device: str | None = None):
+    """An ONNX Runtime session for a shipped detector graph (on the GPU with ``device="cuda"`` when
+    onnxruntime can, see :func:`onnx_providers`); a clear error for a bad file."""
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -53,8 +74,9 @@ def onnx_session(path: Path, num_threads: int | None, what: str):
     # it runs beside the encoder (analyze, evaluate, prepare workers): sleep when idle, not spin
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
+    providers = onnx_providers(device, ort.get_available_providers())
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable files
         raise ValueError(f"{path}: not a loadable ONNX model ({e})") from e
 

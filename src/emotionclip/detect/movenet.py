@@ -10,6 +10,9 @@ detector of the same size (NanoDet) loses (``benchmarks/detect_quality.py``).
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +49,11 @@ class MoveNetPersonDetector(PersonDetector):
     box above ``score_threshold`` is kept, merged by NMS at ``nms_iou`` (see the constants above).
     Reported scores are rescaled so that ``score_threshold`` reads 0.5 (``base.rescale_scores``), the
     threshold downstream code applies; ``rescale=False`` reports the raw scores.
+
+    The graph's batch is 1, and one ONNX Runtime thread per frame is as fast as two (27 ms against
+    26 on a 2-core EPYC), so frames are spread over ``num_threads`` threads (default: the cores, at
+    most 4) that each run one frame at a time on a single-threaded session (``InferenceSession.run``
+    is thread-safe): the same per-frame computation, in parallel. The results are in frame order.
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class MoveNetPersonDetector(PersonDetector):
         nms_iou: float = 0.5,
         size: int = MOVENET_SIZE,
         num_threads: int | None = None,
+        device: str | None = None,
         rescale: bool = True,
     ):
         self.model_path = Path(model_path) if model_path is not None else MOVENET_MODEL
@@ -72,17 +81,24 @@ class MoveNetPersonDetector(PersonDetector):
         self.nms_iou = nms_iou
         self.size = size
         self.rescale = rescale
-        self.num_threads = num_threads
+        self.device = device  # "cuda[:N]": ONNX Runtime's CUDA provider when available (base.onnx_providers)
+        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.name = f"movenet-multipose@{size}"
         self._session = None
+        self._pool = None
+        self._lock = threading.Lock()
 
     def __getstate__(self):  # an ONNX Runtime session does not pickle; worker processes rebuild it
         state = self.__dict__.copy()
-        state["_session"] = None
+        state["_session"] = state["_pool"] = state["_lock"] = None
         return state
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _load(self):
-        session = onnx_session(self.model_path, self.num_threads, "MoveNet person detector")
+        session = onnx_session(self.model_path, 1, "MoveNet person detector", self.device)
         (inp,), outs = session.get_inputs(), session.get_outputs()
         if len(outs) != 1 or inp.type != "tensor(int32)" or len(inp.shape) != 4 or inp.shape[3] != 3:
             raise ValueError(
@@ -90,25 +106,35 @@ class MoveNetPersonDetector(PersonDetector):
                 "MoveNet MultiPose's (int32 [1, H, W, 3] -> [1, 6, 56])"
             )
         self._input = inp.name
+        if self.num_threads > 1:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="emotionclip-movenet")
         self._session = session
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        people = self._session.run(None, {self._input: image[None]})[0][0]
+        if people.ndim != 2 or people.shape[1] != _SCORE + 1:
+            raise ValueError(f"{self.model_path}: output {list(people.shape)} is not [6, 56]")
+        return people
 
     def detect(self, frames, *, video=None, times=None) -> list[np.ndarray]:
         frames = _check_frames(frames)
         n, h, w, _ = frames.shape
         if n == 0:
             return []
-        if self._session is None:
-            self._load()
+        with self._lock:  # detect() may itself be called from several threads
+            if self._session is None:
+                self._load()
         x, scale, hp, wp = resize_long_side(frames, self.size)
         images = np.zeros((n, hp, wp, 3), np.int32)
         images[:, : x.shape[2], : x.shape[3]] = x.permute(0, 2, 3, 1).numpy()
         opts = dict(nms_iou=self.nms_iou, score_threshold=self.score_threshold)
         opts.update(frame_threshold=self.frame_threshold, rescale=self.rescale)
+        # the graph's batch is 1: one frame per call, several calls at once in the pool
+        outputs = (
+            self._pool.map(self._run, images) if self._pool is not None and n > 1 else map(self._run, images)
+        )
         result = []
-        for image in images:  # the graph's batch is 1
-            people = self._session.run(None, {self._input: image[None]})[0][0]
-            if people.ndim != 2 or people.shape[1] != _SCORE + 1:
-                raise ValueError(f"{self.model_path}: output {list(people.shape)} is not [6, 56]")
+        for people in outputs:
             y1, x1, y2, x2 = (people[:, _BOX] * [hp, wp, hp, wp]).T  # -> input pixels
             boxes = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
             result.append(finish_boxes(boxes, people[:, _SCORE].astype(np.float32), scale, w, h, **opts))

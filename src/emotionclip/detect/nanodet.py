@@ -54,6 +54,7 @@ class NanoDetPersonDetector(PersonDetector):
         nms_iou: float = 0.5,
         size: int = NANODET_SIZE,
         num_threads: int | None = None,
+        device: str | None = None,
         rescale: bool = True,
     ):
         self.model_path = Path(model_path) if model_path is not None else NANODET_MODEL
@@ -70,6 +71,7 @@ class NanoDetPersonDetector(PersonDetector):
         self.nms_iou = nms_iou
         self.size = size
         self.rescale = rescale
+        self.device = device  # "cuda[:N]": ONNX Runtime's CUDA provider when available (base.onnx_providers)
         self.num_threads = num_threads
         self.name = f"nanodet-coco-person@{size}"
         self._session = None
@@ -80,7 +82,7 @@ class NanoDetPersonDetector(PersonDetector):
         return state
 
     def _load(self):
-        session = onnx_session(self.model_path, self.num_threads, "NanoDet person detector")
+        session = onnx_session(self.model_path, self.num_threads, "NanoDet person detector", self.device)
         shapes = [o.shape for o in session.get_outputs()]
         if len(shapes) != 6 or sorted(s[-1] for s in shapes) != [44] * 3 + [80] * 3:
             raise ValueError(

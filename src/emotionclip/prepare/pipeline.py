@@ -36,6 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir, remove_temporaries
+from .._prefetch import prefetch
 from ..detect import PersonDetector, track_boxes
 from ..detect.base import as_boxes
 from ..jobs import Part, complete_set, current_part
@@ -229,20 +230,54 @@ def _sentences(item: VideoItem, duration: float, ctx: _Context, record: VideoRec
     return sentences
 
 
-def _decode_clip(path: Path, start: float, end: float, rules: ClipFilter, short_side: int, duration: float):
-    first, stop, expected = rules.frame_range(start, end)
-    times, frames = [], []
-    for t, frame in iter_frames(path, first, stop, fps=rules.fps, short_side=short_side):
+# frames decoded ahead of the detector: one chunk is detected while the next one decodes
+_DETECT_CHUNK = 8
+
+
+def _chunks(frames, size: int):
+    times, batch = [], []
+    for t, frame in frames:
         times.append(t)
-        frames.append(frame)
+        batch.append(frame)
+        if len(batch) == size:
+            yield times, batch
+            times, batch = [], []
+    if batch:
+        yield times, batch
+
+
+def _decode_detect(path: Path, cand: Candidate, ctx: _Context, duration: float):
+    """A clip's frames, their times and their person boxes (None without a detector).
+
+    Decoding runs in a background thread, ``_DETECT_CHUNK`` frames ahead of the detector, so the
+    two overlap; every detector finds each frame's boxes from that frame alone, so detecting in
+    chunks gives the boxes of one call on the whole clip (tracking runs afterwards, on all of them).
+    """
+    rules, detector = ctx.config.filter, ctx.detector
+    first, stop, expected = rules.frame_range(cand.start, cand.end)
+    frames = iter_frames(path, first, stop, fps=rules.fps, short_side=ctx.config.short_side)
+
+    def detect(chunk):
+        chunk_times, chunk_frames = chunk
+        chunk_frames = np.stack(chunk_frames)
+        if detector is None:
+            return chunk_times, chunk_frames, None
+        return chunk_times, chunk_frames, detector.detect(chunk_frames, video=str(path), times=chunk_times)
+
+    times, parts, boxes = [], [], []
+    for chunk_times, chunk_frames, chunk_boxes in prefetch(_chunks(frames, _DETECT_CHUNK), detect, depth=2):
+        times += chunk_times
+        parts.append(chunk_frames)
+        boxes += chunk_boxes or []
     # the container promised frames up to `duration`; far fewer means the data stops early (a
     # stream ending a little before the container's duration, as in many MKVs, is normal)
-    if len(frames) < expected / 2 and end <= duration:
+    if len(times) < expected / 2 and cand.end <= duration:
         raise VideoError(
             path,
-            f"decoded only {len(frames)} of {expected} frames in [{start:.2f}, {end:.2f}] s (truncated or corrupt file)",
+            f"decoded only {len(times)} of {expected} frames in [{cand.start:.2f}, {cand.end:.2f}] s "
+            "(truncated or corrupt file)",
         )
-    return times, frames
+    return times, np.concatenate(parts) if parts else None, boxes if detector is not None else None
 
 
 def _clip_members(
@@ -250,17 +285,14 @@ def _clip_members(
 ):
     """Step 2, one candidate: decode, detect people, filter; its tar members and seconds, or None."""
     rules = ctx.config.filter
-    times, frames = _decode_clip(item.video, cand.start, cand.end, rules, ctx.config.short_side, duration)
-    if len(frames) < rules.min_frames:
+    times, frames, boxes = _decode_detect(item.video, cand, ctx, duration)
+    if len(times) < rules.min_frames:
         stats["too_few_frames"] += 1
         return None
-    frames = np.stack(frames)
-    if ctx.detector is None:  # --detector none: no boxes, has_person 0
+    if boxes is None:  # --detector none: no boxes, has_person 0
         boxes = [np.zeros((0, 5), np.float32)] * len(frames)
-    else:
-        boxes = ctx.detector.detect(frames, video=str(item.video), times=times)
-        if ctx.config.track:
-            boxes = track_boxes(boxes)
+    elif ctx.config.track:
+        boxes = track_boxes(boxes)
     with_person = [bool((np.asarray(b)[:, 4] > rules.person_score).any()) if len(b) else False for b in boxes]
     has_person = float(np.mean(with_person))
     if has_person < rules.min_person_fraction:
