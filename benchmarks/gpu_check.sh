@@ -116,12 +116,12 @@ assert next(m.parameters()).device.type == 'cpu', 'the caller model moved'
 # in use, the boxes against the CPU session's on friday, and frames per second on each
 run detector_cuda 120 python -c "
 import time, numpy as np, onnxruntime as ort
-from emotionclip.detect import get_detector
+from emotionclip.detect import get_detector, resolve_detector
 from emotionclip.video_io import read_frames_at
 print('onnxruntime', ort.__version__, 'providers', ort.get_available_providers())
 frames = read_frames_at('src/emotionclip/sample_media/friday.mp4', [0.2 * k for k in range(30)], short_side=256)
 for name in ('default', 'nanodet'):
-    gpu, cpu = get_detector(name, device='cuda'), get_detector(name)
+    gpu, cpu = resolve_detector(name, device='cuda'), get_detector(name)  # resolve_detector: what the stages' --device cuda builds
     a, b = gpu.detect(frames), cpu.detect(frames)
     used = gpu._session.get_providers()
     print(name, 'session providers', used)

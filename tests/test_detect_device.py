@@ -53,3 +53,52 @@ def test_detector_falls_back_to_the_cpu(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="emotionclip.detect.base"):
         boxes = get_detector("default", device="cuda").detect(np.zeros((1, 64, 96, 3), np.uint8))
     assert len(boxes) == 1 and "runs on the CPU" in caplog.text
+
+
+def test_resolve_detector_puts_named_detectors_on_the_stage_device(caplog):
+    from emotionclip.detect import resolve_detector
+
+    on_gpu = resolve_detector("nanodet", device="cuda:1")
+    assert on_gpu.device == "cuda:1" and resolve_detector("nanodet", device="cuda:1") is on_gpu  # cached
+    assert (
+        resolve_detector("nanodet").device is None
+        and resolve_detector("nanodet", device="cpu").device is None
+    )
+    with caplog.at_level(logging.INFO, logger="emotionclip.detect"):
+        faces = resolve_detector("faces", device="cuda")  # TFLite: no GPU path
+    assert faces is resolve_detector("faces") and "has no GPU path" in caplog.text
+    mine = get_detector("default")
+    assert resolve_detector(mine, device="cuda") is mine  # a built detector is used as it is
+
+
+def test_stages_pass_their_device_to_the_detector(monkeypatch):
+    import torch
+
+    import emotionclip.detect as detect
+    from emotionclip.analyze.embed import embed_image
+    from emotionclip.cli import main
+    from emotionclip.prepare import pipeline
+    from emotionclip.prepare.pipeline import PrepareConfig, _build_components
+
+    seen = []
+    real = detect.resolve_detector
+
+    def spy(spec, device=None):
+        seen.append((spec, None if device is None else str(device)))
+        return real(spec, device=device)
+
+    monkeypatch.setattr(detect, "resolve_detector", spy)
+    _build_components(PrepareConfig(detector="nanodet", device="cuda:1"))
+    assert seen[-1] == ("nanodet", "cuda:1")
+    configs = []
+    monkeypatch.setattr(pipeline, "prepare", lambda src, out, config: configs.append(config) or {"inputs": 0})
+    main(["prepare", "in", "out", "--device", "cuda:1"])
+    assert configs[0].device == "cuda:1"
+
+    import emotionclip.analyze.embed as embed
+
+    monkeypatch.setattr(embed, "resolve_detector", spy)
+    model = __import__("emotionclip").create_model("tiny", pretrained=None, video_len=2).eval()
+    with torch.no_grad():
+        embed_image(model, np.zeros((48, 64, 3), np.uint8), detector="nanodet")
+    assert seen[-1] == ("nanodet", "cpu")  # the model's device

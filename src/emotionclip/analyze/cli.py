@@ -213,7 +213,7 @@ def _embed_settings(args):
         per_person=PerPerson(min_share=share) if args.per_person else False,
         window=args.window,
         stride=args.stride,
-        detector=resolve_detector(args.detector),
+        detector=resolve_detector(args.detector, device=args.device),  # on the GPU with the model
         batch_size=args.batch_size,
         detect_every=args.detect_every,
         track=args.track,

@@ -247,7 +247,7 @@ def embed_windows(
     people = settings.people
     info = probe_video(path)
     plan = plan_windows(info.duration, settings.window, settings.stride, runner.video_len)
-    det = resolve_detector(settings.detector)
+    det = resolve_detector(settings.detector, device=runner.device)  # a name: on the model's GPU too
     tf = model_transform(runner)
     short_side = min(max(tf.resize, DETECT_SHORT_SIDE), info.width, info.height)
     keep = set(np.linspace(0, len(plan) - 1, max(0, min(keyframes, len(plan)))).round().astype(int).tolist())
@@ -365,10 +365,10 @@ def embed_image(
     ``model``, ``device`` and ``precision`` as in :func:`embed_video`.
     """
     image = load_image(image_or_path)
+    runner = as_runner(model, device, precision)
     if boxes is None:
-        det = resolve_detector(detector)
+        det = resolve_detector(detector, device=runner.device)
         boxes = det.detect(image[None])[0] if det is not None else np.zeros((0, 5), np.float32)
     mask = boxes_to_mask(boxes, image.shape[0], image.shape[1], BOX_SCORE_THRESHOLD)
-    runner = as_runner(model, device, precision)
     pixels, mask = model_transform(runner)(image, mask)
     return runner.encode_image(pixels[None], mask[None]).cpu()[0]

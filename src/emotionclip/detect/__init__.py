@@ -12,11 +12,14 @@
 * ``"py:package.module:factory"``: a user's detector (anything with ``.detect(frames, video=, times=)``);
 * ``"none"`` / ``None``: no detection (the subject token sees the whole frame).
 
-Built detectors are cached per spec: loading one costs more than running it on a frame.
+Built detectors are cached per (spec, device): loading one costs more than running it on a frame.
+``device="cuda[:N]"`` puts the detectors that have a GPU path (MoveNet, NanoDet: ONNX Runtime's CUDA
+provider; torchvision: torch) on that GPU; the others run on the CPU, which is logged once.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import registry
@@ -73,7 +76,11 @@ DETECTORS = {
     "release-boxes": _release_boxes,
 }
 
-_CACHE: dict[str, PersonDetector] = {}
+# the names whose detectors take a ``device`` (the rest run on the CPU wherever the model runs)
+ON_DEVICE = {"default", "movenet", "nanodet", "torchvision"}
+
+_CACHE: dict[tuple[str, str | None], PersonDetector] = {}
+logger = logging.getLogger(__name__)
 
 
 def get_detector(spec: str = "default", **kw) -> PersonDetector:
@@ -81,15 +88,21 @@ def get_detector(spec: str = "default", **kw) -> PersonDetector:
     return registry.resolve("person detector", spec, DETECTORS, **kw)
 
 
-def resolve_detector(spec: Any) -> PersonDetector | None:
-    """``None``/``"none"`` -> None; a name -> the detector (built once per name); an object with
-    ``.detect`` as it is."""
+def resolve_detector(spec: Any, device: Any = None) -> PersonDetector | None:
+    """``None``/``"none"`` -> None; a name -> the detector (built once per name and device); an object
+    with ``.detect`` as it is. ``device`` (``cpu``, ``cuda``, ``cuda:1``, a torch.device) is where a
+    named detector runs when it has a GPU path (:data:`ON_DEVICE`); the CPU otherwise."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, str):
-        if spec not in _CACHE:
-            _CACHE[spec] = get_detector(spec)
-        return _CACHE[spec]
+        gpu = device is not None and str(device).startswith("cuda")
+        name = spec.partition(":")[0]
+        key = (spec, str(device) if gpu and name in ON_DEVICE else None)
+        if key not in _CACHE:
+            if gpu and name not in ON_DEVICE:
+                logger.info("person detector %s has no GPU path: it runs on the CPU", spec)
+            _CACHE[key] = get_detector(spec, **({"device": key[1]} if key[1] else {}))
+        return _CACHE[key]
     if not callable(getattr(spec, "detect", None)):
         raise TypeError(f"detector must be a name or have .detect(frames), got {type(spec).__name__}")
     return spec
@@ -97,6 +110,7 @@ def resolve_detector(spec: Any) -> PersonDetector | None:
 
 __all__ = [
     "DETECTORS",
+    "ON_DEVICE",
     "BoxTracker",
     "PersonDetector",
     "as_boxes",

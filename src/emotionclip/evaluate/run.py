@@ -207,7 +207,7 @@ def protocol_features(
     if det_name:
         from ..detect import resolve_detector
 
-        det = resolve_detector(det_name)
+        det = resolve_detector(det_name, device=device)  # the ONNX detectors use the GPU too
     feats = {
         name: cached_features(
             sp,

@@ -43,7 +43,7 @@ def make_probe_evaluator(
     if name and any(x.detect for sp in splits.values() for x in sp.samples):
         from ..detect import resolve_detector
 
-        det = resolve_detector(name)
+        det = resolve_detector(name, device=device)
     if precision is not None:
         check_precision(precision)
 

@@ -64,7 +64,7 @@ def zero_shot(
     if no_detector(detector):
         from ..detect import resolve_detector
 
-        det = resolve_detector(detector)
+        det = resolve_detector(detector, device=dev)
     protocol = default_protocol(
         runner.video_len,
         runner.image_size,

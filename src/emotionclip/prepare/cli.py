@@ -28,6 +28,12 @@ def register(subparsers) -> None:
     p.add_argument("--merge", action="store_true", help="combine the manifests of a --part run in OUT_DIR")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: in the main process)")
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the person detector runs: cpu, cuda, cuda:1 (MoveNet / NanoDet on ONNX Runtime's CUDA "
+        "provider, torchvision on torch; under torchrun / srun a bare cuda is each process's own GPU)",
+    )
+    p.add_argument(
         "--part",
         default=None,
         metavar="I/N",
@@ -144,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = PrepareConfig(
         detector=args.detector,
+        device=args.device,
         track=args.track,
         scorer=args.scorer,
         segmenter=args.segmenter,

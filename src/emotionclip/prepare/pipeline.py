@@ -39,7 +39,7 @@ from .._io import OUTPUT_MARKER, FileError, atomic_write_json, claim_output_dir,
 from .._prefetch import prefetch
 from ..detect import PersonDetector, track_boxes
 from ..detect.base import as_boxes
-from ..jobs import Part, complete_set, current_part
+from ..jobs import Part, complete_set, current_part, rank_device
 from ..sentiment import SentimentScorer, neutral_probability
 from ..shards.writer import (
     AtomicTar,
@@ -71,6 +71,9 @@ class PrepareConfig:
     detector: str | PersonDetector | None = (
         "default"  # emotionclip.detect.resolve_detector: a name, "none", or a detector
     )
+    # where a named detector runs: "cuda[:N]" puts MoveNet / NanoDet on ONNX Runtime's CUDA provider
+    # (emotionclip.detect.resolve_detector); under torchrun / srun a bare "cuda" is the process's GPU
+    device: str = "cpu"
     # follow people through the clip's frames (emotionclip.detect.track): track ids, one-frame gaps
     # filled; False detects each frame alone, as the release does
     track: bool = True
@@ -415,7 +418,8 @@ def _build_components(config: PrepareConfig):
     segmenter = get_segmenter(config.segmenter, punctuation=config.punctuation)
     if isinstance(getattr(segmenter, "punctuation", None), PunctuationRestorer):
         segmenter.punctuation.load()  # a wrong model name fails here, not once per video
-    detector = resolve_detector(config.detector)  # the one resolver of analyze and evaluate
+    # the one resolver of analyze and evaluate
+    detector = resolve_detector(config.detector, device=rank_device(config.device))
     scorer = get_sentiment_scorer(config.scorer) if isinstance(config.scorer, str) else config.scorer
     return detector, scorer, segmenter
 
