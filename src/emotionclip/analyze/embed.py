@@ -153,13 +153,17 @@ def _prepare_people(tf, windows: list[Window], used_per_window, settings: PerPer
             rows_b.append([np.concatenate([b[:, :4] * scale, b[:, 4:]], axis=1) for b in mine_all])
     start = windows[-1].grid[0]
     sent.difference_update([k for k in sent if k[0] < start])
-    if frames:
-        h, wd = frames[0].shape[:2]
-        pixels, masks = tf(np.stack(frames), boxes_to_masks(masks_boxes, h, wd, BOX_SCORE_THRESHOLD))
-    else:
-        s = tf.image_size
-        pixels, masks = torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
+    pixels, masks = _transform(tf, frames, masks_boxes)
     return _PeopleBatch(pixels, masks, keys, clips, rows_w, rows_p, rows_b)
+
+
+def _transform(tf, frames: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model pixels and subject masks of frames of one size with their boxes (empty tensors for none)."""
+    if not frames:
+        s = tf.image_size
+        return torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
+    h, w = frames[0].shape[:2]
+    return tf(np.stack(frames), boxes_to_masks(boxes, h, w, BOX_SCORE_THRESHOLD))
 
 
 def _prepare_batch(
@@ -188,12 +192,7 @@ def _prepare_batch(
             mid = len(w.frames) // 2
             keyframes.append(Keyframe(w.index, float(w.times[mid]), w.frames[mid].copy(), used[mid]))
     sent.difference_update([m for m in sent if m < windows[-1].grid[0]])  # later windows start later
-    if new_frames:
-        h, wd = new_frames[0].shape[:2]
-        pixels, masks = tf(np.stack(new_frames), boxes_to_masks(new_boxes, h, wd, BOX_SCORE_THRESHOLD))
-    else:
-        s = tf.image_size
-        pixels, masks = torch.empty(0, 3, s, s), torch.empty(0, s, s, dtype=torch.uint8)
+    pixels, masks = _transform(tf, new_frames, new_boxes)
     grids = [w.grid.tolist() for w in windows]
     batch = _Batch(pixels, masks, new_ids, grids, boxes, keyframes, [w.padded for w in windows])
     if people is not None:
