@@ -204,6 +204,28 @@ def test_bad_inputs_fail_alone_and_batch_goes_on(tmp_path, model):
     assert (out / "good" / "emotions.csv").stat().st_mtime_ns == before
 
 
+def test_a_rerun_with_other_settings_says_the_old_outputs_stay(tmp_path, model, caplog):
+    import logging
+
+    good = write_video(tmp_path / "good.mp4", 3.0)
+    out = tmp_path / "out"
+    analyze_paths(model, [good], out, window=2.0, stride=1.0, detector=None)
+    with caplog.at_level(logging.WARNING, logger="emotionclip.jobs"):
+        same = analyze_paths(model, [good], out, window=2.0, stride=1.0, detector=None)
+    assert same["skipped"] and "other settings" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="emotionclip.jobs"):
+        other = analyze_paths(model, [good], out, window=2.0, stride=0.5, detector=None)
+    assert (
+        other["skipped"]
+        and "other settings (stride: 1.0 -> 0.5)" in caplog.text
+        and "--overwrite" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="emotionclip.jobs"):
+        redone = analyze_paths(model, [good], out, window=2.0, stride=0.5, detector=None, overwrite=True)
+    assert redone["done"] and "other settings" not in caplog.text
+
+
 # ---- scores ------------------------------------------------------------------------------------
 
 

@@ -156,6 +156,31 @@ def run_items(
     return summary
 
 
+def changed_settings(out: Path, settings: dict) -> dict[str, tuple]:
+    """``{key: (before, now)}`` for each setting that differs from the one ``out/summary.json`` records
+    (a rerun with other settings skips the items already done: their outputs keep the old ones)."""
+    try:
+        before = json.loads((Path(out) / "summary.json").read_text()).get("settings") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}  # a first run, or a summary we cannot read: nothing to compare with
+    now = json.loads(json.dumps(settings, default=str))
+    return {
+        k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)
+    }
+
+
+def warn_changed_settings(out: Path, settings: dict, overwrite: bool) -> None:
+    """Log a warning when a rerun into ``out`` (without ``overwrite``) uses other settings."""
+    changed = {} if overwrite else changed_settings(out, settings)
+    if changed:
+        logger.warning(
+            "%s was written with other settings (%s): inputs done then are skipped and keep their old "
+            "outputs; --overwrite (overwrite=True) redoes them, or write to another folder",
+            out,
+            "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, (a, b) in changed.items()),
+        )
+
+
 def finish_items(out: Path, summary: dict, part: Part | None, inputs: Sequence, key: str) -> dict | None:
     """Write ``out/summary.json``; a part writes its own, and the part completing the set the whole
     job's (returned; None from the other parts)."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .._io import TEMP_PATTERN, atomic_write, claim_output_dir, input_files, is_output_dir, remove_paths
-from ..jobs import ItemJob, current_part, finish_items, run_items
+from ..jobs import ItemJob, current_part, finish_items, run_items, warn_changed_settings
 from ..runner import Runner, as_runner
 from ..video_io import IMAGE_EXTENSIONS
 from .embed import EmbedSettings
@@ -136,6 +136,7 @@ def analyze_paths(
             ),
         )
         pairs = _targets(videos, out, _analysis_owner, "")
+        warn_changed_settings(out, settings, overwrite)
         summary = run_items(job, pairs, this, settings, overwrite)
         merged = finish_items(out, summary, this, videos, "video")
         if merged is not None:
@@ -219,6 +220,7 @@ def embed_paths(
             exists=lambda path, target: target.exists(),
             run=functools.partial(_embed_one, runner, embed_settings),
         )
+        warn_changed_settings(out, settings, overwrite)
         summary = run_items(job, _targets(inputs, out, _embedding_owner, ".npz"), this, settings, overwrite)
         finish_items(out, summary, this, inputs, "input")
     return summary
