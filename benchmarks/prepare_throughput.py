@@ -94,7 +94,9 @@ def _instrument(timers: _Timers) -> None:
     """Wrap the functions each stage goes through; the same names exist in the baseline's code."""
     from emotionclip.prepare import pipeline
 
-    pipeline.iter_frames = timers.wrap_iter("decode", pipeline.iter_frames)
+    # this tree decodes a video's clips together (decode_ranges), the baseline one clip at a time
+    decode = "decode_ranges" if hasattr(pipeline, "decode_ranges") else "iter_frames"
+    setattr(pipeline, decode, timers.wrap_iter("decode", getattr(pipeline, decode)))
     pipeline._encode_jpeg = timers.wrap("jpeg", pipeline._encode_jpeg)
     pipeline.AtomicTar.add = timers.wrap("tar", pipeline.AtomicTar.add)
     build = pipeline._build_components
