@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from emotionclip.video_io import _unit_types, decode_ranges, iter_frames, plan_passes
+from emotionclip.video_io import _needed, _unit_types, decode_ranges, iter_frames, plan_passes
 
 FPS, SECONDS = 10, 6
 
@@ -30,6 +30,14 @@ def _counter_video(path, codec: str, options: dict):
 @pytest.fixture(scope="module")
 def h264_video(tmp_path_factory):  # x264's key frames are IDR: a pass may continue through them
     return _counter_video(tmp_path_factory.mktemp("v") / "idr.mp4", "libx264", {"g": "5", "crf": "0"})
+
+
+@pytest.fixture(scope="module")
+def bframes_video(tmp_path_factory):  # non-reference B frames (nal_ref_idc 0) between the P frames
+    params = "keyint=10:min-keyint=10:scenecut=0:bframes=3:b-adapt=0:b-pyramid=none"
+    return _counter_video(
+        tmp_path_factory.mktemp("v") / "b.mp4", "libx264", {"x264-params": params, "crf": "18"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,7 @@ def test_ranges_share_a_pass_through_idr_key_frames(h264_video):
     passes = _same_as_seeking(h264_video, RANGES, short_side=24)
     assert sorted(i for p in passes for i in p) == list(range(len(RANGES)))
     assert passes[0] == [0, 1, 2, 3, 4]  # through the IDR frames at 0.5, 1.0 and 1.5 s
-    assert [5] in passes  # past a gap: its own seek
+    assert [6] in passes  # past a gap: its own seek
     assert len(passes) < len(RANGES)
 
 
@@ -98,3 +106,31 @@ def test_popeye_hevc_open_gop_passes_through_cra_key_frames(media_dir):
     ranges = [(9.3, 10.6), (9.9, 12.6), (12.2, 13.1), (12.5, 13.0)]
     passes = _same_as_seeking(path, ranges, short_side=128)
     assert passes == [[0, 1, 2, 3]]
+
+
+def test_frames_no_sample_shows_and_nothing_references_go_undecoded(bframes_video, monkeypatch):
+    from emotionclip import video_io
+
+    decided = []
+
+    def needed(*args):
+        decided.append(video_io._needed.__wrapped__(*args))
+        return decided[-1]
+
+    needed.__wrapped__ = video_io._needed
+    monkeypatch.setattr(video_io, "_needed", needed)
+    _same_as_seeking(bframes_video, [(0.1, 2.9), (3.05, 5.0), (3.3, 3.6)], fps=2.0)
+    _same_as_seeking(bframes_video, RANGES, fps=8.0)
+    assert False in decided  # x264's non-reference B frames between the 2 fps instants were skipped
+
+
+def test_needed_is_the_samplers_rule():
+    step = 1 / 8
+    ranges = [(0.25, 1.0, step)]  # instants 0.25, 0.375, ...
+    assert _needed(0.25, 0.25 + 1 / 24, ranges)  # the frame at the instant shows it
+    assert not _needed(0.25 - 1 / 24, 0.25, ranges)  # the frame before it does not
+    # the sampler's tolerance: a frame next shown 2e-6 s after the instant still shows it, not 0.5e-6 s
+    assert _needed(0.25 - 1 / 24, 0.25 + 2e-6, ranges)
+    assert not _needed(0.25 - 1 / 24, 0.25 + 0.5e-6, ranges)
+    assert not _needed(1.01, 1.1, ranges)  # after the range
+    assert _needed(0.0, 0.3, ranges)  # a frame that shows until past the first instant

@@ -225,20 +225,51 @@ class _Landing:
         return (self.pts, self.dts, self.pos) == (other.pts, other.dts, other.pos)
 
 
-def _unit_types(data: bytes, codec: str, length_size: int) -> list[int]:
-    """NAL unit types in an H.264/HEVC packet (length-prefixed as in MP4/MKV, or Annex B)."""
-    shift, mask = (1, 0x3F) if codec == "hevc" else (0, 0x1F)
+def _unit_headers(data: bytes, length_size: int) -> list[bytes]:
+    """The first two bytes (the header) of each NAL unit in an H.264/HEVC packet, length-prefixed
+    as in MP4/MKV or with Annex B start codes; empty if the packet is neither."""
     if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1":  # Annex B start codes
-        parts = data.split(b"\0\0\1")[1:]
-        return [(part[0] >> shift) & mask for part in parts if part]
-    types, i = [], 0
+        return [part[:2] for part in data.split(b"\0\0\1")[1:] if part]
+    headers, i = [], 0
     while i + length_size < len(data):
         size = int.from_bytes(data[i : i + length_size], "big")
         if size <= 0 or i + length_size + size > len(data):
             return []  # not what we think it is: treat as unknown
-        types.append((data[i + length_size] >> shift) & mask)
+        headers.append(data[i + length_size : i + length_size + 2])
         i += length_size + size
-    return types
+    return headers
+
+
+def _unit_types(data: bytes, codec: str, length_size: int) -> list[int]:
+    """NAL unit types in an H.264/HEVC packet."""
+    shift, mask = (1, 0x3F) if codec == "hevc" else (0, 0x1F)
+    return [(h[0] >> shift) & mask for h in _unit_headers(data, length_size)]
+
+
+def _disposable(packet, codec: str, length_size: int, temporal_layers: int) -> bool:
+    """Whether no other picture references this packet's picture, so that it can go undecoded:
+    H.264 slices with nal_ref_idc 0; HEVC sub-layer non-reference pictures (TRAIL_N, TSA_N, STSA_N,
+    RADL_N, RASL_N, reserved N) of the highest temporal layer (hvcC says how many there are)."""
+    if packet.is_keyframe or codec not in _INDEPENDENT_UNITS:
+        return False
+    headers = _unit_headers(bytes(packet), length_size)
+    if codec == "h264":
+        vcl = [h for h in headers if 1 <= h[0] & 0x1F <= 5]
+        return bool(vcl) and all((h[0] >> 5) & 3 == 0 for h in vcl)
+    if temporal_layers < 1:
+        return False
+    vcl = [h for h in headers if len(h) == 2 and (h[0] >> 1) & 0x3F < 32]
+    return bool(vcl) and all(
+        (h[0] >> 1) & 0x3F < 16 and (h[0] >> 1) & 1 == 0 and (h[1] & 7) - 1 == temporal_layers - 1
+        for h in vcl
+    )
+
+
+def _temporal_layers(codec: str, extradata: bytes | None) -> int:
+    """HEVC's number of temporal layers from its hvcC record (0: unknown)."""
+    if codec == "hevc" and extradata and len(extradata) > 21 and extradata[0] == 1:
+        return (extradata[21] >> 3) & 7
+    return 0
 
 
 def _length_size(codec: str, extradata: bytes | None) -> int:
@@ -405,7 +436,7 @@ def _decode_pass(path, samplers: dict, start: float, fps: float, short_side: int
 
         t = start
         try:
-            for frame in container.decode(stream):
+            for frame in _decode_needed(container, stream, samplers, fps):
                 if frame.pts is None:
                     continue
                 t = float(frame.pts * stream.time_base)
@@ -420,6 +451,88 @@ def _decode_pass(path, samplers: dict, start: float, fps: float, short_side: int
             raise VideoError(path, f"decoding failed near {t:.2f} s ({e})") from e
     finally:
         container.close()
+
+
+_LOOKAHEAD = 24  # packets read ahead of the decoder: enough to see past any B-frame reordering
+# a frame of time t, followed by one of time t_next, shows at the sample instants x with
+# t - 1e-6 <= x < t_next - 1e-6 (the sampler's tolerance); widened by this margin, far above the
+# rounding of x = start + k / fps (about 1e-12), so a frame on the boundary counts as needed
+_MARGIN = 1e-7
+
+
+def _needed(t: float, t_next: float, ranges) -> bool:
+    """Whether a sample instant of some range falls where the frame of time ``t`` shows."""
+    for start, end, step in ranges:
+        lo = max(t - 1e-6 - _MARGIN, start - _MARGIN)
+        hi = min(t_next - 1e-6 + _MARGIN, end + _MARGIN)
+        if lo >= hi:
+            continue
+        k = max(0, math.ceil((lo - start) / step - 1e-9))
+        if start + k * step < hi:
+            return True
+    return False
+
+
+def _decode_needed(container, stream, samplers: dict, fps: float):
+    """``container.decode(stream)``, less the pictures that no sample instant of ``samplers``' ranges
+    shows and no other picture references (:func:`_disposable`): the decoder is told to skip those
+    (``skip_frame`` NONREF for that packet only). A frame shows from its time until the next frame's:
+    the next time is the smallest later time among the packets around it (read ``_LOOKAHEAD`` ahead;
+    one further away only widens the interval, so more is kept). The pass's first frame (shown
+    before its time too, if it is the first frame of all) and frames near the end are never skipped.
+    Every frame that is decoded is decoded exactly as without skipping."""
+    ctx = stream.codec_context
+    codec = ctx.name
+    if codec not in _INDEPENDENT_UNITS:
+        yield from container.decode(stream)
+        return
+    length_size = _length_size(codec, ctx.extradata)
+    layers = _temporal_layers(codec, ctx.extradata)
+    time_base = stream.time_base
+    step = 1.0 / fps
+    ranges = [(s.next_t, s.end, step) for s in samplers.values()]
+    ahead: list = []  # packets read, not yet decoded
+    recent: list[int] = []  # pts of the packets decoded lately, for the next time of those ahead
+    first_pts = None
+    first_is_key = False
+
+    def decode(packet, skip: bool):
+        ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+        yield from packet.decode()
+
+    def skippable(packet) -> bool:
+        if packet.pts is None or first_pts is None or not first_is_key or packet.pts <= first_pts:
+            return False
+        if not _disposable(packet, codec, length_size, layers):
+            return False
+        later = [p for p in recent if p > packet.pts] + [
+            q.pts for q in ahead if q.pts is not None and q.pts > packet.pts
+        ]
+        if not later:
+            return False
+        return not _needed(float(packet.pts * time_base), float(min(later) * time_base), ranges)
+
+    try:
+        for packet in container.demux(stream):
+            if first_pts is None and packet.size:
+                first_pts, first_is_key = packet.pts, packet.is_keyframe
+            if packet.size == 0:  # end of the stream: decode what is ahead, then flush
+                for q in ahead:
+                    yield from decode(q, False)
+                ahead.clear()
+                yield from decode(packet, False)
+                continue
+            ahead.append(packet)
+            if len(ahead) > _LOOKAHEAD:
+                q = ahead.pop(0)
+                yield from decode(q, skippable(q))
+                if q.pts is not None:
+                    recent.append(q.pts)
+                    del recent[: -2 * _LOOKAHEAD]
+        for q in ahead:  # a demuxer that ends without a flush packet
+            yield from decode(q, False)
+    finally:
+        ctx.skip_frame = "DEFAULT"
 
 
 def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
