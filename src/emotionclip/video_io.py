@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from emotionclip._io import FileError
 
@@ -425,10 +426,12 @@ def _decode_pass(path, samplers: dict, start: float, fps: float, short_side: int
         ctx = stream.codec_context
         out_w, out_h = _target_size(ctx.width, ctx.height, short_side)
         active = dict(samplers)
+        # one swscale context for the pass (to_ndarray builds one per frame): the same pixels
+        reformatter = VideoReformatter()
 
         def emit(i, sampler, frames):
             for t, frame in frames:
-                yield i, t, _to_rgb(frame, out_w, out_h)
+                yield i, t, _to_rgb(frame, out_w, out_h, reformatter)
                 sampler.count += 1
             if sampler.done:
                 del active[i]
@@ -535,9 +538,11 @@ def _decode_needed(container, stream, samplers: dict, fps: float):
         ctx.skip_frame = "DEFAULT"
 
 
-def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, width: int, height: int, reformatter=None) -> np.ndarray:
     if frame.width == width and frame.height == height:
         return frame.to_ndarray(format="rgb24")
+    if reformatter is not None:
+        return reformatter.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
     return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
 
 
