@@ -483,7 +483,9 @@ def _decode_needed(container, stream, samplers: dict, fps: float):
     the next time is the smallest later time among the packets around it (read ``_LOOKAHEAD`` ahead;
     one further away only widens the interval, so more is kept). The pass's first frame (shown
     before its time too, if it is the first frame of all) and frames near the end are never skipped.
-    Every frame that is decoded is decoded exactly as without skipping."""
+    Every frame that is decoded is decoded exactly as without skipping. (The one assumption: the
+    decoder outputs every picture it is given. One it drops on its own, a damaged packet's, would
+    leave the frame before it showing longer than the window said.)"""
     ctx = stream.codec_context
     codec = ctx.name
     if codec not in _INDEPENDENT_UNITS:

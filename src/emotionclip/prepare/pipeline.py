@@ -2,7 +2,8 @@
 
 Per video (:func:`process_video`, in a worker process when ``workers > 0``): subtitles → validated
 cues → sentences → candidate clips (timing/text filters) → sentiment (neutral filter) → frames at
-``fps``, short side ``short_side`` (only the clip ranges are decoded) → person boxes (``has_person``;
+``fps``, short side ``short_side`` (only the clip ranges are decoded, a video's clips in shared passes:
+:func:`~emotionclip.video_io.decode_ranges`) → person boxes (``has_person``;
 the person filter) → one small per-video tar. The main process (:func:`prepare`) claims the output
 folder, plans the work against the ledger, packs finished videos into shards and writes the
 manifest and summary (see :mod:`emotionclip.shards.writer`).
