@@ -48,20 +48,16 @@ def test_threaded_movenet_gives_the_sequential_boxes():
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
 
 
-def test_prepare_matches_a_one_stage_at_a_time_reference(tmp_path):
+def _prepare_and_check(tmp_path, rows, config: PrepareConfig, reference) -> dict:
+    """prepare ``rows``, then check every sample against a one-stage-at-a-time reference: each clip
+    decoded alone (its own seek, ``iter_frames``), JPEG-encoded, detected in one call and tracked."""
     manifest = tmp_path / "media.jsonl"
-    rows = [{"video": str(SAMPLES / "friday.mp4"), "subtitle": str(SAMPLES / "friday.vtt")}]
-    rows += [
-        {"video": str(p), "text": "Don't forget a jacket"} for p in sorted((SAMPLES / "cremad").glob("*.flv"))
-    ]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rules = ClipFilter(min_duration=1.5, max_neutral=None, min_person_fraction=0.0)
-    config = PrepareConfig(scorer=KeywordScorer(), filter=rules, workers=0)
+    rules = config.filter
     summary = prepare(manifest, tmp_path / "out", config)
     samples = _shard_samples(tmp_path / "out")
     assert summary["clips_written"] == len(samples) >= 3
 
-    reference = MoveNetPersonDetector(num_threads=1)  # one call on the whole clip, one frame at a time
     for key, members in samples.items():
         meta = json.loads(members["json"])
         first, stop, expected = rules.frame_range(meta["start"], meta["end"])
@@ -74,7 +70,10 @@ def test_prepare_matches_a_one_stage_at_a_time_reference(tmp_path):
         assert len(jpgs) == len(frames), key
         for ext, frame in zip(jpgs, frames):
             assert members[ext] == _jpeg(frame, config.jpeg_quality), f"{key}.{ext}"
-        want = track_boxes(reference.detect(frames, video=meta["video"], times=times))
+        if reference is None:
+            want = [np.zeros((0, 5), np.float32)] * len(frames)
+        else:
+            want = track_boxes(reference.detect(frames, video=meta["video"], times=times))
         got = json.loads(members["boxes.json"])
         assert len(got) == len(want)
         for g, w in zip(got, want):
@@ -84,3 +83,27 @@ def test_prepare_matches_a_one_stage_at_a_time_reference(tmp_path):
         assert members["txt"].decode() == meta["text"]
         with_person = [bool(len(w) and (np.asarray(w)[:, 4] > rules.person_score).any()) for w in want]
         assert meta["has_person"] == pytest.approx(float(np.mean(with_person)), abs=1e-4)
+    return samples
+
+
+RULES = ClipFilter(min_duration=1.5, max_neutral=None, min_person_fraction=0.0)
+
+
+def test_prepare_matches_a_one_stage_at_a_time_reference(tmp_path):
+    rows = [{"video": str(SAMPLES / "friday.mp4"), "subtitle": str(SAMPLES / "friday.vtt")}]
+    rows += [
+        {"video": str(p), "text": "Don't forget a jacket"} for p in sorted((SAMPLES / "cremad").glob("*.flv"))
+    ]
+    config = PrepareConfig(scorer=KeywordScorer(), filter=RULES, workers=0)
+    # one call on the whole clip, one frame at a time
+    _prepare_and_check(tmp_path, rows, config, MoveNetPersonDetector(num_threads=1))
+
+
+def test_prepare_popeye_clips_decoded_together_match_their_own_seeks(media_dir, tmp_path):
+    """Popeye: several clips of one long-GOP HEVC video (CRA key frames 2.4-10 s apart, open GOP),
+    decoded in shared passes: each clip's JPEG bytes equal those of its own seek's frames."""
+    popeye = media_dir / "popeye"
+    rows = [{"video": str(popeye / "T03-4_pgs.mkv"), "subtitle": str(popeye / "popeye_p1.eng.srt")}]
+    config = PrepareConfig(detector="none", scorer=KeywordScorer(), filter=RULES, short_side=128, workers=0)
+    samples = _prepare_and_check(tmp_path, rows, config, None)
+    assert len(samples) >= 5

@@ -2,7 +2,8 @@
 
 Per video (:func:`process_video`, in a worker process when ``workers > 0``): subtitles → validated
 cues → sentences → candidate clips (timing/text filters) → sentiment (neutral filter) → frames at
-``fps``, short side ``short_side`` (only the clip ranges are decoded) → person boxes (``has_person``;
+``fps``, short side ``short_side`` (only the clip ranges are decoded, a video's clips in shared passes:
+:func:`~emotionclip.video_io.decode_ranges`) → person boxes (``has_person``;
 the person filter) → one small per-video tar. The main process (:func:`prepare`) claims the output
 folder, plans the work against the ledger, packs finished videos into shards and writes the
 manifest and summary (see :mod:`emotionclip.shards.writer`).
@@ -26,7 +27,7 @@ import traceback
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -52,7 +53,7 @@ from ..shards.writer import (
     write_json_atomic,
 )
 from ..subtitles import SubtitleError, load_subtitles
-from ..video_io import VideoError, iter_frames, probe_video
+from ..video_io import VideoError, decode_ranges, probe_video
 from .clips import Candidate, ClipFilter, select_candidates
 from .discovery import VideoItem, discover, identify, read_embedded_cues, youtube_ids
 from .punctuation import PunctuationRestorer
@@ -237,58 +238,84 @@ def _sentences(item: VideoItem, duration: float, ctx: _Context, record: VideoRec
 _DETECT_CHUNK = 8
 
 
-def _chunks(frames, size: int):
-    times, batch = [], []
-    for t, frame in frames:
+def _chunks(events, size: int):
+    """``decode_ranges``' frames in chunks of ``size`` frames of one clip: ``(clip, times, frames,
+    complete)``, the last chunk of each clip marked ``complete`` (it may be empty)."""
+    pending: dict[int, tuple[list, list]] = {}
+    for k, t, frame in events:
+        times, batch = pending.setdefault(k, ([], []))
+        if frame is None:
+            del pending[k]
+            yield k, times, batch, True
+            continue
         times.append(t)
         batch.append(frame)
         if len(batch) == size:
-            yield times, batch
-            times, batch = [], []
-    if batch:
-        yield times, batch
+            del pending[k]
+            yield k, times, batch, False
 
 
-def _decode_detect(path: Path, cand: Candidate, ctx: _Context, duration: float):
-    """A clip's frames, their times and their person boxes (None without a detector).
+def _decode_detect(path: Path, cands: list[Candidate], ctx: _Context, duration: float):
+    """Each candidate's frames, their times and their person boxes (None without a detector), in
+    the candidates' order.
 
-    Decoding runs in a background thread, ``_DETECT_CHUNK`` frames ahead of the detector, so the
-    two overlap; every detector finds each frame's boxes from that frame alone, so detecting in
-    chunks gives the boxes of one call on the whole clip (tracking runs afterwards, on all of them).
+    The clips of a video are decoded together (:func:`decode_ranges`: one forward pass over the
+    clips a single decode serves, each clip getting the frames its own seek would give) in a
+    background thread, ``_DETECT_CHUNK`` frames ahead of the detector, so the two overlap; every
+    detector finds each frame's boxes from that frame alone, so detecting in chunks gives the boxes
+    of one call on the whole clip (tracking runs afterwards, on all of them). A clip that is
+    complete waits only for the clips before it (overlapping clips can finish out of order).
     """
     rules, detector = ctx.config.filter, ctx.detector
-    first, stop, expected = rules.frame_range(cand.start, cand.end)
-    frames = iter_frames(path, first, stop, fps=rules.fps, short_side=ctx.config.short_side)
+    spans = [rules.frame_range(c.start, c.end) for c in cands]
+    events = decode_ranges(
+        path, [(first, stop) for first, stop, _ in spans], rules.fps, ctx.config.short_side
+    )
 
     def detect(chunk):
-        chunk_times, chunk_frames = chunk
+        k, chunk_times, chunk_frames, complete = chunk
+        if not chunk_frames:
+            return k, chunk_times, None, [], complete
         chunk_frames = np.stack(chunk_frames)
         if detector is None:
-            return chunk_times, chunk_frames, None
-        return chunk_times, chunk_frames, detector.detect(chunk_frames, video=str(path), times=chunk_times)
+            return k, chunk_times, chunk_frames, [], complete
+        boxes = detector.detect(chunk_frames, video=str(path), times=chunk_times)
+        return k, chunk_times, chunk_frames, list(boxes), complete
 
-    times, parts, boxes = [], [], []
-    for chunk_times, chunk_frames, chunk_boxes in prefetch(_chunks(frames, _DETECT_CHUNK), detect, depth=2):
+    clips: dict[int, tuple[list, list, list]] = {}
+    finished: dict[int, tuple] = {}
+    next_k = 0
+    for k, chunk_times, chunk_frames, chunk_boxes, complete in prefetch(
+        _chunks(events, _DETECT_CHUNK), detect, depth=2
+    ):
+        times, parts, boxes = clips.setdefault(k, ([], [], []))
         times += chunk_times
-        parts.append(chunk_frames)
-        boxes += chunk_boxes or []
-    # the container promised frames up to `duration`; far fewer means the data stops early (a
-    # stream ending a little before the container's duration, as in many MKVs, is normal)
-    if len(times) < expected / 2 and cand.end <= duration:
-        raise VideoError(
-            path,
-            f"decoded only {len(times)} of {expected} frames in [{cand.start:.2f}, {cand.end:.2f}] s "
-            "(truncated or corrupt file)",
-        )
-    return times, np.concatenate(parts) if parts else None, boxes if detector is not None else None
+        if chunk_frames is not None:
+            parts.append(chunk_frames)
+        boxes += chunk_boxes
+        if not complete:
+            continue
+        del clips[k]
+        # the container promised frames up to `duration`; far fewer means the data stops early (a
+        # stream ending a little before the container's duration, as in many MKVs, is normal)
+        cand, expected = cands[k], spans[k][2]
+        if len(times) < expected / 2 and cand.end <= duration:
+            raise VideoError(
+                path,
+                f"decoded only {len(times)} of {expected} frames in [{cand.start:.2f}, {cand.end:.2f}] s "
+                "(truncated or corrupt file)",
+            )
+        frames = np.concatenate(parts) if parts else None
+        finished[k] = (times, frames, boxes if detector is not None else None)
+        while next_k in finished:
+            yield finished.pop(next_k)
+            next_k += 1
 
 
-def _clip_members(
-    item: VideoItem, cand: Candidate, duration: float, ctx: _Context, logits, neutral, stats: Counter
-):
-    """Step 2, one candidate: decode, detect people, filter; its tar members and seconds, or None."""
+def _clip_members(item: VideoItem, cand: Candidate, decoded, ctx: _Context, logits, neutral, stats: Counter):
+    """Step 2, one candidate and its decoded frames and boxes: filter; its tar members and seconds, or None."""
     rules = ctx.config.filter
-    times, frames, boxes = _decode_detect(item.video, cand, ctx, duration)
+    times, frames, boxes = decoded
     if len(times) < rules.min_frames:
         stats["too_few_frames"] += 1
         return None
@@ -338,12 +365,21 @@ def process_video(item: VideoItem, ctx: _Context) -> dict:
         if candidates:
             logits = np.asarray(ctx.scorer.score([c.text for c in candidates]), dtype=np.float32)
             neutral = neutral_probability(logits)
-        with AtomicTar(ctx.pending_dir / f"{item.video_id}.tar") as out:  # streamed: RAM stays small
+        kept = [
+            c
+            for k, c in enumerate(candidates)
+            if rules.max_neutral is None or neutral[k] <= rules.max_neutral
+        ]
+        # closed on the way out: stops its decoding thread if a clip fails
+        with (
+            AtomicTar(ctx.pending_dir / f"{item.video_id}.tar") as out,  # streamed: RAM stays small
+            closing(_decode_detect(item.video, kept, ctx, info.duration)) as decoded,
+        ):
             for k, cand in enumerate(candidates):
                 if rules.max_neutral is not None and neutral[k] > rules.max_neutral:
                     stats["too_neutral"] += 1
                     continue
-                clip = _clip_members(item, cand, info.duration, ctx, logits[k], neutral[k], stats)
+                clip = _clip_members(item, cand, next(decoded), ctx, logits[k], neutral[k], stats)
                 if clip is None:
                     continue
                 out.add(clip[0])
