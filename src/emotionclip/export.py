@@ -237,22 +237,51 @@ def _ort_int8(src: Path, dst: Path) -> None:
 INT8_CHECK_BUDGET = 0.999
 
 
+def _feeds(node, types: tuple[str, ...], through: tuple[str, ...] | None = None, hops: int = 6) -> bool:
+    """Whether an op of ``types`` feeds ``node`` within ``hops`` ops up (only ``through`` ops between)."""
+    frontier = [node]
+    for _ in range(hops):
+        frontier = [i.get_source_output().get_node() for n in frontier for i in n.inputs()]
+        if any(n.get_type_name() in types for n in frontier):
+            return True
+        if through is not None:
+            frontier = [n for n in frontier if n.get_type_name() in through]
+    return False
+
+
+def _reaches(node, types: tuple[str, ...], hops: int = 10) -> bool:
+    """Whether ``node``'s output reaches an op of ``types`` within ``hops`` ops down, through no MatMul."""
+    frontier = [node]
+    for _ in range(hops):
+        frontier = [t.get_node() for n in frontier for out in n.outputs() for t in out.get_target_inputs()]
+        if any(n.get_type_name() in types for n in frontier):
+            return True
+        frontier = [n for n in frontier if n.get_type_name() != "MatMul"]
+    return False
+
+
 def float_scope(ov_model) -> list[str]:
     """Names of the frame encoder's ops that int8 keeps in floating point, found by their place in
-    the graph (not by name): the patch embedding (the only Convolution: its input is pixels, whose
-    range depends on the footage), the subject-token MatMul (mask coverage @ position embeddings,
-    fed by the mask's AvgPool) and the final projection (the MatMul that makes the output)."""
+    the graph (not by name). Per-layer sensitivity, ViT-B/32, frames of footage no calibration saw
+    (docs/benchmarks.md) picked them:
+
+    - the patch embedding (the only Convolution: its input is pixels, whose range is the footage's);
+    - the subject-token MatMul (mask coverage @ position embeddings, fed by the mask's AvgPool);
+    - each block's attention: its input projection (q, k, v: the MatMul whose output reaches
+      ScaledDotProductAttention) and output projection (fed by it through reshapes); quantised
+      activations there cost the most cosine on unseen footage;
+    - the final projection (the MatMul that makes the output).
+    """
     ops = list(ov_model.get_ordered_ops())
     keep = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
     for op in ops:
         if op.get_type_name() != "MatMul":
             continue
-        frontier = [op]
-        for _ in range(6):  # a few hops up: Reshape / Flatten between the AvgPool and the MatMul
-            frontier = [i.get_source_output().get_node() for n in frontier for i in n.inputs()]
-            if any(n.get_type_name() == "AvgPool" for n in frontier):
-                keep.append(op.get_friendly_name())
-                break
+        subject = _feeds(op, ("AvgPool",))
+        attention_out = _feeds(op, ("ScaledDotProductAttention",), through=("Reshape", "Transpose"), hops=3)
+        attention_in = _reaches(op, ("ScaledDotProductAttention",))
+        if subject or attention_out or attention_in:
+            keep.append(op.get_friendly_name())
     for result in ov_model.get_results():
         node = result.input(0).get_source_output().get_node()
         while node.get_type_name() not in ("MatMul", "Parameter") and len(node.inputs()):
@@ -304,14 +333,17 @@ def int8_check(model, frame_encoder, budget: float = INT8_CHECK_BUDGET) -> dict[
     config records: min and mean cosine, the budget and ``passed`` (min cosine >= budget)."""
     import torch
 
+    from ._inference import int8_float_precision, openvino_core
+
+    float_precision = int8_float_precision()
     pixels, masks = calibration_frames(model, frames=16, per_video=8, videos="check")
     pixels = torch.cat([pixels, photometric_variants(pixels, model)])
     masks = masks.repeat(6, 1, 1)
     run = frame_encoder
     if not callable(run):
-        from .backends.runtimes import _OvGraph
-
-        run = _OvGraph(Path(frame_encoder), None, "int8")
+        config = {"INFERENCE_PRECISION_HINT": float_precision}  # as the backend runs int8 graphs
+        compiled = openvino_core().compile_model(str(frame_encoder), "CPU", config)
+        run = lambda *arrays: compiled(list(arrays))[0]  # noqa: E731
     with torch.inference_mode():
         ref = model.encode_image(pixels, masks).float()
     got = torch.cat(
@@ -329,6 +361,7 @@ def int8_check(model, frame_encoder, budget: float = INT8_CHECK_BUDGET) -> dict[
         "frames": len(pixels),
         "videos": [v.name for v in sample_videos("check")],
         "variants": "as decoded, grey, gamma 1.8, contrast 0.5, contrast 1.6, warm cast",
+        "float_ops_precision": float_precision,
     }
 
 
@@ -430,7 +463,7 @@ def _write_export(model, out: Path, format, precision, overwrite, source, fp32_o
                 config["quantization"] = (
                     f"frame encoder: NNCF post-training (mixed preset, transformer), {len(calib)} frames "
                     "of the calibration sample videos and their photometric variants; kept in floating "
-                    "point: patch embedding, subject token, projection"
+                    "point: patch embedding, subject token, attention in/out projections, projection"
                 )
                 config["float_ops"] = kept
             ov.save_model(ov_model, str(dst), compress_to_fp16=False)
