@@ -270,10 +270,15 @@ def float_scope(ov_model) -> list[str]:
     - each block's attention: its input projection (q, k, v: the MatMul whose output reaches
       ScaledDotProductAttention) and output projection (fed by it through reshapes); quantised
       activations there cost the most cosine on unseen footage;
+    - the last block's MLP (the MatMuls after the last ScaledDotProductAttention), whose output is
+      the pooled feature with no block after it to average its error out;
     - the final projection (the MatMul that makes the output).
     """
     ops = list(ov_model.get_ordered_ops())
     keep = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
+    attention = [i for i, op in enumerate(ops) if op.get_type_name() == "ScaledDotProductAttention"]
+    if attention:
+        keep += [op.get_friendly_name() for op in ops[attention[-1] :] if op.get_type_name() == "MatMul"]
     for op in ops:
         if op.get_type_name() != "MatMul":
             continue
@@ -463,7 +468,8 @@ def _write_export(model, out: Path, format, precision, overwrite, source, fp32_o
                 config["quantization"] = (
                     f"frame encoder: NNCF post-training (mixed preset, transformer), {len(calib)} frames "
                     "of the calibration sample videos and their photometric variants; kept in floating "
-                    "point: patch embedding, subject token, attention in/out projections, projection"
+                    "point: patch embedding, subject token, attention in/out projections, the last "
+                    "block's MLP, projection"
                 )
                 config["float_ops"] = kept
             ov.save_model(ov_model, str(dst), compress_to_fp16=False)
