@@ -146,25 +146,45 @@ def _export_one(module, path: Path, args, input_names) -> Path:
 
 # ---------------------------------------------------------------------------------------------------
 # calibration data: frames of the shipped sample media
-def calibration_frames(model, frames: int = 32, per_video: int | None = None):
+# The int8 check is made on whole sample videos that calibration never sees (not only other instants
+# of the calibration videos): the one film scene (friday: black and white, three people) and one
+# CREMA-D clip. Calibration takes the others (flower: colour nature, no people; five CREMA-D clips).
+CHECK_VIDEOS = ("friday.mp4", "1001_DFA_SAD_XX.flv")
+
+
+def sample_videos(which: str = "all") -> list[Path]:
+    """The shipped sample videos: ``all``, ``calibration`` (int8 calibration) or ``check`` (the int8
+    held-out check, :data:`CHECK_VIDEOS`); sorted."""
+    from .constants import SAMPLE_MEDIA
+
+    videos = sorted(p for p in SAMPLE_MEDIA.rglob("*") if p.suffix.lower() in (".mp4", ".flv"))
+    if which == "calibration":
+        return [v for v in videos if v.name not in CHECK_VIDEOS]
+    if which == "check":
+        return [v for v in videos if v.name in CHECK_VIDEOS]
+    if which != "all":
+        raise ValueError(f"which must be all, calibration or check, got {which!r}")
+    return videos
+
+
+def calibration_frames(model, frames: int = 32, per_video: int | None = None, videos: str = "all"):
     """``(pixels [N, 3, S, S], masks float32 [N, S, S])`` from :data:`~emotionclip.constants.SAMPLE_MEDIA`.
 
     ``per_video`` frames (default: enough for ``frames``) at the centres of equal segments of each
-    sample video; every other one gets a centred subject box, the rest none (both occur in use).
-    ``per_video=2`` (1/4, 3/4 of each video) shares no frame with the default 32-frame calibration
-    set (4 per video: 1/8, 3/8, 5/8, 7/8), which keeps a check set apart from calibration.
+    sample video (``videos``: see :func:`sample_videos`); every other one gets a centred subject box,
+    the rest none (both occur in use). ``per_video=2`` (1/4, 3/4 of each video) shares no frame with
+    the default 32-frame set (4 per video: 1/8, 3/8, 5/8, 7/8), which keeps a check set apart.
     """
     import torch
 
-    from .constants import SAMPLE_MEDIA
     from .transform import model_transform
     from .video_io import probe_video, read_frames_at, uniform_times
 
-    videos = sorted(p for p in SAMPLE_MEDIA.rglob("*") if p.suffix.lower() in (".mp4", ".flv"))
-    per_video = per_video or max(1, -(-frames // len(videos)))
+    chosen = sample_videos(videos)
+    per_video = per_video or max(1, -(-frames // len(chosen)))
     tf = model_transform(model)
     pixels, masks = [], []
-    for video in videos:
+    for video in chosen:
         info = probe_video(video)
         decoded = read_frames_at(video, uniform_times(0.0, info.duration, per_video), short_side=tf.resize)
         h, w = decoded.shape[1:3]
@@ -174,6 +194,31 @@ def calibration_frames(model, frames: int = 32, per_video: int | None = None):
         pixels.append(p)
         masks.append(m)
     return torch.cat(pixels)[:frames], torch.cat(masks)[:frames].float()
+
+
+def photometric_variants(pixels, model):
+    """Each normalised frame of ``pixels`` as footage from other cameras shows it: grey, darker
+    (gamma 1.8), flat (half the contrast), harsher (1.6x contrast, clipped) and colour-cast (warm).
+
+    Real footage differs from the sample media most in exposure, contrast and colour; these widen
+    the activation ranges int8 calibration sees and stress the held-out check the same way.
+    Returns ``[5 * N, 3, S, S]`` (variant-major)."""
+    import torch
+
+    pre = model.config.preprocess
+    mean = torch.tensor(pre.mean, dtype=pixels.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, dtype=pixels.dtype).view(1, 3, 1, 1)
+    rgb = (pixels * std + mean).clamp(0, 1)
+    grey = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(rgb)
+    mid = rgb.mean((1, 2, 3), keepdim=True)
+    variants = [
+        grey,
+        rgb**1.8,
+        (rgb - mid) * 0.5 + mid,
+        ((rgb - mid) * 1.6 + mid).clamp(0, 1),
+        (rgb * torch.tensor([1.15, 1.0, 0.8]).view(1, 3, 1, 1)).clamp(0, 1),
+    ]
+    return (torch.cat(variants) - mean) / std
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -186,7 +231,73 @@ def _ort_int8(src: Path, dst: Path) -> None:
     )
 
 
+# int8 must hold on footage calibration never saw: an OpenVINO int8 export records its held-out
+# check (min cosine over held-out frames, int8 against the model's own torch fp32 frame features),
+# and ``auto`` considers it only when that cosine is at least this (the bar every backend meets)
+INT8_CHECK_BUDGET = 0.999
+
+
+def _feeds(node, types: tuple[str, ...], through: tuple[str, ...] | None = None, hops: int = 6) -> bool:
+    """Whether an op of ``types`` feeds ``node`` within ``hops`` ops up (only ``through`` ops between)."""
+    frontier = [node]
+    for _ in range(hops):
+        frontier = [i.get_source_output().get_node() for n in frontier for i in n.inputs()]
+        if any(n.get_type_name() in types for n in frontier):
+            return True
+        if through is not None:
+            frontier = [n for n in frontier if n.get_type_name() in through]
+    return False
+
+
+def _reaches(node, types: tuple[str, ...], hops: int = 10) -> bool:
+    """Whether ``node``'s output reaches an op of ``types`` within ``hops`` ops down, through no MatMul."""
+    frontier = [node]
+    for _ in range(hops):
+        frontier = [t.get_node() for n in frontier for out in n.outputs() for t in out.get_target_inputs()]
+        if any(n.get_type_name() in types for n in frontier):
+            return True
+        frontier = [n for n in frontier if n.get_type_name() != "MatMul"]
+    return False
+
+
+def float_scope(ov_model) -> list[str]:
+    """Names of the frame encoder's ops that int8 keeps in floating point, found by their place in
+    the graph (not by name). Per-layer sensitivity, ViT-B/32, frames of footage no calibration saw
+    (docs/benchmarks.md) picked them:
+
+    - the patch embedding (the only Convolution: its input is pixels, whose range is the footage's);
+    - the subject-token MatMul (mask coverage @ position embeddings, fed by the mask's AvgPool);
+    - each block's attention: its input projection (q, k, v: the MatMul whose output reaches
+      ScaledDotProductAttention) and output projection (fed by it through reshapes); quantised
+      activations there cost the most cosine on unseen footage;
+    - the last block's MLP (the MatMuls after the last ScaledDotProductAttention), whose output is
+      the pooled feature with no block after it to average its error out;
+    - the final projection (the MatMul that makes the output).
+    """
+    ops = list(ov_model.get_ordered_ops())
+    keep = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
+    attention = [i for i, op in enumerate(ops) if op.get_type_name() == "ScaledDotProductAttention"]
+    if attention:
+        keep += [op.get_friendly_name() for op in ops[attention[-1] :] if op.get_type_name() == "MatMul"]
+    for op in ops:
+        if op.get_type_name() != "MatMul":
+            continue
+        subject = _feeds(op, ("AvgPool",))
+        attention_out = _feeds(op, ("ScaledDotProductAttention",), through=("Reshape", "Transpose"), hops=3)
+        attention_in = _reaches(op, ("ScaledDotProductAttention",))
+        if subject or attention_out or attention_in:
+            keep.append(op.get_friendly_name())
+    for result in ov_model.get_results():
+        node = result.input(0).get_source_output().get_node()
+        while node.get_type_name() not in ("MatMul", "Parameter") and len(node.inputs()):
+            node = node.input(0).get_source_output().get_node()
+        if node.get_type_name() == "MatMul":
+            keep.append(node.get_friendly_name())
+    return sorted(set(keep))
+
+
 def _nncf_int8(ov_model, samples: list[tuple[np.ndarray, ...]]):
+    """``(int8 model, names kept in floating point)``: NNCF post-training quantisation."""
     try:
         import nncf
     except ImportError as e:
@@ -195,13 +306,68 @@ def _nncf_int8(ov_model, samples: list[tuple[np.ndarray, ...]]):
         ) from e
     names = [p.get_any_name() for p in ov_model.inputs]
     dataset = nncf.Dataset(samples, lambda item: dict(zip(names, item, strict=True)))
-    return nncf.quantize(
+    keep = float_scope(ov_model)
+    quantized = nncf.quantize(
         ov_model,
         dataset,
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(samples),
         preset=nncf.QuantizationPreset.MIXED,
+        ignored_scope=nncf.IgnoredScope(names=keep, validate=False),
     )
+    return quantized, keep
+
+
+def int8_calibration(model, frames: int = 40) -> list[tuple[np.ndarray, np.ndarray]]:
+    """NNCF's calibration samples: ``frames`` frames of the calibration sample videos (not
+    :data:`CHECK_VIDEOS`), as decoded and in each :func:`photometric_variants`, with their masks."""
+    import torch
+
+    pixels, masks = calibration_frames(model, frames=frames, videos="calibration")
+    pixels = torch.cat([pixels, photometric_variants(pixels, model)])
+    masks = masks.repeat(6, 1, 1)
+    return [(p[None].numpy(), m[None].numpy()) for p, m in zip(pixels, masks, strict=True)]
+
+
+def int8_check(model, frame_encoder, budget: float = INT8_CHECK_BUDGET) -> dict[str, Any]:
+    """The held-out check of an int8 frame encoder against ``model``'s own torch fp32 frame features.
+
+    ``frame_encoder``: the path of an OpenVINO IR graph, or a callable ``(pixels, mask) -> features``
+    on NumPy arrays. The frames: 8 of each of :data:`CHECK_VIDEOS` (whole videos no calibration
+    used), as decoded and in each :func:`photometric_variants` (96 in all). Returns what the export
+    config records: min and mean cosine, the budget and ``passed`` (min cosine >= budget)."""
+    import torch
+
+    from ._inference import int8_float_precision, openvino_core
+
+    float_precision = int8_float_precision()
+    pixels, masks = calibration_frames(model, frames=16, per_video=8, videos="check")
+    pixels = torch.cat([pixels, photometric_variants(pixels, model)])
+    masks = masks.repeat(6, 1, 1)
+    run = frame_encoder
+    if not callable(run):
+        config = {"INFERENCE_PRECISION_HINT": float_precision}  # as the backend runs int8 graphs
+        compiled = openvino_core().compile_model(str(frame_encoder), "CPU", config)
+        run = lambda *arrays: compiled(list(arrays))[0]  # noqa: E731
+    with torch.inference_mode():
+        ref = model.encode_image(pixels, masks).float()
+    got = torch.cat(
+        [
+            torch.from_numpy(np.asarray(run(p[None].numpy(), m[None].numpy())))
+            for p, m in zip(pixels, masks, strict=True)
+        ]
+    )
+    cosine = torch.nn.functional.cosine_similarity(got.float(), ref, dim=-1)
+    return {
+        "min_cosine": round(float(cosine.min()), 6),
+        "mean_cosine": round(float(cosine.mean()), 6),
+        "budget": budget,
+        "passed": bool(float(cosine.min()) >= budget),
+        "frames": len(pixels),
+        "videos": [v.name for v in sample_videos("check")],
+        "variants": "as decoded, grey, gamma 1.8, contrast 0.5, contrast 1.6, warm cast",
+        "float_ops_precision": float_precision,
+    }
 
 
 def export_model(
@@ -248,6 +414,7 @@ def _write_export(model, out: Path, format, precision, overwrite, source, fp32_o
         "format": format,
         "precision": precision,
         "quantization": None,
+        "int8_check": None,
         "graphs": {g: g + _SUFFIX[format] for g in GRAPHS},
         "model_config": model.config.to_dict(),
         "model_hash": model_hash(model),
@@ -280,8 +447,7 @@ def _write_export(model, out: Path, format, precision, overwrite, source, fp32_o
             onnx_paths = export_onnx_graphs(model, work)
         calib = None
         if (precision, format) == ("int8", "openvino"):
-            pixels, masks = calibration_frames(model)
-            calib = [(p[None].numpy(), m[None].numpy()) for p, m in zip(pixels, masks, strict=True)]
+            calib = int8_calibration(model)
         for name, src in onnx_paths.items():
             dst = tmp / config["graphs"][name]
             quantize = precision == "int8" and name == "frame_encoder"
@@ -298,11 +464,25 @@ def _write_export(model, out: Path, format, precision, overwrite, source, fp32_o
 
             ov_model = ov.convert_model(str(src))
             if quantize:
-                ov_model = _nncf_int8(ov_model, calib)
+                ov_model, kept = _nncf_int8(ov_model, calib)
                 config["quantization"] = (
-                    f"frame encoder: NNCF post-training (mixed preset), {len(calib)} sample-media frames"
+                    f"frame encoder: NNCF post-training (mixed preset, transformer), {len(calib)} frames "
+                    "of the calibration sample videos and their photometric variants; kept in floating "
+                    "point: patch embedding, subject token, attention in/out projections, the last "
+                    "block's MLP, projection"
                 )
+                config["float_ops"] = kept
             ov.save_model(ov_model, str(dst), compress_to_fp16=False)
+            if quantize:  # with this model's own weights: trained ones are checked when first exported
+                config["int8_check"] = int8_check(model, dst)
+                logger.info(
+                    "int8 held-out check: min cosine %.5f to fp32 on %d frames of %s (budget %s): %s",
+                    config["int8_check"]["min_cosine"],
+                    config["int8_check"]["frames"],
+                    ", ".join(config["int8_check"]["videos"]),
+                    config["int8_check"]["budget"],
+                    "passed" if config["int8_check"]["passed"] else "FAILED",
+                )
         shutil.rmtree(work)
         (tmp / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     logger.info("exported %s %s graphs to %s", format, precision, out)

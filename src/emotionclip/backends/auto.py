@@ -2,8 +2,9 @@
 
 On CUDA that is torch at the device's native reduced precision (no measuring). On the CPU each
 candidate (torch fp32 / bf16 autocast, ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 where the CPU
-has bf16; not OpenVINO int8, see :data:`NOT_FOR_AUTO`) encodes the same two clips of sample-media
-frames (held out from the int8 calibration set) and three sentences; the choice is cached per machine
+has bf16, and OpenVINO int8 when its export's own held-out check passed, see
+:func:`int8_check_failure`) encodes the same two clips of sample-media frames (held out from the
+int8 calibration set) and three sentences; the choice is cached per machine
 (CPU model, flags, threads, runtime versions) and model (weights hash) in
 :func:`~emotionclip.backends.cache_dir`, so the measuring happens once.
 """
@@ -49,16 +50,35 @@ def cpu_description() -> dict:
     }
 
 
-# OpenVINO int8 is NNCF's static quantisation: activation ranges fixed from the sample-media
-# calibration frames. On frames of those videos it matches fp32 to 0.9999, on other footage it does not
-# (ViT-B/32, benchmarks/core_throughput.py: 0.981 on the Intel walkers clip, 0.998 on Popeye), so a
-# check on the sample media cannot vouch for it. ONNX Runtime's int8 is dynamic (ranges per input) and
-# stays a candidate. Explicit backend="openvino", precision="int8" still runs it.
-NOT_FOR_AUTO = {("openvino", "int8")}
+# OpenVINO int8 is NNCF's static quantisation: activation ranges fixed from calibration frames. Such
+# ranges can fail on footage unlike the calibration set (before issue 24: 0.981 on the Intel walkers
+# clip), so a check on other instants of the calibration videos cannot vouch for it. Each int8 export
+# records its own held-out check (emotionclip.export.int8_check: whole sample videos calibration never
+# saw, and photometric variants of them, with this model's weights); auto considers it only when that
+# check reached MIN_COSINE. Explicit backend="openvino", precision="int8" runs it regardless.
+CHECKED_INT8 = {("openvino", "int8")}
+INT8_MIN_COSINE = MIN_COSINE  # what the recorded held-out check must reach
+
+
+def int8_check_failure(folder) -> str | None:
+    """Why the int8 export in ``folder`` may not be chosen by ``auto`` (``None``: it may)."""
+    from ..export import read_export_config
+
+    check = read_export_config(folder).get("int8_check")
+    if not check:
+        return "its export records no held-out check (made before issue 24?); export it again"
+    if check["min_cosine"] < INT8_MIN_COSINE:
+        return (
+            f"its held-out check gave min cosine {check['min_cosine']:.5f} to fp32 on {check['frames']} "
+            f"frames no calibration saw ({', '.join(check['videos'])} and their variants), "
+            f"below {INT8_MIN_COSINE}"
+        )
+    return None
 
 
 def candidates(for_auto: bool = False) -> list[tuple[str, str]]:
-    """(backend, precision) pairs that can run here (``for_auto``: those ``auto`` may choose)."""
+    """(backend, precision) pairs that can run here (``for_auto``: those ``auto`` may measure; an
+    int8 export in :data:`CHECKED_INT8` is then kept only if its held-out check passed)."""
     found = [("torch", "fp32"), ("torch", "bf16")]
     installed = available_backends()
     if "onnxruntime" in installed:
@@ -72,7 +92,7 @@ def candidates(for_auto: bool = False) -> list[tuple[str, str]]:
             found.append(("openvino", "int8"))
         except ImportError:
             pass
-    return [p for p in found if not (for_auto and p in NOT_FOR_AUTO)]
+    return found
 
 
 def _versions() -> dict:
@@ -126,11 +146,17 @@ def measure(model, pairs: list[tuple[str, str]] | None = None, repeats: int = 3)
     for backend, precision in pairs or candidates():
         entry = {"backend": backend, "precision": precision}
         try:
-            runner = (
-                TorchModel(model, "cpu", precision)
-                if backend == "torch"
-                else InferenceModel(cached_export(model, backend, precision), backend, precision)
-            )
+            if backend == "torch":
+                runner = TorchModel(model, "cpu", precision)
+            else:
+                folder = cached_export(model, backend, precision)
+                why = int8_check_failure(folder) if (backend, precision) in CHECKED_INT8 else None
+                if why:
+                    logger.info("backend auto: not considering %s %s: %s", backend, precision, why)
+                    entry["error"] = f"excluded: {why}"
+                    results.append(entry)
+                    continue
+                runner = InferenceModel(folder, backend, precision)
             entry["seconds_per_clip"] = _time(lambda r=runner: r.encode_video(video, mask), repeats)
             entry["cosine"] = min(
                 _cosine(runner.encode_video(video, mask), ref_video),

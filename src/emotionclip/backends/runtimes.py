@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._inference import eval_mode
+from .._inference import eval_mode, int8_float_precision, openvino_core
 from ..precision import autocast, check_precision
 from ..shapes import check_video
 
@@ -121,31 +120,13 @@ class _OrtGraph:
         return self.session.run(None, dict(zip(self.names, arrays, strict=True)))[0]
 
 
-_OV_CORE = None
-_OV_CORE_LOCK = threading.Lock()
-
-
-def openvino_core():
-    """The process's one ``openvino.Core``, kept until exit.
-
-    Each Core's CPU plugin puts its own signal stack (sigaltstack) on the calling thread and unmaps
-    it when released: Cores released out of creation order leave the thread on an unmapped stack,
-    and the next signal handled there (SIGCHLD, SIGTERM) kills the process with SIGSEGV.
-    """
-    global _OV_CORE
-    with _OV_CORE_LOCK:
-        if _OV_CORE is None:
-            import openvino as ov
-
-            _OV_CORE = ov.Core()
-        return _OV_CORE
-
-
 class _OvGraph:
     def __init__(self, path: Path, threads: int | None, precision: str):
+        hint = {"bf16": "bf16", "int8": int8_float_precision()}.get(precision, "f32")
         config: dict[str, Any] = {
-            # fp32 explicitly: on AMX CPUs OpenVINO would otherwise run bf16
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            # fp32 explicitly: on AMX CPUs OpenVINO would otherwise run bf16; int8 graphs keep their
+            # float ops (the sensitive layers) in bf16 where the CPU has it, as their check ran
+            "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY",
         }
         if threads:
