@@ -168,38 +168,31 @@ def iter_frames(
     try:
         ctx = stream.codec_context
         out_w, out_h = _target_size(ctx.width, ctx.height, short_side)
-        step = None if fps is None else 1.0 / fps
-        next_t = start
-        prev = None  # (time, frame) of the last decoded frame before the next sample instant
+        # with fps: the sample instants' frames, by the rule decode_ranges shares (_Sampler)
+        sampler = None if fps is None else _Sampler(start, math.inf if end is None else end, 1.0 / fps)
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
                 t = float(frame.pts * stream.time_base)
-                if step is None:
+                if sampler is None:
                     if t < start - 1e-6:
                         continue
                     if end is not None and t >= end:
                         break
                     yield t, _to_rgb(frame, out_w, out_h)
                     continue
-                # emit every sample instant that falls before this frame using the previous frame
-                while prev is not None and next_t < t - 1e-6 and (end is None or next_t < end):
-                    yield next_t, _to_rgb(prev, out_w, out_h)
-                    next_t += step
-                if end is not None and next_t >= end:
+                for instant, shown in sampler.feed(t, frame):
+                    yield instant, _to_rgb(shown, out_w, out_h)
+                if sampler.done:
                     break
-                prev = frame
-            # the stream ended: the last frame shows until the end of the range (or one frame period)
-            if step is not None and prev is not None:
-                last_t = float(prev.pts * stream.time_base)
+            if sampler is not None and not sampler.done:  # the stream ended
                 frame_period = 1.0 / float(stream.average_rate or fps)
-                stop = last_t + frame_period if end is None else min(end, last_t + frame_period)
-                while next_t < stop - 1e-6:
-                    yield next_t, _to_rgb(prev, out_w, out_h)
-                    next_t += step
+                for instant, shown in sampler.finish(stream.time_base, frame_period):
+                    yield instant, _to_rgb(shown, out_w, out_h)
         except av.error.FFmpegError as e:
-            raise VideoError(path, f"decoding failed near {next_t:.2f} s ({e})") from e
+            where = start if sampler is None else sampler.next_t
+            raise VideoError(path, f"decoding failed near {where:.2f} s ({e})") from e
     finally:
         container.close()
 
@@ -353,7 +346,8 @@ def plan_passes(path: str | Path, ranges: Sequence[tuple[float, float]]) -> list
 
 
 class _Sampler:
-    """One range's frames at ``fps``, fed every decoded frame in order: :func:`iter_frames`'s rule."""
+    """One range's frames at ``fps``, fed every decoded frame in order: the rule of :func:`iter_frames`
+    and :func:`decode_ranges` (the decoded frame showing at each instant ``start + k / fps``)."""
 
     def __init__(self, start: float, end: float, step: float):
         self.next_t, self.end, self.step = start, end, step
